@@ -1,0 +1,186 @@
+"""What pgtwist knows about its backends: up or down, primary or standby.
+
+The primary is the backend flagged ALWAYS_PRIMARY, else the one whose
+``pg_is_in_recovery()`` is false.  Roles are checked with ``sr_check_user``
+every ``sr_check_period`` seconds (0: once at start and whenever a session
+finds no primary); if that user cannot log in, the check borrows the
+credentials of the client that needs the answer, since roles are facts about
+the cluster and not about a user.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet import defer, task
+
+from .conn.auth import Secret
+from .conn.backend import LoginFailed
+from .logs import logger
+from .protocols.backend import run_query
+from .wire.errors import CONNECTION_FAILURE
+
+log = logger(__name__)
+
+ROLE_QUERY = "SELECT pg_catalog.pg_is_in_recovery()"
+
+
+class NoPrimary(LoginFailed):
+    pass
+
+
+def _now_text() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+class NodeState:
+    """Live state of one configured backend."""
+
+    __slots__ = ("node_id", "backend", "status", "role", "select_cnt", "last_status_change")
+
+    def __init__(self, backend):
+        self.node_id = backend.node_id
+        self.backend = backend
+        self.status = "waiting"
+        self.role = "primary" if backend.always_primary else "unknown"
+        self.select_cnt = 0
+        self.last_status_change = _now_text()
+
+    def set_status(self, status: str) -> None:
+        if status != self.status:
+            self.status = status
+            self.last_status_change = _now_text()
+
+
+class Cluster:
+    def __init__(self, reactor, config, secret_for):
+        self.reactor = reactor
+        self.config = config
+        self.secret_for = secret_for  # user -> Secret | None
+        self.nodes = [NodeState(b) for b in config.backends]
+        self._check: defer.Deferred | None = None
+        self._loop: task.LoopingCall | None = None
+        if len(self.nodes) == 1 and self.nodes[0].role == "unknown":
+            self.nodes[0].role = "primary"
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        period = self.config.sr_check_period
+        if self._needs_check():
+            if period > 0:
+                self._loop = task.LoopingCall(self._periodic)
+                self._loop.clock = self.reactor
+                self._loop.start(period, now=True).addErrback(
+                    lambda f: log.failure("role check loop stopped", f)
+                )
+            else:
+                self._periodic()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def _needs_check(self) -> bool:
+        return not any(n.backend.always_primary for n in self.nodes) and len(self.nodes) > 1
+
+    def _periodic(self):
+        return self.check_roles(self.config.sr_check_user, self._sr_secret()).addErrback(
+            lambda f: None
+        )
+
+    def _sr_secret(self) -> Secret | None:
+        if self.config.sr_check_password:
+            return Secret(plaintext=self.config.sr_check_password)
+        return self.secret_for(self.config.sr_check_user)
+
+    # -- queries -----------------------------------------------------------------
+    @property
+    def primary(self) -> NodeState | None:
+        for node in self.nodes:
+            if node.role == "primary":
+                return node
+        return None
+
+    def primary_for(self, user: str, secret: Secret | None) -> defer.Deferred:
+        """Deferred NodeState of the primary, checking roles if not yet known."""
+        node = self.primary
+        if node is not None:
+            return defer.succeed(node)
+        d = self.check_roles(self.config.sr_check_user, self._sr_secret())
+
+        def retry(_):
+            if self.primary is not None or user == self.config.sr_check_user:
+                return None
+            return self.check_roles(user, secret)
+
+        def answer(_):
+            found = self.primary
+            if found is None:
+                raise NoPrimary(
+                    {
+                        "S": "FATAL",
+                        "C": CONNECTION_FAILURE,
+                        "M": "no primary node found: no backend is flagged ALWAYS_PRIMARY "
+                        "and none answered pg_is_in_recovery() = false",
+                    }
+                )
+            return found
+
+        d.addBoth(retry)
+        d.addBoth(answer)
+        return d
+
+    def check_roles(self, user: str, secret: Secret | None) -> defer.Deferred:
+        """Ask every backend without a fixed role whether it is in recovery."""
+        if self._check is not None:
+            # One check at a time; later callers share its outcome.
+            shared = defer.Deferred()
+            self._check.addBoth(lambda r: (shared.callback(None), r)[1])
+            return shared
+        timeout = self.config.connect_timeout / 1000.0
+        checks = []
+        for node in self.nodes:
+            if node.backend.always_primary:
+                continue
+            d = run_query(
+                self.reactor, node.backend.hostname, node.backend.port, user,
+                self.config.sr_check_database, secret, ROLE_QUERY, timeout,
+            )
+            d.addCallbacks(self._role_ok, self._role_failed, callbackArgs=(node,), errbackArgs=(node, user))
+            checks.append(d)
+        self._check = defer.DeferredList(checks, consumeErrors=True)
+
+        def done(result):
+            self._check = None
+            return result
+
+        self._check.addBoth(done)
+        return self._check
+
+    def _role_ok(self, rows, node: NodeState) -> None:
+        in_recovery = bool(rows) and rows[0][0] == "t"
+        role = "standby" if in_recovery else "primary"
+        if role != node.role:
+            log.info("node {node_id} ({host}:{port}) is {role}", node_id=node.node_id,
+                     host=node.backend.hostname, port=node.backend.port, role=role)
+        node.role = role
+        node.set_status("up")
+        if role == "primary":
+            for other in self.nodes:
+                if other is not node and other.role == "primary" and not other.backend.always_primary:
+                    other.role = "unknown"
+
+    def _role_failed(self, failure, node: NodeState, user: str) -> None:
+        exc = failure.value
+        if isinstance(exc, LoginFailed) and exc.sqlstate == CONNECTION_FAILURE:
+            node.set_status("down")
+        log.warn(
+            "role check of node {node_id} as user {user} failed: {why}",
+            node_id=node.node_id, user=user, why=getattr(exc, "args", ("?",))[0],
+        )
+
+    def mark_down(self, node_id: int) -> None:
+        self.nodes[node_id].set_status("down")
+
+    def mark_up(self, node_id: int) -> None:
+        self.nodes[node_id].set_status("up")

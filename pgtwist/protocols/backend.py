@@ -1,0 +1,265 @@
+"""Twisted glue for pgtwist's connections to PostgreSQL servers.
+
+``BackendLink`` logs in with a :class:`~pgtwist.conn.backend.BackendLogin` and
+then hands every scanned chunk of the server's stream to its owner (a relay).
+``connect_backend`` and ``run_query`` are the two ways to get one.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, error
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.python.failure import Failure
+
+from ..conn.auth import Secret
+from ..conn.backend import BackendLogin, LoginFailed, LoginState
+from ..logs import logger
+from ..wire import codes
+from ..wire import messages as m
+from ..wire.errors import CONNECTION_FAILURE, ProtocolViolation
+from ..wire.framing import BackendScanner
+from .fastwrite import make_writer
+
+log = logger(__name__)
+
+
+class BackendUnavailable(LoginFailed):
+    """The server could not be reached or dropped the connection during login."""
+
+
+class BackendLink(Protocol):
+    """One connection to one PostgreSQL server."""
+
+    owner = None  # set by the relay once the login is complete
+
+    def __init__(self, node_id: int, login: BackendLogin, address: str):
+        self.node_id = node_id
+        self.login = login
+        self.address = address
+        self.ready: defer.Deferred = defer.Deferred()
+        self.scanner = BackendScanner()
+        self.inflight = 0          # sync points sent and not yet answered by ReadyForQuery
+        self.txn_status = codes.TXN_IDLE
+        self.copy_in = False
+        self.parameters: dict[str, str] = {}
+        self.backend_pid = 0
+        self.backend_secret = 0
+        self.closed = False
+        self.fatal_seen = False    # the server sent FATAL/PANIC: it is about to hang up
+        self.write = None
+        self._leftover: list = []
+
+    # -- Twisted callbacks -----------------------------------------------------
+    def connectionMade(self) -> None:
+        self.write = make_writer(self.transport)
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+        self.write(self.login.startup())
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            items = self.scanner.feed(data)
+        except ProtocolViolation as exc:
+            self._fail_stream(exc)
+            return
+        owner = self.owner
+        if owner is not None:
+            owner.backend_items(self, items)
+            return
+        self._login_items(items)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.closed = True
+        if not self.ready.called:
+            self.ready.errback(
+                BackendUnavailable(
+                    {
+                        "S": "FATAL",
+                        "C": CONNECTION_FAILURE,
+                        "M": f"server at {self.address} closed the connection during login",
+                    }
+                )
+            )
+            return
+        owner = self.owner
+        if owner is not None:
+            owner.link_lost(self, reason)
+
+    # -- helpers -----------------------------------------------------------------
+    def _login_items(self, items: list) -> None:
+        login = self.login
+        for index, item in enumerate(items):
+            if login.state is LoginState.READY:
+                self._leftover.extend(items[index:])
+                break
+            if type(item) is not tuple:
+                continue  # notices during login are not forwarded
+            try:
+                reply = login.receive(item[0], item[1])
+            except LoginFailed as exc:
+                self.transport.loseConnection()
+                if not self.ready.called:
+                    self.ready.errback(exc)
+                return
+            if reply:
+                self.write(reply)
+        if login.state is LoginState.READY and not self.ready.called:
+            self.parameters = dict(login.parameters)
+            self.backend_pid = login.backend_pid
+            self.backend_secret = login.backend_secret
+            self.txn_status = login.txn_status
+            self.ready.callback(self)
+
+    def attach(self, owner) -> None:
+        """Hand the stream to ``owner``; replay anything that arrived early."""
+        self.owner = owner
+        if self._leftover:
+            items, self._leftover = self._leftover, []
+            owner.backend_items(self, items)
+
+    def _fail_stream(self, exc: ProtocolViolation) -> None:
+        log.error("backend {address} broke the protocol: {msg}", address=self.address, msg=exc.message)
+        self.transport.abortConnection()
+
+    def terminate(self) -> None:
+        """Say goodbye politely and close."""
+        if not self.closed:
+            self.write(m.TERMINATE)
+            self.transport.loseConnection()
+
+
+class _LinkFactory(ClientFactory):
+    noisy = False
+
+    def __init__(self, link: BackendLink):
+        self.link = link
+
+    def buildProtocol(self, addr):
+        return self.link
+
+    def clientConnectionFailed(self, connector, reason: Failure) -> None:
+        if not self.link.ready.called:
+            why = reason.getErrorMessage()
+            if reason.check(error.TimeoutError):
+                why = "timeout expired"
+            self.link.ready.errback(
+                BackendUnavailable(
+                    {
+                        "S": "FATAL",
+                        "C": CONNECTION_FAILURE,
+                        "M": f"could not connect to server at {self.link.address}: {why}",
+                    }
+                )
+            )
+
+
+def connect_address(reactor, hostname: str, port: int, factory, timeout: float):
+    """TCP, or a Unix socket when the hostname is a directory (as in libpq)."""
+    if hostname.startswith("/"):
+        return reactor.connectUNIX(f"{hostname}/.s.PGSQL.{port}", factory, timeout=timeout)
+    return reactor.connectTCP(hostname, port, factory, timeout=timeout)
+
+
+def connect_backend(
+    reactor,
+    node_id: int,
+    hostname: str,
+    port: int,
+    user: str,
+    params: dict[str, str],
+    secret: Secret | None,
+    timeout: float,
+) -> defer.Deferred:
+    """Deferred firing with a logged-in :class:`BackendLink`, or LoginFailed."""
+    address = f"{hostname}:{port}"
+    link = BackendLink(node_id, BackendLogin(user, params, secret), address)
+    connect_address(reactor, hostname, port, _LinkFactory(link), timeout)
+    # The whole login, not just the TCP connect, is bounded by connect_timeout.
+    timer = reactor.callLater(timeout, _login_timeout, link)
+    link.ready.addBoth(_cancel_timer, timer)
+    return link.ready
+
+
+def _login_timeout(link: BackendLink) -> None:
+    if not link.ready.called:
+        link.ready.errback(
+            BackendUnavailable(
+                {
+                    "S": "FATAL",
+                    "C": CONNECTION_FAILURE,
+                    "M": f"timeout expired while logging in to server at {link.address}",
+                }
+            )
+        )
+        if link.transport is not None:
+            link.transport.abortConnection()
+
+
+def _cancel_timer(result, timer):
+    if timer.active():
+        timer.cancel()
+    return result
+
+
+class _QueryCollector:
+    """Owner of a short-lived link that runs one simple query and keeps the rows."""
+
+    def __init__(self, link: BackendLink):
+        self.link = link
+        self.rows: list[list[str | None]] = []
+        self.error: dict[str, str] | None = None
+        self.done: defer.Deferred = defer.Deferred()
+        self._scanner_rows = b""
+
+    def backend_items(self, link, items) -> None:
+        for item in items:
+            if type(item) is tuple:
+                code, body = item
+                if code == codes.ERROR_RESPONSE:
+                    self.error = m.decode_fields(body)
+                elif code == codes.READY_FOR_QUERY:
+                    self._parse_rows()
+                    link.terminate()
+                    if self.error:
+                        self.done.errback(LoginFailed(self.error))
+                    else:
+                        self.done.callback(self.rows)
+            else:
+                self._scanner_rows += item
+
+    def _parse_rows(self) -> None:
+        data = self._scanner_rows
+        pos = 0
+        while pos + 5 <= len(data):
+            code = data[pos]
+            (length,) = m._I.unpack_from(data, pos + 1)
+            if code == codes.DATA_ROW:
+                r = m.Reader(data[pos + 5:pos + 1 + length], "DataRow")
+                row = []
+                for _ in range(r.int16()):
+                    size = r.int32()
+                    row.append(None if size < 0 else r.take(size).decode("utf-8", "replace"))
+                self.rows.append(row)
+            pos += 1 + length
+
+    def link_lost(self, link, reason) -> None:
+        if not self.done.called:
+            self.done.errback(
+                BackendUnavailable(
+                    {"S": "FATAL", "C": CONNECTION_FAILURE, "M": f"server at {link.address} closed the connection"}
+                )
+            )
+
+
+@defer.inlineCallbacks
+def run_query(reactor, hostname, port, user, database, secret, sql, timeout):
+    """Run one simple-protocol query on a fresh connection; rows of text values."""
+    link = yield connect_backend(
+        reactor, -1, hostname, port, user,
+        {"database": database, "application_name": "pgtwist"}, secret, timeout,
+    )
+    collector = _QueryCollector(link)
+    link.attach(collector)
+    link.write(m.query(sql))
+    rows = yield collector.done
+    return rows

@@ -1,0 +1,163 @@
+"""Composition root: builds the proxy and the twistd service around it."""
+
+from __future__ import annotations
+
+import hmac
+import random
+
+from twisted.application import service
+from twisted.internet.protocol import ClientFactory as _ClientFactory
+from twisted.internet.protocol import Protocol
+
+from .conn.auth import Secret
+from .health import Cluster
+from .logs import logger, set_level
+from .passwd import load_pool_passwd
+from .protocols.backend import connect_address
+from .protocols.frontend import ClientFactory
+from .relay import Relay
+from .session import Session
+from .wire import messages as m
+
+log = logger(__name__)
+
+_MAX_PID = 2**31 - 1
+
+
+class _CancelSender(Protocol):
+    def __init__(self, packet: bytes):
+        self.packet = packet
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.packet)
+        self.transport.loseConnection()
+
+
+class _CancelFactory(_ClientFactory):
+    noisy = False
+
+    def __init__(self, packet: bytes, address: str):
+        self.packet = packet
+        self.address = address
+
+    def buildProtocol(self, addr):
+        return _CancelSender(self.packet)
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        log.warn("could not send cancel request to {address}: {why}", address=self.address,
+                 why=reason.getErrorMessage())
+
+
+class Proxy:
+    """Process-wide state shared by all sessions: config, backends, key map."""
+
+    def __init__(self, reactor, config, rng: random.Random | None = None):
+        self.reactor = reactor
+        self.config = config
+        self.rng = rng or random.SystemRandom()
+        self.passwd = load_pool_passwd(config.pool_passwd) if config.pool_passwd else {}
+        self.cluster = Cluster(reactor, config, self.secret_for)
+        self.sessions: dict[int, Relay] = {}
+
+    # -- sessions ------------------------------------------------------------------
+    def make_relay(self, transport) -> Relay:
+        return Relay(self, transport)
+
+    def new_session(self, relay: Relay, client_address: str) -> Session:
+        while True:
+            pid = self.rng.randint(1, _MAX_PID)
+            if pid not in self.sessions:
+                break
+        self.sessions[pid] = relay
+        return Session(pid=pid, secret=self.rng.getrandbits(32), client_address=client_address)
+
+    def end_session(self, session: Session) -> None:
+        self.sessions.pop(session.pid, None)
+
+    def secret_for(self, user: str) -> Secret | None:
+        entry = self.passwd.get(user)
+        if entry is None:
+            return None
+        if entry.kind == "md5":
+            return Secret(md5=entry.secret)
+        text = entry.plaintext()
+        return Secret(plaintext=text) if text is not None else None
+
+    # -- cancel requests -----------------------------------------------------------
+    def cancel(self, pid: int, secret: int) -> None:
+        """A client's CancelRequest: forward it to the backends of that session."""
+        relay = self.sessions.get(pid)
+        if relay is None or not hmac.compare_digest(
+            relay.session.secret.to_bytes(4, "big"), secret.to_bytes(4, "big")
+        ):
+            log.info("cancel request for unknown session key ignored")
+            return
+        relay.cancel_backends()
+
+    def send_cancel(self, link) -> None:
+        """Cancel whatever ``link``'s backend is running, on a new connection."""
+        if not link.backend_pid:
+            return
+        host, _, port = link.address.rpartition(":")
+        connect_address(
+            self.reactor, host, int(port),
+            _CancelFactory(m.cancel_request(link.backend_pid, link.backend_secret), link.address),
+            self.config.connect_timeout / 1000.0,
+        )
+
+    def shutdown(self) -> None:
+        for relay in list(self.sessions.values()):
+            relay.shutdown()
+
+
+def listen_interfaces(listen_addresses: str) -> list[str]:
+    """Pgpool-II's listen_addresses: '*' = all, comma-separated hosts."""
+    result = []
+    for item in listen_addresses.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item == "*":
+            return ["0.0.0.0", "::"]
+        result.append("127.0.0.1" if item == "localhost" else item)
+    return result
+
+
+class ProxyService(service.Service):
+    name = "pgtwist"
+
+    def __init__(self, config, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.config = config
+        self.proxy = Proxy(reactor, config)
+        self.ports: list = []
+
+    def startService(self) -> None:
+        super().startService()
+        factory = ClientFactory(self.proxy)
+        backlog = max(128, 2 * self.config.num_init_children)
+        for interface in listen_interfaces(self.config.listen_addresses):
+            port = self.reactor.listenTCP(self.config.port, factory, backlog=backlog, interface=interface)
+            self.ports.append(port)
+            log.info("pgtwist listening on {iface}:{port}", iface=interface, port=self.config.port)
+        self.proxy.cluster.start()
+
+    def stopService(self):
+        super().stopService()
+        self.proxy.cluster.stop()
+        self.proxy.shutdown()
+        ports, self.ports = self.ports, []
+        from twisted.internet import defer
+
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+
+def make_service(config, reactor=None) -> service.IService:
+    set_level(config.log_min_messages)
+    top = service.MultiService()
+    ProxyService(config, reactor).setServiceParent(top)
+    return top

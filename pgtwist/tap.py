@@ -1,0 +1,52 @@
+"""twistd plugin options: ``twistd -n pgtwist -c etc/pgpool.yaml``."""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+from .config import ConfigError, load_config
+
+
+class Options(usage.Options):
+    synopsis = "[-c FILE] [--check]"
+    longdesc = (
+        "Run pgtwist, a PostgreSQL proxy that sends writes to the primary and pools "
+        "connections, configured with Pgpool-II parameter names in a YAML file. "
+        "PGPOOL_PARAMS_<NAME> environment variables override the file. "
+        "Run in the foreground with `twistd -n pgtwist -c FILE`."
+    )
+    optParameters = [
+        ["config", "c", "etc/pgpool.yaml", "YAML configuration file (Pgpool-II parameter names)."],
+        ["hba-file", "a", None, "pool_hba.conf path (overrides pool_hba_file), as pgpool -a."],
+        ["key-file", "k", None, "AES key file for pool_passwd (overrides pool_key_file), as pgpool -k."],
+    ]
+    optFlags = [
+        ["check", None, "Validate the configuration, print the result and exit without starting."],
+    ]
+
+    def postOptions(self) -> None:
+        overrides = {}
+        if self["hba-file"]:
+            overrides["pool_hba_file"] = self["hba-file"]
+        if self["key-file"]:
+            overrides["pool_key_file"] = self["key-file"]
+        try:
+            self.config = load_config(self["config"], overrides=overrides)
+        except ConfigError as exc:
+            sys.stderr.write(f"pgtwist: configuration is invalid:\n{exc}\n")
+            raise SystemExit(1) from None
+        if self["check"]:
+            c = self.config
+            sys.stdout.write(
+                f"pgtwist: configuration {c.path or '(defaults)'} is valid: "
+                f"listen {c.listen_addresses}:{c.port}, {len(c.backends)} backend(s)\n"
+            )
+            raise SystemExit(0)
+
+
+def makeService(options: Options):
+    from .service import make_service
+
+    return make_service(options.config)

@@ -1,0 +1,179 @@
+"""Splitting byte streams into v3 frames without copying what is only forwarded.
+
+``FrameSplitter`` serves the client direction: it returns whole frames (the
+relay needs to see every client message) and enforces a maximum length as soon
+as a header arrives.  ``BackendScanner`` serves the server direction: it streams
+the bodies of frames the relay does not care about (DataRow, CopyData...) even
+before they are complete, and only holds back the few it must read
+(ReadyForQuery, ErrorResponse, ParameterStatus, Copy*Response).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from . import codes
+from .errors import ProtocolViolation
+
+_unpack_I = struct.Struct("!I").unpack_from
+_unpack_BI = struct.Struct("!BI").unpack_from
+
+# PostgreSQL's own limit for startup packets (MAX_STARTUP_PACKET_LENGTH).
+MAX_STARTUP_LENGTH = 10000
+
+
+class StartupSplitter:
+    """Untyped startup-phase packets: int32 length (self-inclusive) + body."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> tuple[bytes | None, bytes]:
+        """Return (packet body or None, leftover bytes after it)."""
+        buf = self._buf + data
+        if len(buf) < 4:
+            self._buf = buf
+            return None, b""
+        (length,) = _unpack_I(buf, 0)
+        if length < 8 or length > MAX_STARTUP_LENGTH:
+            raise ProtocolViolation("invalid length of startup packet")
+        if len(buf) < length:
+            self._buf = buf
+            return None, b""
+        self._buf = b""
+        return buf[4:length], buf[length:]
+
+
+class FrameSplitter:
+    """Typed frames from a client.
+
+    ``feed`` returns ``(buf, frames)``: ``buf`` is the contiguous run of
+    complete frames and ``frames`` a list of ``(code, start, end)`` offsets of
+    each frame *body* in ``buf`` (the frame header sits at ``start - 5``).
+    """
+
+    __slots__ = ("_buf", "max_length")
+
+    def __init__(self, max_length: int) -> None:
+        self._buf = b""
+        self.max_length = max_length
+
+    def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+        buf = self._buf + data if self._buf else data
+        n = len(buf)
+        pos = 0
+        frames: list[tuple[int, int, int]] = []
+        max_length = self.max_length
+        while n - pos >= 5:
+            code, length = _unpack_BI(buf, pos)
+            if length < 4:
+                raise ProtocolViolation(f"invalid message length {length}")
+            if length > max_length:
+                raise ProtocolViolation(
+                    f"message of {length} bytes exceeds max_message_length ({max_length})"
+                )
+            end = pos + 1 + length
+            if end > n:
+                break
+            frames.append((code, pos + 5, end))
+            pos = end
+        if pos == n:
+            self._buf = b""
+            return buf, frames
+        self._buf = buf[pos:]
+        return buf[:pos], frames
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+# Backend frames the relay must read whole; everything else streams through.
+WATCHED = frozenset(
+    (
+        codes.READY_FOR_QUERY,
+        codes.ERROR_RESPONSE,
+        codes.PARAMETER_STATUS,
+        codes.COPY_IN_RESPONSE,
+        codes.COPY_OUT_RESPONSE,
+        codes.COPY_BOTH_RESPONSE,
+        codes.BACKEND_KEY_DATA,
+        codes.AUTHENTICATION,
+        codes.NEGOTIATE_PROTOCOL_VERSION,
+    )
+)
+
+# Watched frames are small; anything bigger is a broken server stream.
+_MAX_WATCHED = 1 << 20
+
+
+class BackendScanner:
+    """Scan a server's byte stream for the frames the relay acts on.
+
+    ``feed`` returns a list mixing ``bytes`` (to forward in order) and
+    ``(code, body)`` tuples (events, placed right after the bytes of their own
+    frame).  The common case of a whole response ending in ReadyForQuery
+    yields exactly ``[run_of_bytes, (ord('Z'), b'I')]``.
+    """
+
+    __slots__ = ("_partial", "_skip")
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._skip = 0
+
+    def feed(self, data: bytes) -> list:
+        out: list = []
+        n = len(data)
+        if self._skip:
+            if n <= self._skip:
+                self._skip -= n
+                return [data]
+            pos = self._skip
+            self._skip = 0
+            if self._partial:  # pragma: no cover - cannot hold both
+                raise AssertionError("scanner state")
+        else:
+            pos = 0
+        if self._partial:
+            # Bytes held back earlier were never forwarded: prepend them.
+            data = self._partial + data[pos:]
+            self._partial = b""
+            n = len(data)
+            pos = 0
+        start = 0
+        watched = WATCHED
+        while True:
+            if n - pos < 5:
+                if pos < n:
+                    self._partial = data[pos:]
+                break
+            code, length = _unpack_BI(data, pos)
+            if length < 4:
+                raise ProtocolViolation(f"server sent invalid message length {length}")
+            end = pos + 1 + length
+            if code in watched:
+                if length > _MAX_WATCHED:
+                    raise ProtocolViolation("server sent an oversized control message")
+                if end > n:
+                    self._partial = data[pos:]
+                    break
+                out.append(data[start:end])
+                out.append((code, data[pos + 5:end]))
+                start = pos = end
+                continue
+            if end > n:
+                self._skip = end - n
+                pos = n
+                break
+            pos = end
+        if start < pos:
+            out.append(data[start:pos] if (start or pos != n) else data)
+        return out
+
+    @property
+    def idle(self) -> bool:
+        """True between frames (nothing half-forwarded or held back)."""
+        return not self._skip and not self._partial
