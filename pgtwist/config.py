@@ -1,0 +1,536 @@
+"""Configuration: a YAML file (or a Pgpool-II pgpool.conf), then ``PGPOOL_PARAMS_*`` environment
+variables, then command-line overrides, merged into one frozen :class:`Config`.
+
+Everything is validated up front and every problem is reported at once, each prefixed with the
+path of the offending setting, so a broken deployment fails with one readable message instead of
+a traceback at the first connection. Secret values never appear in messages or reprs.
+Relative file names resolve against the config file's directory, as in Pgpool-II (those given
+on the command line against the working directory).
+
+pgtwist differs from Pgpool-II on purpose in a few defaults: ``num_init_children`` caps
+concurrent clients (1000, not 32 processes: one event loop serves them all), ``pid_file_name``
+is empty (twistd writes the pidfile) and unknown parameters are errors rather than INFO logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import yaml
+
+from pgtwist.params import (
+    ALIASES,
+    BACKEND_FIELDS,
+    BACKEND_FLAGS,
+    MAX_BACKENDS,
+    PARAMS,
+    PER_NODE,
+    RENAMED,
+    RENAMED_FLAGS,
+    SUFFIX_ONLY,
+    Param,
+    is_secret,
+)
+
+__all__ = ["Backend", "Config", "ConfigError", "load_config", "parse_config", "parse_pgpool_conf"]
+
+ENV_PREFIX = "PGPOOL_PARAMS_"
+REDACTED = "********"
+HIDDEN = "<hidden>"
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, each as ``"path: message"``."""
+
+    def __init__(self, errors: list[str] | str) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(self.errors))
+
+    def __str__(self) -> str:
+        return "\n".join(self.errors)
+
+
+@dataclass(frozen=True)
+class Backend:
+    node_id: int
+    hostname: str
+    port: int
+    weight: float
+    flags: frozenset[str]
+    data_directory: str = ""
+    application_name: str = ""
+
+    @property
+    def always_primary(self) -> bool:
+        return "ALWAYS_PRIMARY" in self.flags
+
+    @property
+    def failover_allowed(self) -> bool:
+        return "DISALLOW_TO_FAILOVER" not in self.flags
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str | None
+    base_dir: str
+    listen_addresses: str
+    port: int
+    backends: tuple[Backend, ...]
+    load_balance_mode: bool
+    connection_cache: bool
+    reset_query_list: tuple[str, ...]
+    authentication_timeout: int
+    connect_timeout: int
+    num_init_children: int
+    max_pool: int
+    reserved_connections: int
+    pool_passwd: str
+    pool_hba_file: str
+    pool_key_file: str
+    enable_pool_hba: bool
+    sr_check_period: int
+    sr_check_user: str
+    sr_check_password: str = field(repr=False)
+    sr_check_database: str
+    health_check_period: int
+    max_message_length: int
+    log_min_messages: str
+    pid_file_name: str
+    params: Mapping[str, object] = field(repr=False)
+
+    def secrets_redacted(self) -> dict:
+        """All parameters, with password-like values replaced (safe to log or show)."""
+        return {name: _redact(name, value) for name, value in self.params.items()}
+
+
+# --- value conversion ------------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """Raised by a converter with the 'expected ...' half of an error message."""
+
+
+_TRUE = frozenset({"on", "true", "yes", "1"})
+_FALSE = frozenset({"off", "false", "no", "0"})
+_MEMORY_UNITS = {"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+_TIME_UNITS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_INT_RE = re.compile(r"\s*([+-]?\d+)\s*([A-Za-z]*)\s*\Z")
+_SEMI_SPLIT = re.compile(r"(?<!\\);")
+
+
+def _to_bool(p: Param, v: object, base_dir: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str):
+        word = v.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+    raise _Bad("expected on/off")
+
+
+def _to_int(p: Param, v: object, base_dir: str) -> int:
+    bounds = (f"{p.lo}-{p.hi}" if p.hi is not None else f">= {p.lo}") if p.lo is not None else ""
+    expected = f"expected an integer {bounds}".rstrip() + (f" (default unit {p.unit})" if p.unit else "")
+    if isinstance(v, bool):
+        raise _Bad(expected)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, int):
+        n = v
+    elif isinstance(v, str) and (m := _INT_RE.match(v)):
+        n, unit = int(m[1]), m[2]
+        if unit:
+            table = _MEMORY_UNITS if p.unit in _MEMORY_UNITS else _TIME_UNITS
+            if p.unit not in table or unit not in table or (n * table[unit]) % table[p.unit]:
+                raise _Bad(expected)
+            n = n * table[unit] // table[p.unit]
+    else:
+        raise _Bad(expected)
+    if (p.lo is not None and n < p.lo) or (p.hi is not None and n > p.hi):
+        raise _Bad(expected)
+    return n
+
+
+def _to_float(p: Param, v: object, base_dir: str) -> float:
+    expected = "expected a number" + (f" >= {p.lo}" if p.lo is not None else "")
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise _Bad(expected)
+    try:
+        f = float(v)
+    except ValueError:
+        raise _Bad(expected) from None
+    if not math.isfinite(f) or (p.lo is not None and f < p.lo):
+        raise _Bad(expected)
+    return f
+
+
+def _to_str(p: Param, v: object, base_dir: str) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):  # YAML reads a bare on/off/yes/no as a bool
+        return "on" if v else "off"
+    if isinstance(v, (str, int, float)):
+        return str(v)
+    raise _Bad("expected a string")
+
+
+def _to_enum(p: Param, v: object, base_dir: str) -> str:
+    if isinstance(v, bool):
+        v = "on" if v else "off"
+    if isinstance(v, str):
+        for choice in p.choices:
+            if choice.lower() == v.strip().lower():
+                return choice
+    if p.name == "backend_clustering_mode":
+        raise _Bad("pgtwist supports streaming replication only (streaming_replication or raw)")
+    raise _Bad("expected one of " + ", ".join(p.choices))
+
+
+def _to_path(p: Param, v: object, base_dir: str) -> str:
+    text = _to_str(p, v, base_dir)
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(text))) if text else ""
+
+
+def _to_list(p: Param, v: object, base_dir: str) -> tuple[str, ...]:
+    sep = "','" if p.kind == "list" else "';'"
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        items = v.split(",") if p.kind == "list" else _SEMI_SPLIT.split(v)
+    elif isinstance(v, (list, tuple)) and all(
+        isinstance(i, (str, int, float)) and not isinstance(i, bool) for i in v
+    ):
+        items = [str(i) for i in v]
+    else:
+        raise _Bad(f"expected a {sep}-separated string or a list of strings")
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _to_mode(p: Param, v: object, base_dir: str) -> int:
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = v
+    elif isinstance(v, str) and re.fullmatch(r"\s*[0-7]{1,5}\s*", v):
+        n = int(v, 8)
+    else:
+        raise _Bad("expected an octal file mode such as 0600")
+    if not 0 <= n <= 0o7777:
+        raise _Bad("expected an octal file mode such as 0600")
+    return n
+
+
+def _to_map(p: Param, v: object, base_dir: str) -> Mapping:
+    if v is None:
+        return MappingProxyType({})
+    if isinstance(v, Mapping):
+        return MappingProxyType(copy.deepcopy(dict(v)))
+    raise _Bad("expected a mapping")
+
+
+_CONVERTERS = {
+    "bool": _to_bool, "int": _to_int, "float": _to_float, "str": _to_str, "enum": _to_enum,
+    "path": _to_path, "list": _to_list, "semilist": _to_list, "mode": _to_mode, "map": _to_map,
+}
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return repr(value)
+
+
+def _convert(p: Param, value: object, label: str, base_dir: str, errors: list[str]) -> object:
+    try:
+        return _CONVERTERS[p.kind](p, value, base_dir)
+    except _Bad as exc:
+        got = HIDDEN if is_secret(p.name, p.kind) else _describe(value)
+        errors.append(f"{label}: {exc}, got {got}")
+        return p.default
+
+
+def _redact(name: str, value: object) -> object:
+    if isinstance(value, Mapping):
+        return {k: _redact(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(name, v) for v in value]
+    known = PARAMS.get(name)
+    if value not in ("", None, ()) and is_secret(name, known.kind if known else "str"):
+        return REDACTED
+    return value
+
+
+# --- names -----------------------------------------------------------------------------------
+
+_FLAT_BACKEND = re.compile(rf"backend_({'|'.join(BACKEND_FIELDS)})(\d+)\Z")
+_SUFFIXED = re.compile(r"([a-z_]+?)(\d+)\Z")
+_NAMES = sorted([*PARAMS, "backends"])
+_STEMS = sorted([*(f"backend_{f}" for f in BACKEND_FIELDS), *PER_NODE, *SUFFIX_ONLY])
+_BACKEND_PARAMS = {
+    "hostname": Param("backend_hostname", "str", ""),
+    "port": Param("backend_port", "int", 5432, lo=1, hi=65535),
+    "weight": Param("backend_weight", "float", 1.0, lo=0),
+    "data_directory": Param("backend_data_directory", "str", ""),
+    "application_name": Param("backend_application_name", "str", ""),
+}
+
+
+def _suffixed_param(name: str) -> Param | None:
+    m = _SUFFIXED.match(name)
+    if m and m[1] in PER_NODE:
+        return dataclasses.replace(PARAMS[m[1]], name=name)
+    if m and m[1] in SUFFIX_ONLY:
+        return dataclasses.replace(SUFFIX_ONLY[m[1]], name=name)
+    return None
+
+
+def _hint(key: str, names: list[str] | tuple[str, ...], stems: list[str] | tuple = ()) -> str:
+    m = _SUFFIXED.match(key)
+    close = difflib.get_close_matches(m[1], stems, n=1, cutoff=0.75) if m and stems else []
+    if close:
+        return f"; did you mean {close[0]}{m[2]}?"
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _unknown(key: str) -> str:
+    m = _SUFFIXED.match(key)
+    if key in RENAMED:
+        return f"replaced by {RENAMED[key]} in Pgpool-II 4.2"
+    if m and m[1] in RENAMED:
+        return f"replaced by {RENAMED[m[1]]}{m[2]} in Pgpool-II 4.2"
+    return "unknown parameter" + _hint(key, _NAMES, _STEMS)
+
+
+# --- merging ---------------------------------------------------------------------------------
+
+_Sourced = dict  # name -> (raw value, label used in error messages)
+
+
+def _place(key: object, value: object, label: str, values: _Sourced,
+           nodes: dict[int, _Sourced], errors: list[str]) -> None:
+    if not isinstance(key, str):
+        errors.append(f"{key!r}: unknown parameter")
+        return
+    if key == "backends":
+        _place_structured(value, label, nodes, errors)
+        return
+    key = ALIASES.get(key, key)
+    m = _FLAT_BACKEND.match(key)
+    if m:
+        node = int(m[2])
+        if node >= MAX_BACKENDS:
+            errors.append(f"{label}: node id must be below {MAX_BACKENDS}")
+        else:
+            nodes.setdefault(node, {})[m[1]] = (value, label)
+    elif key in PARAMS or _suffixed_param(key):
+        values[key] = (value, label)
+    else:
+        errors.append(f"{label}: {_unknown(key)}")
+
+
+def _place_structured(value: object, label: str, nodes: dict[int, _Sourced],
+                      errors: list[str]) -> None:
+    suffix = label[len("backends"):]  # e.g. " (from command line)"
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)):
+        errors.append(f"{label}: expected a list of backends, got {_describe(value)}")
+        return
+    for i, item in enumerate(value):
+        where = f"backends[{i}]"
+        if i >= MAX_BACKENDS:
+            errors.append(f"{where}{suffix}: at most {MAX_BACKENDS} backends are supported")
+            break
+        if not isinstance(item, Mapping):
+            errors.append(f"{where}{suffix}: expected a mapping (hostname, port, weight, flag, "
+                          f"data_directory, application_name), got {_describe(item)}")
+            continue
+        node = nodes.setdefault(i, {})
+        for key, v in item.items():
+            if key in BACKEND_FIELDS:
+                node[key] = (v, f"{where}.{key}{suffix}")
+            else:
+                errors.append(f"{where}.{key}{suffix}: unknown backend setting"
+                              + _hint(str(key), BACKEND_FIELDS))
+
+
+def _parse_flags(value: object, label: str, errors: list[str]) -> frozenset[str]:
+    if isinstance(value, (list, tuple)):
+        parts = [str(v) for v in value]
+    elif isinstance(value, str):
+        parts = value.split("|")
+    else:
+        errors.append(f"{label}: expected flags such as 'ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER', "
+                      f"got {_describe(value)}")
+        return frozenset({"ALLOW_TO_FAILOVER"})
+    flags = set()
+    for part in (p.strip() for p in parts):
+        if part.upper() in RENAMED_FLAGS:
+            errors.append(f"{label}: flag {part!r} was renamed to {RENAMED_FLAGS[part.upper()]}")
+        elif part.upper() in BACKEND_FLAGS:
+            flags.add(part.upper())
+        elif part:
+            errors.append(f"{label}: unknown flag {part!r} (expected {', '.join(BACKEND_FLAGS)})")
+    if {"ALLOW_TO_FAILOVER", "DISALLOW_TO_FAILOVER"} <= flags:
+        errors.append(f"{label}: ALLOW_TO_FAILOVER and DISALLOW_TO_FAILOVER exclude each other")
+    if "DISALLOW_TO_FAILOVER" not in flags:
+        flags.add("ALLOW_TO_FAILOVER")  # pgpool's default; explicit so readers need not know it
+    return frozenset(flags)
+
+
+def _build_backends(nodes: dict[int, _Sourced], params: dict, base_dir: str,
+                    errors: list[str]) -> tuple[Backend, ...]:
+    if not nodes:
+        errors.append("backends: at least one backend is required")
+        return ()
+    backends = []
+    for n in range(max(nodes) + 1):
+        if n not in nodes:
+            found = ", ".join(map(str, sorted(nodes)))
+            errors.append(f"backends[{n}]: missing (node ids must be contiguous from 0; "
+                          f"configured: {found})")
+            continue
+        given = nodes[n]
+        got = {}
+        for name, p in _BACKEND_PARAMS.items():
+            before = len(errors)
+            value, label = given.get(name, (p.default, ""))
+            got[name] = _convert(p, value, label, base_dir, errors)
+            if name == "hostname" and len(errors) == before and not got[name].strip():
+                errors.append(f"backends[{n}].hostname: required")
+        flag_value, flag_label = given.get("flag", ("ALLOW_TO_FAILOVER", ""))
+        flags = _parse_flags(flag_value, flag_label, errors)
+        backend = Backend(n, got["hostname"], got["port"], got["weight"], flags,
+                          got["data_directory"], got["application_name"])
+        backends.append(backend)
+        for name in BACKEND_FIELDS:
+            value = "|".join(f for f in BACKEND_FLAGS if f in flags) if name == "flag" else got[name]
+            params[f"backend_{name}{n}"] = value
+    return tuple(backends)
+
+
+def _cross_check(params: dict, errors: list[str]) -> None:
+    if params["reserved_connections"] and params["reserved_connections"] >= params["num_init_children"]:
+        errors.append(f"reserved_connections: must be less than num_init_children "
+                      f"({params['num_init_children']})")
+    if params["write_function_list"] and params["read_only_function_list"]:
+        errors.append("write_function_list: cannot be combined with read_only_function_list "
+                      "(set only one of them)")
+    if params["metrics_port"] and params["metrics_port"] == params["port"]:
+        errors.append(f"metrics_port: must differ from port ({params['port']})")
+
+
+def _unquote(value: str) -> str:
+    """pgpool.conf style 'value': drop one outer pair of single quotes, nothing else."""
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == "'" else value
+
+
+def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str] | None = None,
+                 overrides: Mapping[str, object] | None = None) -> Config:
+    """Validate an already-loaded mapping (plus environment and overrides) into a Config."""
+    abspath = os.path.abspath(path) if path else None
+    base_dir = os.path.dirname(abspath) if abspath else os.getcwd()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{abspath or '<config>'}: expected a mapping of parameter names, "
+                          f"got {_describe(raw)}")
+    # Structured `backends:` first, so flat backend_<field>N keys override it whatever the order.
+    items = sorted(raw.items(), key=lambda kv: kv[0] != "backends")
+    sources = [(key, value, str(key)) for key, value in items]
+    env = os.environ if env is None else env
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            key = name[len(ENV_PREFIX):].lower()
+            sources.append((key, _unquote(env[name]), f"{key} (from {name})"))
+    for key, value in (overrides or {}).items():
+        if value is None:  # an option that was not given on the command line
+            continue
+        if key in PARAMS and PARAMS[key].kind == "path" and isinstance(value, str) and value:
+            value = os.path.abspath(value)  # a file named on the command line is cwd-relative
+        sources.append((key, value, f"{key} (from command line)"))
+
+    errors: list[str] = []
+    values: _Sourced = {}
+    nodes: dict[int, _Sourced] = {}
+    for key, value, label in sources:
+        _place(key, value, label, values, nodes, errors)
+
+    params: dict[str, object] = {}
+    for name, p in PARAMS.items():
+        value, label = values.pop(name, (p.default, name))
+        params[name] = _convert(p, value, label, base_dir, errors)
+    for name in sorted(values, key=lambda k: (_SUFFIXED.match(k)[1], int(_SUFFIXED.match(k)[2]))):
+        value, label = values[name]
+        params[name] = _convert(_suffixed_param(name), value, label, base_dir, errors)
+    backends = _build_backends(nodes, params, base_dir, errors)
+    _cross_check(params, errors)
+    if errors:
+        raise ConfigError(errors)
+    fields = {f.name: params[f.name] for f in dataclasses.fields(Config) if f.name in params}
+    return Config(path=abspath, base_dir=base_dir, backends=backends,
+                  params=MappingProxyType(params), **fields)
+
+
+_CONF_LINE = re.compile(
+    r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:'((?:[^'\\\n]|\\.)*)'|([^\s#']*))\s*(?:#.*)?\Z"
+)
+
+
+def parse_pgpool_conf(text: str, path: str = "pgpool.conf") -> dict[str, str]:
+    """Read pgpool.conf syntax (``name = value``, ``#`` comments); a later line wins.
+
+    Quoted values keep their contents verbatim (backslashes included), as pgpool does, so
+    escaped ``\\;`` in primary_routing_query_pattern_list survives to the splitter.
+    """
+    raw: dict[str, str] = {}
+    errors = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _CONF_LINE.match(line)
+        if not m:
+            errors.append(f"{path}:{lineno}: syntax error (expected name = value)")
+            continue
+        raw.pop(m[1], None)
+        raw[m[1]] = m[2] if m[2] is not None else m[3]
+    if errors:
+        raise ConfigError(errors)
+    return raw
+
+
+def load_config(path: str | None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, object] | None = None) -> Config:
+    """Load a YAML file (``*.conf`` files are read as pgpool.conf); None = environment only."""
+    if path is None:
+        return parse_config({}, path=None, env=env, overrides=overrides)
+    abspath = os.path.abspath(path)
+    try:
+        with open(abspath, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"{abspath}: cannot read config file: {reason}") from None
+    if abspath.endswith(".conf"):
+        raw: object = parse_pgpool_conf(text, abspath)
+    else:
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            # Only the line and the parser's complaint: the offending text may hold a secret.
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{abspath}:{mark.line + 1}" if mark is not None else abspath
+            problem = getattr(exc, "problem", None) or "cannot be parsed"
+            raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    return parse_config({} if raw is None else raw, path=abspath, env=env, overrides=overrides)

@@ -1,0 +1,254 @@
+"""The table of configuration parameters pgtwist accepts: Pgpool-II 4.x names plus our own.
+
+Defaults follow Pgpool-II 4.7 (see the behaviour reference) unless marked ``# pgtwist``.
+Keeping every Pgpool-II name, even ones pgtwist ignores, lets an existing pgpool.conf load
+unchanged; `PGPOOL SHOW` and later features read them from ``Config.params``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Kinds: bool, int, float, str, enum, path (resolved against the config dir), list (comma
+# separated -> tuple), semilist (';' separated -> tuple; '\;' does not split), mode (octal file
+# mode), map (opaque YAML sub-tree).
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str
+    default: object
+    lo: int | float | None = None
+    hi: int | float | None = None
+    unit: str = ""  # base unit of an int: B, kB, ms, s or min; a value may name another unit
+    choices: tuple[str, ...] = ()
+
+
+PARAMS: dict[str, Param] = {}
+
+# Parameters that may also be given per node with a numeric suffix (health_check_period1 ...),
+# and the watchdog/heartbeat arrays that only exist with a suffix (hostname0, wd_port0 ...).
+PER_NODE: frozenset[str] = frozenset(
+    "health_check_period health_check_timeout health_check_max_retries health_check_retry_delay "
+    "connect_timeout health_check_user health_check_password health_check_database".split()
+)
+SUFFIX_ONLY: dict[str, Param] = {}
+
+BACKEND_FIELDS = ("hostname", "port", "weight", "flag", "data_directory", "application_name")
+BACKEND_FLAGS = ("ALWAYS_PRIMARY", "DISALLOW_TO_FAILOVER", "ALLOW_TO_FAILOVER")
+MAX_BACKENDS = 128  # pgpool's MAX_NUM_BACKENDS
+
+# Old names: an error that names the replacement (values are the new name).
+RENAMED = {
+    "black_function_list": "write_function_list",
+    "white_function_list": "read_only_function_list",
+    "black_query_pattern_list": "primary_routing_query_pattern_list",
+    "black_memqcache_table_list": "cache_unsafe_memqcache_table_list",
+    "white_memqcache_table_list": "cache_safe_memqcache_table_list",
+    "follow_master_command": "follow_primary_command",
+    "master_slave_mode": "backend_clustering_mode",
+    "master_slave_sub_mode": "backend_clustering_mode",
+    "replication_mode": "backend_clustering_mode",
+    "other_pgpool_hostname": "hostname",
+    "other_pgpool_port": "pgpool_port",
+    "other_wd_port": "wd_port",
+    "heartbeat_destination": "heartbeat_hostname",
+    "heartbeat_destination_port": "heartbeat_port",
+}
+RENAMED_FLAGS = {"ALWAYS_MASTER": "ALWAYS_PRIMARY"}
+
+# Old spellings Pgpool-II 4.x itself still accepts: silently mapped to the new name.
+ALIASES = {"fail_over_on_backend_error": "failover_on_backend_error", "delegate_IP": "delegate_ip"}
+
+MESSAGE_LEVELS = ("debug5", "debug4", "debug3", "debug2", "debug1", "info", "notice",
+                  "warning", "error", "log", "fatal", "panic")
+CLIENT_LEVELS = ("debug5", "debug4", "debug3", "debug2", "debug1", "log", "notice",
+                 "warning", "error")
+
+
+def _add(kind: str, names: str, default: object, **kw: object) -> None:
+    for name in names.split():
+        PARAMS[name] = Param(name, kind, default, **kw)  # type: ignore[arg-type]
+
+
+def _enum(name: str, default: str, *choices: str) -> None:
+    PARAMS[name] = Param(name, "enum", default, choices=choices)
+
+
+# --- connections -------------------------------------------------------------------------
+_add("str", "listen_addresses", "localhost")
+_add("int", "port", 9999, lo=1, hi=65535)
+_add("list", "unix_socket_directories", ("/tmp",))
+_add("str", "socket_dir pcp_socket_dir wd_ipc_socket_dir", "/tmp")  # socket_dir: pre-4.4 name
+_add("str", "unix_socket_group", "")
+_add("mode", "unix_socket_permissions", 0o777)
+_add("str", "pcp_listen_addresses", "localhost")
+_add("int", "pcp_port", 9898, lo=1, hi=65535)
+_add("int", "listen_backlog_multiplier", 2, lo=1)
+_add("bool", "serialize_accept", False)
+_add("int", "num_init_children", 1000, lo=1)  # pgtwist: a cap on clients, not processes (pgpool 32)
+_add("int", "max_pool", 4, lo=0)
+_add("int", "reserved_connections", 0, lo=0)
+_enum("process_management_mode", "static", "static", "dynamic")
+_enum("process_management_strategy", "gentle", "lazy", "gentle", "aggressive")
+_add("int", "min_spare_children", 5, lo=1)
+_add("int", "max_spare_children", 10, lo=1)
+_add("int", "child_life_time", 300, lo=0, unit="s")
+_add("int", "child_max_connections", 0, lo=0)
+_add("int", "connection_life_time client_idle_limit", 0, lo=0, unit="s")
+_add("int", "client_idle_limit_in_recovery", 0, lo=-1, unit="s")
+_add("int", "authentication_timeout", 60, lo=0, unit="s")
+_add("int", "connect_timeout", 10000, lo=0, unit="ms")
+_add("bool", "connection_cache", True)
+_add("semilist", "reset_query_list", ("ABORT", "DISCARD ALL"))
+_enum("backend_clustering_mode", "streaming_replication", "streaming_replication", "raw")
+
+# --- authentication and TLS ------------------------------------------------------------------
+_add("path", "pool_passwd", "pool_passwd")
+_add("path", "pool_hba_file", "pool_hba.conf")  # pgtwist: pgpool's -a option
+_add("path", "pool_key_file", ".pgpoolkey")  # pgtwist: pgpool's -k option
+_add("bool", "enable_pool_hba allow_clear_text_frontend_auth ssl ssl_prefer_server_ciphers", False)
+_add("path", "ssl_key ssl_cert ssl_ca_cert ssl_ca_cert_dir ssl_crl_file ssl_dh_params_file", "")
+_add("str", "ssl_ciphers", "HIGH:MEDIUM:+3DES:!aNULL")
+_add("str", "ssl_ecdh_curve", "prime256v1")
+_add("str", "ssl_passphrase_command", "")
+
+# --- load balancing and routing --------------------------------------------------------------
+_add("bool", "load_balance_mode ignore_leading_white_space check_unlogged_table", True)
+_add("bool", "allow_sql_comments statement_level_load_balance", False)
+_add("list", "read_only_function_list write_function_list database_redirect_preference_list "
+     "app_name_redirect_preference_list user_redirect_preference_list "
+     "dml_adaptive_object_relationship_list", ())
+_add("semilist", "primary_routing_query_pattern_list", ())
+_enum("disable_load_balance_on_write", "transaction",
+      "off", "transaction", "trans_transaction", "always", "dml_adaptive")
+_enum("check_temp_table", "catalog", "catalog", "trace", "none", "on", "off")
+_enum("relcache_query_target", "primary", "primary", "load_balance_node")
+_add("int", "relcache_expire", 0, lo=0, unit="s")
+_add("int", "relcache_size", 256, lo=0)
+_add("bool", "enable_shared_relcache", True)
+
+# --- streaming replication check -------------------------------------------------------------
+_add("int", "sr_check_period", 10, lo=0, unit="s")
+_add("str", "sr_check_user", "nobody")
+_add("str", "sr_check_password", "")
+_add("str", "sr_check_database", "postgres")
+_add("int", "delay_threshold", 0, lo=0, unit="B")
+_add("int", "delay_threshold_by_time", 0, lo=0, unit="ms")
+_add("bool", "prefer_lower_delay_standby", False)
+_enum("log_standby_delay", "if_over_threshold", "none", "always", "if_over_threshold")
+_add("str", "replication_delay_source_cmd", "")  # 4.8devel
+_add("int", "replication_delay_source_timeout", 10, lo=0, unit="s")  # 4.8devel
+
+# --- health check, failover, recovery ---------------------------------------------------------
+_add("int", "health_check_period", 0, lo=0, unit="s")
+_add("int", "health_check_max_retries", 0, lo=0)
+_add("int", "health_check_timeout", 20, lo=0, unit="s")
+_add("int", "health_check_retry_delay", 1, lo=0, unit="s")
+_add("str", "health_check_user", "nobody")
+_add("str", "health_check_password", "")
+_add("str", "health_check_database", "postgres")
+_add("bool", "health_check_test", False)
+_add("str", "failover_command failback_command follow_primary_command", "")
+_add("bool", "failover_on_backend_error", True)
+_add("bool", "failover_on_backend_shutdown detach_false_primary auto_failback", False)
+_add("int", "search_primary_node_timeout", 300, lo=0, unit="s")
+_add("int", "auto_failback_interval", 60, lo=0, unit="s")
+_add("str", "recovery_user", "")
+_add("str", "recovery_password recovery_1st_stage_command recovery_2nd_stage_command", "")
+_add("int", "recovery_timeout", 90, lo=0, unit="s")
+
+# --- native replication only (accepted, unused) ----------------------------------------------
+_add("bool", "replicate_select replication_stop_on_mismatch", False)
+_add("bool", "failover_if_affected_tuples_mismatch", False)
+_add("bool", "insert_lock", True)
+_add("str", "lobj_lock_table", "")
+
+# --- watchdog (accepted, unused: failover belongs to the platform) --------------------------
+_add("bool", "use_watchdog allow_multiple_failover_requests_from_node", False)
+_add("bool", "enable_consensus_with_half_votes wd_remove_shutdown_nodes", False)
+_add("bool", "failover_when_quorum_exists failover_require_consensus", True)
+_add("bool", "clear_memqcache_on_escalation", True)
+_add("str", "trusted_servers delegate_ip wd_escalation_command wd_de_escalation_command", "")
+_add("str", "wd_authkey", "")
+_add("str", "trusted_server_command", "ping -q -c3 %h")
+_add("str", "ping_path", "/bin")
+_add("str", "if_cmd_path", "/sbin")
+_add("str", "if_up_cmd", "/usr/bin/sudo /sbin/ip addr add $_IP_$/24 dev eth0 label eth0:0")
+_add("str", "if_down_cmd", "/usr/bin/sudo /sbin/ip addr del $_IP_$/24 dev eth0")
+_add("str", "arping_path", "/usr/sbin")
+_add("str", "arping_cmd", "/usr/bin/sudo /usr/sbin/arping -U $_IP_$ -w 1 -I eth0")
+_enum("wd_lifecheck_method", "heartbeat", "heartbeat", "query", "external")
+_add("list", "wd_monitoring_interfaces_list", ())
+_add("int", "wd_priority", 1, lo=0)
+_add("int", "wd_interval", 10, lo=0, unit="s")
+_add("int", "wd_lost_node_removal_timeout wd_no_show_node_removal_timeout", 0, lo=0, unit="s")
+_add("int", "wd_life_point", 3, lo=0)
+_add("int", "wd_heartbeat_keepalive", 2, lo=1, unit="s")
+_add("int", "wd_heartbeat_deadtime", 30, lo=1, unit="s")
+_add("str", "wd_lifecheck_query", "SELECT 1")
+_add("str", "wd_lifecheck_dbname", "template1")
+_add("str", "wd_lifecheck_user", "nobody")
+_add("str", "wd_lifecheck_password", "")
+
+# --- logging and files -----------------------------------------------------------------------
+_add("str", "log_destination", "stderr")
+_add("str", "log_line_prefix", "%m: %a pid %p: ")
+_enum("log_error_verbosity", "default", "terse", "default", "verbose")
+_enum("log_min_messages", "warning", *MESSAGE_LEVELS)
+_enum("client_min_messages", "notice", *CLIENT_LEVELS)
+_add("bool", "log_connections log_disconnections log_hostname log_statement", False)
+_add("bool", "log_per_node_statement notice_per_node_statement log_client_messages", False)
+_add("bool", "log_pcp_processes", True)
+_enum("log_backend_messages", "none", "none", "terse", "verbose")
+_enum("syslog_facility", "LOCAL0", *(f"LOCAL{i}" for i in range(8)))
+_add("str", "syslog_ident", "pgpool")
+_add("bool", "logging_collector log_truncate_on_rotation", False)
+_add("path", "log_directory", "/tmp/pgpool_logs")
+_add("str", "log_filename", "pgpool-%Y-%m-%d_%H%M%S.log")
+_add("mode", "log_file_mode", 0o600)
+_add("int", "log_rotation_age", 1440, lo=0, unit="min")
+_add("int", "log_rotation_size", 10240, lo=0, unit="kB")
+_add("path", "pid_file_name", "")  # pgtwist: twistd writes the pidfile (pgpool: /var/run/pgpool/pgpool.pid)
+_add("path", "logdir work_dir", "/tmp")  # work_dir: the 4.7 name of logdir
+
+# --- in-memory query cache (accepted, not implemented) ---------------------------------------
+_add("bool", "memory_cache_enabled", False)
+_enum("memqcache_method", "shmem", "shmem", "memcached")
+_add("str", "memqcache_memcached_host", "localhost")
+_add("int", "memqcache_memcached_port", 11211, lo=0, hi=65535)
+_add("int", "memqcache_total_size", 64 * 1024 * 1024, lo=0, unit="B")
+_add("int", "memqcache_max_num_cache", 1000000, lo=0)
+_add("int", "memqcache_expire", 0, lo=0, unit="s")
+_add("bool", "memqcache_auto_cache_invalidation", True)
+_add("int", "memqcache_maxcache", 400 * 1024, lo=0, unit="B")
+_add("int", "memqcache_cache_block_size", 1024 * 1024, lo=512, unit="B")
+_add("path", "memqcache_oiddir", "/var/log/pgpool/oiddir")
+_add("list", "cache_safe_memqcache_table_list cache_unsafe_memqcache_table_list", ())
+
+# --- pgtwist only ----------------------------------------------------------------------------
+_add("int", "max_message_length", 256 * 1024 * 1024, lo=1024, unit="B")
+_enum("pool_mode", "session", "session", "transaction")
+_add("int", "checkout_timeout", 30, lo=0, unit="s")
+_add("int", "backend_max_connections", 0, lo=0)
+_add("str", "auth_user", "")
+_add("str", "auth_query",
+     "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
+     "FROM pg_authid WHERE rolname = $1 AND rolcanlogin")
+_add("int", "metrics_port", 0, lo=0, hi=65535)
+_add("map", "routing pgtwist", {})
+
+# Watchdog / heartbeat node arrays: only valid with a node suffix (hostname0, wd_port0 ...).
+for _name, _kind, _default in (("hostname", "str", "localhost"), ("pgpool_port", "int", 9999),
+                               ("wd_port", "int", 9000), ("heartbeat_hostname", "str", ""),
+                               ("heartbeat_port", "int", 9694), ("heartbeat_device", "str", "")):
+    SUFFIX_ONLY[_name] = Param(_name, _kind, _default, *((1, 65535) if _kind == "int" else ()))
+
+
+def is_secret(name: str, kind: str = "str") -> bool:
+    """Whether a value must never be printed: passwords and keys, but not paths to key files."""
+    lowered = name.lower()
+    if "password" in lowered or "secret" in lowered or "token" in lowered:
+        return True
+    return "key" in lowered and kind not in ("path", "bool")
