@@ -243,6 +243,13 @@ class Relay:
     def backend_items(self, link: BackendLink, items: list) -> None:
         if self.closed:
             return
+        try:
+            self._backend_items(link, items)
+        except Exception:
+            log.failure("unexpected error relaying server data")
+            self.fatal(INTERNAL_ERROR, "internal error in pgtwist; the session was closed")
+
+    def _backend_items(self, link: BackendLink, items: list) -> None:
         write = self.write
         for item in items:
             if type(item) is bytes:

@@ -125,10 +125,19 @@ class FrontendMachine:
                         f"expected password response, got message type {code}"
                     )
             return
+        validate = self._validate
         for code, start, end in frames:
-            if code not in READY_CODES:
+            # The per-transaction messages of a prepared workload are checked
+            # inline: this loop runs for every client message.
+            if code == codes.SYNC or code == codes.FLUSH:
+                if end != start:
+                    raise ProtocolViolation(f"invalid {codes.FRONTEND_NAMES[code]} message format")
+            elif code == codes.EXECUTE:
+                if end - start < 5 or buf.find(b"\0", start, end) != end - 5:
+                    raise ProtocolViolation("invalid Execute message format")
+            elif code not in READY_CODES:
                 raise ProtocolViolation(f"invalid frontend message type {code}")
-            if self._validate:
+            elif validate:
                 m.validate_frontend(code, buf[start:end])
 
     def _startup_packet(self, body: bytes):

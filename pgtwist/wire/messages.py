@@ -151,7 +151,7 @@ class Reader:
     __slots__ = ("data", "pos", "what")
 
     def __init__(self, data: bytes | memoryview, what: str):
-        self.data = bytes(data)
+        self.data = data if type(data) is bytes else bytes(data)
         self.pos = 0
         self.what = what
 
