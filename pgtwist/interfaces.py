@@ -1,0 +1,34 @@
+"""Every zope.interface Interface of pgtwist; nothing else."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IRoutingPolicyFactory(Interface):
+    """Found with ``twisted.plugin.getPlugins(IRoutingPolicyFactory, plugins)``."""
+
+    name = Attribute("Tag used in the YAML routing.policies list, e.g. 'weighted_balancer'.")
+
+    def parse_config(raw, path):
+        """Validate this policy's options (a mapping, possibly empty).
+
+        Return an immutable options value for ``build``; raise
+        ``pgtwist.config.ConfigError`` naming ``path`` (e.g.
+        ``routing.policies[2].node``) and the offending entry.
+        """
+
+    def build(config):
+        """Return an IRoutingPolicy built from what parse_config returned."""
+
+
+class IRoutingPolicy(Interface):
+    """One link of the routing chain."""
+
+    name = Attribute("The tag of the factory that built it.")
+
+    def route(request):
+        """RouteRequest -> RouteDecision; UNDECIDED means no opinion.
+
+        Pure and fast: no I/O, no clocks, no randomness except ``request.draw``.
+        """

@@ -1,0 +1,1 @@
+"""Routing: pure policies, the chain and the balancer.  No I/O, no Twisted, no sqlglot."""

@@ -1,0 +1,1 @@
+"""SQL classification: classify.py is the only module that imports sqlglot."""
