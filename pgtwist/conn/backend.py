@@ -71,6 +71,17 @@ class BackendLogin:
         return m.startup_message({"user": self.user, **self.params})
 
     def receive(self, code: int, body: bytes) -> bytes:
+        try:
+            return self._receive(code, body)
+        except ProtocolViolation as exc:
+            # A malformed server frame is a failed login, never an escaping error.
+            self.state = LoginState.FAILED
+            raise _failure(PROTOCOL_VIOLATION, f"server sent a malformed message: {exc.message}") from None
+        except LoginFailed:
+            self.state = LoginState.FAILED
+            raise
+
+    def _receive(self, code: int, body: bytes) -> bytes:
         if code == codes.ERROR_RESPONSE:
             self.state = LoginState.FAILED
             raise LoginFailed(m.decode_fields(body), m.frame(code, body))

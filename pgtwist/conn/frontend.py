@@ -153,8 +153,15 @@ class FrontendMachine:
             request, pid, secret = _III.unpack(body)
             if request == codes.CANCEL_REQUEST:
                 return CancelRequested(pid, secret)
-        version, params = m.decode_startup(body)
+        (version,) = m._I.unpack_from(body, 0)
         major, minor = version >> 16, version & 0xFFFF
+        if major != 3 and major != 1234:
+            # Checked before the layout, as PostgreSQL does: a v2 packet is not v3-shaped.
+            raise ProtocolViolation(
+                f"unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0",
+                FEATURE_NOT_SUPPORTED,
+            )
+        version, params = m.decode_startup(body)
         if major == 1234:  # a cancel/SSL/GSS code with the wrong length
             raise ProtocolViolation("invalid startup packet layout")
         if major != 3:

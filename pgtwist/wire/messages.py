@@ -365,7 +365,9 @@ def decode_sasl_initial_response(body: bytes) -> tuple[str, bytes]:
     r = Reader(body, "SASLInitialResponse")
     mechanism = r.cstring().decode("ascii", "replace")
     size = r.int32()
-    data = b"" if size < 0 else r.take(size)
+    if size < -1:
+        raise r._fail()
+    data = b"" if size == -1 else r.take(size)
     r.end()
     return mechanism, data
 
