@@ -1,0 +1,1 @@
+"""Benchmarks for pgtwist (``python -m bench``); never part of the test run. See README.md."""

@@ -1,0 +1,431 @@
+"""``python -m bench``: pgbench through pgtwist, against direct PostgreSQL and a bare relay.
+
+Starts a throwaway primary + replica (pgtwist.devcluster), pgtwist, the
+minimal Twisted relay (bench/relay.py) and, when installed, PgBouncer and
+Pgpool-II; runs ``pgbench -S`` against each, interleaved, and prints tps and
+ratios; then measures pgtwist's resident memory per idle client.  The table
+also goes to bench/results/latest.json.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pgtwist import devcluster as dc
+
+from . import memory, pgbench
+from .targets import (
+    ALL_TARGETS,
+    DEFAULT_TARGETS,
+    REPO_ROOT,
+    Pgtwist,
+    Relay,
+    Target,
+    TargetError,
+    make_target,
+    missing_binary,
+    stop_quietly,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+LOGS = RESULTS.parent / "logs"
+MODES = ("simple", "prepared")
+CLIENTS = (1, 8, 32)
+#: log lines from a proxy that deserve a look after the run
+_LOG_MARKERS = ("Traceback", "Unhandled", "CRITICAL", "#critical]", "#error]", "#failure]")
+
+
+class BenchCluster(dc.DevCluster):
+    """A DevCluster with extra server settings (DevCluster takes none of its own).
+
+    The idle-connection test needs more than DevCluster's 300 max_connections;
+    every node gets the same value, as a hot standby requires.
+    """
+
+    def __init__(self, settings: dict, **kw):
+        super().__init__(**kw)
+        self.extra_settings = settings
+
+    def _write_settings(self, name, data, port) -> None:
+        super()._write_settings(name, data, port)
+        with open(Path(data) / "pgtwist_dev.conf", "a") as f:
+            for key, value in self.extra_settings.items():
+                f.write(f"{key} = {dc._conf_value(value)}\n")
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=int, default=5, help="pgbench -T per run (default 5)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the whole interleaved sweep; the median is reported (default 1)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 s runs at 8 clients only, 200 idle clients for the memory test",
+    )
+    ap.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated subset of {','.join(ALL_TARGETS)} (default: "
+        f"{','.join(DEFAULT_TARGETS)}; pgbouncer/pgpool are skipped when not installed)",
+    )
+    ap.add_argument(
+        "--clients", default=None, help="comma-separated client counts (default 1,8,32)"
+    )
+    ap.add_argument("--modes", default=",".join(MODES), help="pgbench -M modes (default both)")
+    ap.add_argument(
+        "--memory-clients",
+        type=int,
+        default=None,
+        help="idle clients for the memory test (default 1000; 0 skips it)",
+    )
+    ap.add_argument(
+        "--pgtwist-rev",
+        default=None,
+        metavar="REV",
+        help="run pgtwist as committed in git revision REV (e.g. HEAD) instead of the working tree",
+    )
+    ap.add_argument("--json", default=str(RESULTS), help=f"result file (default {RESULTS})")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seconds = 1
+    args.clients = [int(c) for c in (args.clients or ("8" if args.quick else "1,8,32")).split(",")]
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in args.targets if t not in ALL_TARGETS]
+    if unknown:
+        ap.error(f"unknown target(s) {unknown}; choose from {list(ALL_TARGETS)}")
+    if args.memory_clients is None:
+        args.memory_clients = 200 if args.quick else 1000
+    return args
+
+
+def choose_targets(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
+    chosen, skipped = [], {}
+    for name in ALL_TARGETS:
+        if name not in wanted:
+            continue
+        binary = missing_binary(name)
+        if binary:
+            skipped[name] = (
+                f"`{binary}` not installed (apt-get install {'pgpool2' if name == 'pgpool' else name})"
+            )
+        else:
+            chosen.append(name)
+    return chosen, skipped
+
+
+def versions(cluster, args) -> dict:
+    out = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    try:
+        import twisted
+
+        out["twisted"] = twisted.__version__
+    except Exception:  # pragma: no cover
+        pass
+    out["postgresql"] = cluster.psql("SHOW server_version")
+    git = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
+    out["pgtwist_git"] = git.stdout.strip() or "?"
+    if args.pgtwist_rev:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", args.pgtwist_rev],
+            capture_output=True,
+            text=True,
+        )
+        out["pgtwist_git"] = f"{args.pgtwist_rev} = {rev.stdout.strip()} (git archive)"
+    for name, argv in (
+        ("pgbouncer", ["pgbouncer", "--version"]),
+        ("pgpool", ["pgpool", "--version"]),
+        ("pgbench", ["pgbench", "--version"]),
+    ):
+        if shutil.which(argv[0]):
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            out[name] = (proc.stdout or proc.stderr).strip().splitlines()[0]
+    return out
+
+
+# -- throughput ------------------------------------------------------------------------
+
+
+def throughput(args, running: dict[str, Target]) -> list[dict]:
+    names = list(running)
+    for name, target in running.items():  # warm up (and prove each target answers)
+        run = pgbench.select_only(target.port, "prepared", 8, 1)
+        if not run.ok:
+            say(
+                f"  warm-up of {name} failed: rc={run.returncode} failed={run.failed} "
+                f"{' | '.join(run.errors[-3:])}"
+            )
+    cells = {(mode, c): {n: [] for n in names} for mode in args.modes for c in args.clients}
+    for rnd in range(1, args.rounds + 1):
+        for mode in args.modes:
+            for clients in args.clients:
+                line = []
+                for name in names:
+                    run = pgbench.select_only(running[name].port, mode, clients, args.seconds)
+                    cells[mode, clients][name].append(run)
+                    line.append(
+                        f"{name} {run.tps:,.0f}" if run.tps is not None else f"{name} FAILED"
+                    )
+                    if not run.ok:
+                        line[-1] += f" (rc={run.returncode}, failed={run.failed})"
+                say(f"  round {rnd} -M {mode:<8} -c {clients:<3} " + ", ".join(line))
+    rows = []
+    for (mode, clients), per_target in cells.items():
+        row = {"mode": mode, "clients": clients, "tps": {}, "runs": {}, "problems": {}}
+        for name, runs in per_target.items():
+            good = [r.tps for r in runs if r.tps is not None]
+            row["tps"][name] = round(statistics.median(good), 1) if good else None
+            row["runs"][name] = [r.tps for r in runs]
+            bad = [
+                {
+                    "returncode": r.returncode,
+                    "failed": r.failed,
+                    "processed": r.processed,
+                    "stderr": r.errors[-5:],
+                }
+                for r in runs
+                if not r.ok
+            ]
+            if bad:
+                row["problems"][name] = bad
+        tps = row["tps"]
+        row["ratios"] = {
+            f"pgtwist/{other}": round(tps["pgtwist"] / tps[other], 3)
+            for other in names
+            if other != "pgtwist" and tps.get("pgtwist") and tps.get(other)
+        }
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict], names: list[str]) -> str:
+    ratio_names = [f"pgtwist/{n}" for n in names if n != "pgtwist"] if "pgtwist" in names else []
+    head = ["mode", "clients"] + [f"{n} tps" for n in names] + ratio_names
+    body = []
+    for row in rows:
+        cells = [row["mode"], str(row["clients"])]
+        cells += [f"{row['tps'][n]:,.0f}" if row["tps"].get(n) else "FAILED" for n in names]
+        cells += [f"{row['ratios'][r]:.2f}" if r in row["ratios"] else "-" for r in ratio_names]
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i > 1 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in [head, *body]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- memory ----------------------------------------------------------------------------
+
+
+def memory_tests(args, cluster) -> dict:
+    max_conn = int(cluster.psql("SHOW max_connections"))
+    reserved = int(cluster.psql("SHOW superuser_reserved_connections"))
+    clients = min(args.memory_clients, max_conn - reserved - 20)
+    out: dict = {
+        "requested_clients": args.memory_clients,
+        "clients": clients,
+        "server_max_connections": max_conn,
+        "results": [],
+    }
+    if clients < args.memory_clients:
+        out["note"] = (
+            f"the primary allows only {max_conn} connections and pgtwist opens one "
+            f"server connection per client in this version; measured with {clients}"
+        )
+        say(f"  NOTE: {out['note']}")
+    plans = [
+        ("pgtwist", True, "full session: client connection + its backend link to the primary"),
+        ("pgtwist", False, "accepted TCP connection before any StartupMessage (client side only)"),
+        ("relay", True, "bare Twisted relay: client socket + server socket, no PostgreSQL logic"),
+    ]
+    for name, startup, what in plans:
+        if name not in args.targets:
+            continue
+        target = (
+            Pgtwist(cluster, {"num_init_children": clients + 100}, rev=args.pgtwist_rev)
+            if name == "pgtwist"
+            else Relay(cluster)
+        )
+        try:
+            target.start()
+            m = memory.measure(
+                name,
+                target.pid,
+                target.port,
+                clients,
+                startup=startup,
+                fds_per_client=2 if startup else 1,
+            )
+        except Exception as e:
+            say(f"  memory test {name} ({'startup' if startup else 'tcp only'}) failed: {e}")
+            out["results"].append({"target": name, "startup": startup, "error": str(e)})
+            out["failed"] = True
+            continue
+        finally:
+            problems = log_problems(target)
+            target.save_log(LOGS / f"memory-{name}-{'startup' if startup else 'tcp'}.log")
+            stop_quietly(target)
+            _wait_backends_gone(cluster)
+        res = dict(m.as_dict(), what=what, log_problems=problems)
+        out["results"].append(res)
+        say(
+            f"  {name:<8} {'startup+idle' if startup else 'tcp only':<13} {clients} clients: "
+            f"RSS {m.rss_before_kb / 1024:.1f} -> {m.rss_after_kb / 1024:.1f} MiB "
+            f"(+{m.growth_kb / 1024:.1f} MiB, {m.kb_per_client:.1f} KiB/client; "
+            f"{m.rss_after_close_kb / 1024:.1f} MiB after closing); fds {m.fds_before} -> "
+            f"{m.fds_after}; opened in {m.seconds_to_open:.1f}s"
+        )
+    by = {(r["target"], r["startup"]): r for r in out["results"] if "error" not in r}
+    full, tcp = by.get(("pgtwist", True)), by.get(("pgtwist", False))
+    if full and tcp:
+        out["pgtwist_backend_side_kb_per_client"] = round(
+            full["kb_per_client"] - tcp["kb_per_client"], 2
+        )
+        say(
+            f"  pgtwist per idle client: {full['kb_per_client']:.1f} KiB total = "
+            f"{tcp['kb_per_client']:.1f} KiB before startup + "
+            f"{out['pgtwist_backend_side_kb_per_client']:.1f} KiB for the session "
+            "(startup state + backend link)"
+        )
+    return out
+
+
+def _wait_backends_gone(cluster, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = int(
+            cluster.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            )
+        )
+        if n < 20:
+            return
+        time.sleep(0.2)
+
+
+def log_problems(target: Target) -> list[str]:
+    return [
+        line
+        for line in target.log_text().splitlines()
+        if any(marker in line for marker in _LOG_MARKERS)
+    ][:20]
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    shutil.rmtree(LOGS, ignore_errors=True)
+    chosen, skipped = choose_targets(args.targets)
+    for name, why in skipped.items():
+        say(f"skipping {name}: {why}")
+    need = max(args.memory_clients + 100, 300)
+    cluster = BenchCluster({"max_connections": need}, replicas=1, log=say)
+    running: dict[str, Target] = {}
+    report: dict = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "skipped": skipped,
+        "pgbench": "-S -n -j min(c,2)",
+    }
+    code = 0
+    try:
+        cluster.start()
+        report["versions"] = versions(cluster, args)
+        say(f"pgbench -i -s 1 on the primary (port {cluster.primary_port})")
+        pgbench.initialise(cluster.primary_port)
+        for name in chosen:
+            try:
+                running[name] = make_target(name, cluster, args.pgtwist_rev).start()
+                say(f"{name} on port {running[name].port}")
+            except TargetError as e:
+                say(f"could not start {name}: {e}")
+                report["skipped"][name] = f"failed to start: {str(e).splitlines()[0]}"
+        names = list(running)
+        say(
+            f"pgbench -S -n -T {args.seconds}, modes {args.modes}, clients {args.clients}, "
+            f"{args.rounds} round(s), targets {names}"
+        )
+        rows = throughput(args, running)
+        report["targets"] = names
+        report["rows"] = rows
+        report["log_problems"] = {n: log_problems(t) for n, t in running.items() if log_problems(t)}
+        for name, target in running.items():
+            target.save_log(LOGS / f"{name}.log")
+            stop_quietly(target)
+        _wait_backends_gone(cluster)
+        if args.memory_clients > 0:
+            say(f"memory: {args.memory_clients} idle clients")
+            report["memory"] = memory_tests(args, cluster)
+        say("")
+        say(
+            f"pgbench -S, median tps of {args.rounds} round(s) x {args.seconds} s "
+            f"({os.cpu_count()} CPUs shared by pgbench, PostgreSQL and the proxy)"
+        )
+        say(format_table(rows, names))
+        for row in rows:
+            for name, bad in row["problems"].items():
+                say(f"  problem: {name} -M {row['mode']} -c {row['clients']}: {bad}")
+                code = 1
+        for name, lines in report["log_problems"].items():
+            say(f"  {name} log: {len(lines)} suspicious line(s), first: {lines[0]}")
+        mem = report.get("memory", {})
+        for res in mem.get("results", []):
+            if res.get("error") or res.get("log_problems"):
+                code = 1
+                say(f"  memory {res['target']}: {res.get('error') or res['log_problems'][0]}")
+        for name, why in skipped.items():
+            say(f"  skipped {name}: {why}")
+    except KeyboardInterrupt:
+        say("interrupted")
+        code = 130
+    except (dc.ClusterError, RuntimeError) as e:
+        say(f"benchmark aborted: {e}")
+        report["error"] = str(e)
+        code = 1
+    finally:
+        for target in running.values():
+            stop_quietly(target)
+        cluster.stop()
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    say(f"results written to {out}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Running pgbench and reading its summary."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+
+from pgtwist import devcluster as dc
+
+_TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
+_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
+_PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
+
+
+@dataclass
+class Run:
+    """One pgbench run's outcome; ``tps`` is None when pgbench gave no figure."""
+
+    tps: float | None
+    processed: int = 0
+    failed: int = 0
+    returncode: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.tps is not None and self.returncode == 0 and not self.failed
+
+
+def parse(stdout: str, stderr: str, returncode: int) -> Run:
+    tps = _TPS.search(stdout)
+    failed = _FAILED.search(stdout)
+    processed = _PROCESSED.search(stdout)
+    errors = [line for line in stderr.splitlines() if line.strip()]
+    return Run(
+        tps=float(tps.group(1)) if tps else None,
+        processed=int(processed.group(1)) if processed else 0,
+        failed=int(failed.group(1)) if failed else 0,
+        returncode=returncode,
+        errors=errors,
+    )
+
+
+def pgbench(args: list[str], port: int, timeout: float) -> subprocess.CompletedProcess:
+    argv = ["pgbench", "-h", dc.HOST, "-p", str(port), "-U", "postgres", *args, "postgres"]
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=dc._clean_env(), timeout=timeout
+    )
+
+
+def initialise(port: int, scale: int = 1) -> None:
+    proc = pgbench(["-i", "-q", "-s", str(scale)], port, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench -i failed ({proc.returncode}):\n{proc.stderr}")
+
+
+def select_only(port: int, mode: str, clients: int, seconds: float) -> Run:
+    """``pgbench -S -n -T seconds -M mode -c clients -j min(clients, 2)``."""
+    args = [
+        "-S",
+        "-n",
+        "-T",
+        str(seconds),
+        "-M",
+        mode,
+        "-c",
+        str(clients),
+        "-j",
+        str(min(clients, 2)),
+    ]
+    try:
+        proc = pgbench(args, port, timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        return Run(tps=None, returncode=-1, errors=[f"pgbench did not finish in {seconds + 60}s"])
+    return parse(proc.stdout, proc.stderr, proc.returncode)
