@@ -1,0 +1,131 @@
+"""Fakes and builders for tests: routing policies, factories, cluster/session/request values.
+
+Pure Python and free of Twisted, so routing tests stay sans-IO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from zope.interface import implementer
+
+from .interfaces import IRoutingPolicy, IRoutingPolicyFactory
+from .routing.values import (
+    UNDECIDED,
+    CatalogFacts,
+    ClusterView,
+    NodeView,
+    RouteDecision,
+    RouteRequest,
+    SessionView,
+)
+from .sql.info import BOTH, EITHER, PRIMARY, QueryInfo
+
+
+@implementer(IRoutingPolicy)
+class FakePolicy:
+    """Returns one fixed decision and remembers every request it saw."""
+
+    def __init__(self, decision: RouteDecision = UNDECIDED, name: str = "fake") -> None:
+        self.decision = decision
+        self.name = name
+        self.requests: list[RouteRequest] = []
+
+    def route(self, request: RouteRequest) -> RouteDecision:
+        self.requests.append(request)
+        return self.decision
+
+
+@implementer(IRoutingPolicy)
+class RaisingPolicy:
+    """A broken policy: raises ``exc`` on every request."""
+
+    def __init__(self, exc: BaseException | None = None, name: str = "raising") -> None:
+        self.exc = exc if exc is not None else RuntimeError("policy is broken")
+        self.name = name
+        self.calls = 0
+
+    def route(self, request: RouteRequest) -> RouteDecision:
+        self.calls += 1
+        raise self.exc
+
+
+@implementer(IRoutingPolicyFactory)
+class FakeFactory:
+    """A factory whose options are the raw mapping, frozen, and whose policy is given."""
+
+    def __init__(self, name: str = "fake", policy: object | None = None) -> None:
+        self.name = name
+        self.policy = policy if policy is not None else FakePolicy(name=name)
+        self.parsed: list[tuple[Mapping, str]] = []
+
+    def parse_config(self, raw: Mapping, path: str) -> Mapping:
+        self.parsed.append((raw, path))
+        return MappingProxyType(dict(raw))
+
+    def build(self, config: Mapping) -> object:
+        return self.policy
+
+
+def fake_cluster(n: int = 2, primary: int | None = 0, weights: Iterable[float] | None = None,
+                 down: Iterable[int] = (), delays: Mapping[int, float] | None = None
+                 ) -> ClusterView:
+    """``n`` nodes, node ``primary`` the primary, the rest standbys; weight 1 unless given."""
+    weights = tuple(weights) if weights is not None else (1.0,) * n
+    if len(weights) != n:
+        raise ValueError(f"{n} nodes but {len(weights)} weights")
+    down = frozenset(down)
+    delays = delays or {}
+    nodes = tuple(
+        NodeView(node_id=i, status="down" if i in down else "up",
+                 role="primary" if i == primary else "standby", weight=float(weights[i]),
+                 replication_delay=delays.get(i))
+        for i in range(n))
+    return ClusterView(nodes, primary)
+
+
+def fake_session(user: str = "app", database: str = "appdb", application_name: str = "",
+                 lb_node: int | None = 1, **kw: object) -> SessionView:
+    return SessionView(user=user, database=database, application_name=application_name,
+                       lb_node=lb_node, **kw)
+
+
+_BOTH_COMMANDS = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "ROLLBACK TO",
+                            "SET", "RESET", "DISCARD"})
+_NEITHER = _BOTH_COMMANDS | {"DEALLOCATE", "PREPARE", "EXECUTE", "LISTEN", "UNLISTEN",
+                             "NOTIFY", "DECLARE", "FETCH", "CLOSE", "EXPLAIN", "EMPTY", "PGPOOL",
+                             "PGTWIST"}
+_READS = frozenset({"SELECT", "SHOW", "TABLE", "VALUES"})
+
+
+def make_query(command: str = "SELECT", **kw: object) -> QueryInfo:
+    """A QueryInfo with the route/is_read/is_write a classifier would give ``command``.
+
+    Reads (SELECT, SHOW, TABLE, VALUES) are EITHER; transaction control, SET,
+    RESET, DISCARD are BOTH; everything else is PRIMARY and, unless listed in
+    ``_NEITHER``, a write.  Any field can be overridden by keyword.
+    """
+    command = command.upper()
+    if command in _READS:
+        defaults: dict[str, object] = {"route": EITHER, "is_read": True}
+    elif command in _BOTH_COMMANDS:
+        defaults = {"route": BOTH}
+    else:
+        defaults = {"route": PRIMARY, "is_write": command not in _NEITHER}
+    defaults.update(kw)
+    return QueryInfo(command=command, **defaults)
+
+
+def make_request(query: QueryInfo | str | None = None, *, session: SessionView | None = None,
+                 cluster: ClusterView | None = None, catalog: CatalogFacts | None = None,
+                 sql: str = "", draw: float = 0.0, now: float = 0.0,
+                 **query_kw: object) -> RouteRequest:
+    """A RouteRequest; ``query`` may be a command word (then ``query_kw`` go to make_query)."""
+    if query is None or isinstance(query, str):
+        query = make_query(query or "SELECT", **query_kw)
+    elif query_kw:
+        raise TypeError("query keywords given with a ready QueryInfo")
+    return RouteRequest(query=query, session=session or fake_session(),
+                        cluster=cluster or fake_cluster(), catalog=catalog or CatalogFacts(),
+                        sql=sql, now=now, draw=draw)
