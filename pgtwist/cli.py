@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         try:
             config = load_config(args.config)
+            from .policies import build_chain
+
+            build_chain(config)
         except ConfigError as exc:
             print(f"pgtwist: configuration is invalid:\n{exc}", file=sys.stderr)
             return 1

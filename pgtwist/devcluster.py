@@ -623,8 +623,13 @@ def make_cluster(**kw) -> _ClusterBase:
 # -- running pgtwist itself (shared by the test harness, the demo and the benchmarks) --------
 
 
-def pgtwist_config(cluster: _ClusterBase, port: int, extra: dict | None = None) -> dict:
-    """The default pgtwist YAML config for ``cluster``; top-level keys of ``extra`` override."""
+def pgtwist_config(cluster: _ClusterBase, port: int, extra: dict | None = None,
+                   replica_weight: float = 1) -> dict:
+    """The default pgtwist YAML config for ``cluster``; top-level keys of ``extra`` override.
+
+    ``replica_weight`` 0 keeps every read on the primary (load balancing never picks
+    a node of weight 0).
+    """
     backends = [
         {
             "hostname": cluster.host,
@@ -634,7 +639,8 @@ def pgtwist_config(cluster: _ClusterBase, port: int, extra: dict | None = None) 
         }
     ]
     backends += [
-        {"hostname": cluster.host, "port": p, "weight": 1, "flag": "DISALLOW_TO_FAILOVER"}
+        {"hostname": cluster.host, "port": p, "weight": replica_weight,
+         "flag": "DISALLOW_TO_FAILOVER"}
         for p in cluster.replica_ports
     ]
     config = {

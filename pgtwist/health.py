@@ -18,15 +18,28 @@ from .conn.auth import Secret
 from .conn.backend import LoginFailed
 from .logs import logger
 from .protocols.backend import run_query
+from .routing.values import ClusterView, NodeView
 from .wire.errors import CONNECTION_FAILURE
 
 log = logger(__name__)
 
-ROLE_QUERY = "SELECT pg_catalog.pg_is_in_recovery()"
+ROLE_QUERY = (
+    "SELECT pg_catalog.pg_is_in_recovery(), CASE WHEN pg_catalog.pg_is_in_recovery() "
+    "THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END"
+)
+# A node marked down is tried again by the next session after this long.
+DOWN_RETRY_SECONDS = 5.0
 
 
 class NoPrimary(LoginFailed):
     pass
+
+
+def _parse_lsn(text: str | None) -> int | None:
+    if not text or "/" not in text:
+        return None
+    high, low = text.split("/", 1)
+    return (int(high, 16) << 32) | int(low, 16)
 
 
 def _now_text() -> str:
@@ -36,20 +49,37 @@ def _now_text() -> str:
 class NodeState:
     """Live state of one configured backend."""
 
-    __slots__ = ("node_id", "backend", "status", "role", "select_cnt", "last_status_change")
+    __slots__ = ("node_id", "backend", "status", "role", "select_cnt", "last_status_change",
+                 "pg_status", "pg_role", "replication_delay", "replication_state",
+                 "replication_sync_state", "down_since", "lsn")
 
     def __init__(self, backend):
         self.node_id = backend.node_id
         self.backend = backend
-        self.status = "waiting"
+        self.status = "waiting"          # pgtwist's view: up | down | waiting (not used yet)
         self.role = "primary" if backend.always_primary else "unknown"
         self.select_cnt = 0
         self.last_status_change = _now_text()
+        self.pg_status = "unknown"       # last live check: up | down | unknown
+        self.pg_role = "unknown"         # last pg_is_in_recovery() answer
+        self.replication_delay: float | None = None   # bytes behind the primary
+        self.replication_state = ""
+        self.replication_sync_state = ""
+        self.down_since = 0.0
+        self.lsn: int | None = None
 
-    def set_status(self, status: str) -> None:
+    @property
+    def replication_delay_text(self) -> str:
+        return "0" if self.replication_delay is None else str(int(self.replication_delay))
+
+    def set_status(self, status: str, now: float = 0.0) -> bool:
+        if status == "down":
+            self.down_since = now
         if status != self.status:
             self.status = status
             self.last_status_change = _now_text()
+            return True
+        return False
 
 
 class Cluster:
@@ -60,13 +90,21 @@ class Cluster:
         self.nodes = [NodeState(b) for b in config.backends]
         self._check: defer.Deferred | None = None
         self._loop: task.LoopingCall | None = None
+        self.version = 0       # bumped on every status/role change (cached views key on it)
+        self._fixed_primary = any(b.always_primary for b in config.backends)
+        self._view = None
         if len(self.nodes) == 1 and self.nodes[0].role == "unknown":
             self.nodes[0].role = "primary"
+        if any(n.backend.always_primary for n in self.nodes):
+            # With a fixed primary, every other node is a standby (Kubernetes/Aurora setups).
+            for n in self.nodes:
+                if not n.backend.always_primary:
+                    n.role = "standby"
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
         period = self.config.sr_check_period
-        if self._needs_check():
+        if self._needs_check() or period > 0:
             if period > 0:
                 self._loop = task.LoopingCall(self._periodic)
                 self._loop.clock = self.reactor
@@ -100,6 +138,42 @@ class Cluster:
             if node.role == "primary":
                 return node
         return None
+
+    @property
+    def primary_id(self) -> int | None:
+        node = self.primary
+        return None if node is None else node.node_id
+
+    def usable(self, node_id: int) -> bool:
+        """Worth trying: up, or down long enough ago to try again."""
+        node = self.nodes[node_id]
+        if node.status != "down":
+            return True
+        return self.reactor.seconds() - node.down_since >= DOWN_RETRY_SECONDS
+
+    def view(self):
+        """A ClusterView for the routing chain, rebuilt only when something changed."""
+        cached = self._view
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        now = self.reactor.seconds()
+        nodes = tuple(
+            NodeView(
+                n.node_id,
+                "down" if n.status == "down" and now - n.down_since < DOWN_RETRY_SECONDS else
+                ("up" if n.status == "down" else n.status),
+                n.role, n.backend.weight, n.replication_delay,
+            )
+            for n in self.nodes
+        )
+        view = ClusterView(nodes, self.primary_id)
+        # A down node's view must be rebuilt once its retry time passes.
+        if not any(n.status == "down" for n in self.nodes):
+            self._view = (self.version, view)
+        return view
+
+    def changed(self) -> None:
+        self.version += 1
 
     def primary_for(self, user: str, secret: Secret | None) -> defer.Deferred:
         """Deferred NodeState of the primary, checking roles if not yet known."""
@@ -140,7 +214,7 @@ class Cluster:
         timeout = self.config.connect_timeout / 1000.0
         checks = []
         for node in self.nodes:
-            if node.backend.always_primary:
+            if node.backend.always_primary and not self.config.sr_check_period:
                 continue
             d = run_query(
                 self.reactor, node.backend.hostname, node.backend.port, user,
@@ -152,19 +226,39 @@ class Cluster:
 
         def done(result):
             self._check = None
+            self._delays()
             return result
 
         self._check.addBoth(done)
         return self._check
 
+    def _delays(self) -> None:
+        """Replication delay in WAL bytes, from the LSNs the last check read."""
+        primary = self.primary
+        if primary is None or primary.lsn is None:
+            return
+        for node in self.nodes:
+            if node is not primary and node.lsn is not None:
+                node.replication_delay = max(0, primary.lsn - node.lsn)
+
     def _role_ok(self, rows, node: NodeState) -> None:
         in_recovery = bool(rows) and rows[0][0] == "t"
+        node.lsn = _parse_lsn(rows[0][1]) if rows and len(rows[0]) > 1 else None
         role = "standby" if in_recovery else "primary"
+        if node.backend.always_primary or (self._fixed_primary and not in_recovery):
+            # ALWAYS_PRIMARY decides roles; the check only reports pg_role/pg_status.
+            node.pg_role = role
+            node.pg_status = "up"
+            node.set_status("up")
+            return
         if role != node.role:
             log.info("node {node_id} ({host}:{port}) is {role}", node_id=node.node_id,
                      host=node.backend.hostname, port=node.backend.port, role=role)
         node.role = role
+        node.pg_role = role
+        node.pg_status = "up"
         node.set_status("up")
+        self.changed()
         if role == "primary":
             for other in self.nodes:
                 if other is not node and other.role == "primary" and not other.backend.always_primary:
@@ -173,14 +267,19 @@ class Cluster:
     def _role_failed(self, failure, node: NodeState, user: str) -> None:
         exc = failure.value
         if isinstance(exc, LoginFailed) and exc.sqlstate == CONNECTION_FAILURE:
-            node.set_status("down")
+            node.pg_status = "down"
+            node.set_status("down", self.reactor.seconds())
+            self.changed()
         log.warn(
             "role check of node {node_id} as user {user} failed: {why}",
             node_id=node.node_id, user=user, why=getattr(exc, "args", ("?",))[0],
         )
 
     def mark_down(self, node_id: int) -> None:
-        self.nodes[node_id].set_status("down")
+        if self.nodes[node_id].set_status("down", self.reactor.seconds()):
+            log.warn("node {node} marked down", node=node_id)
+        self.changed()
 
     def mark_up(self, node_id: int) -> None:
-        self.nodes[node_id].set_status("up")
+        if self.nodes[node_id].set_status("up"):
+            self.changed()

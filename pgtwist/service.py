@@ -16,6 +16,7 @@ from .passwd import load_pool_passwd
 from .protocols.backend import connect_address
 from .protocols.frontend import ClientFactory
 from .relay import Relay
+from .router import Router
 from .session import Session
 from .wire import messages as m
 
@@ -57,6 +58,7 @@ class Proxy:
         self.rng = rng or random.SystemRandom()
         self.passwd = load_pool_passwd(config.pool_passwd) if config.pool_passwd else {}
         self.cluster = Cluster(reactor, config, self.secret_for)
+        self.router = Router(self, config)
         self.sessions: dict[int, Relay] = {}
 
     # -- sessions ------------------------------------------------------------------
@@ -73,6 +75,12 @@ class Proxy:
 
     def end_session(self, session: Session) -> None:
         self.sessions.pop(session.pid, None)
+
+    def sr_secret(self) -> Secret | None:
+        """Credentials of sr_check_user: its own password key, else pool_passwd."""
+        if self.config.sr_check_password:
+            return Secret(plaintext=self.config.sr_check_password)
+        return self.secret_for(self.config.sr_check_user)
 
     def secret_for(self, user: str) -> Secret | None:
         entry = self.passwd.get(user)

@@ -4,7 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .sql.info import QueryInfo
 from .wire import codes
+
+
+@dataclass
+class Statement:
+    """A named (or the unnamed) extended-protocol statement and where it is parsed."""
+
+    name: bytes
+    sql: str
+    parse_frame: bytes           # the client's own Parse, replayed on a node that lacks it
+    info: QueryInfo
+    nodes: set[int]
+
+
+@dataclass
+class SqlPrepared:
+    """A SQL-level PREPARE: its text, what it runs, and the nodes that have it."""
+
+    sql: str
+    info: QueryInfo
+    nodes: set[int]
 
 
 @dataclass
@@ -13,7 +34,9 @@ class Session:
 
     ``pid``/``secret`` are pgtwist's own BackendKeyData for the client (not a
     backend's): a CancelRequest carrying them is mapped to the backend links
-    that serve this session.
+    that serve this session.  The client therefore sees pgtwist's key as its
+    "backend pid", while ``pg_backend_pid()`` answers with the real server
+    process of whichever node ran it.
     """
 
     pid: int
@@ -22,9 +45,27 @@ class Session:
     user: str = ""
     database: str = ""
     startup_params: dict[str, str] = field(default_factory=dict)
-    # Server-reported parameters (ParameterStatus), latest value wins.
+    # Server-reported parameters (ParameterStatus from the primary), latest value wins.
     parameters: dict[str, str] = field(default_factory=dict)
     txn_status: int = codes.TXN_IDLE
+    primary_id: int | None = None
+    lb_node: int | None = None
+    # Extended protocol: statements and portals by client name.
+    statements: dict[bytes, Statement] = field(default_factory=dict)
+    portals: dict[bytes, int] = field(default_factory=dict)
+    last_statement: Statement | None = None
+    # SQL PREPARE name -> where it exists.
+    sql_prepared: dict[str, SqlPrepared] = field(default_factory=dict)
+    # Session-state statements (SET, RESET...) a link opened later must replay first.
+    replay: list[str] = field(default_factory=list)
+    # The BEGIN a standby link joining mid-transaction must run first.
+    txn_begin_for_standby: str | None = None
+    # Routing state (pgtwist.routing.stickiness), replaced on every statement.
+    sticky: object = None
+    # Transaction state as routing predicts it ('I'/'T'/'E'): statements may be routed
+    # before the answers to earlier ones arrive.
+    route_status: str = "I"
+    temp_tables: set[str] = field(default_factory=set)
 
     @property
     def application_name(self) -> str:
@@ -33,3 +74,7 @@ class Session:
     @property
     def in_transaction(self) -> bool:
         return self.txn_status != codes.TXN_IDLE
+
+    @property
+    def txn_failed(self) -> bool:
+        return self.txn_status == codes.TXN_FAILED

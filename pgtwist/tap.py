@@ -34,6 +34,9 @@ class Options(usage.Options):
             overrides["pool_key_file"] = self["key-file"]
         try:
             self.config = load_config(self["config"], overrides=overrides)
+            from .policies import build_chain
+
+            build_chain(self.config)  # routing options are part of the configuration
         except ConfigError as exc:
             sys.stderr.write(f"pgtwist: configuration is invalid:\n{exc}\n")
             raise SystemExit(1) from None

@@ -46,6 +46,7 @@ class BackendLink(Protocol):
         self.backend_secret = 0
         self.closed = False
         self.fatal_seen = False    # the server sent FATAL/PANIC: it is about to hang up
+        self.held = False          # paused because its responses wait for their turn
         self.write = None
         self._leftover: list = []
 
@@ -252,12 +253,12 @@ class _QueryCollector:
 
 
 @defer.inlineCallbacks
-def run_query(reactor, hostname, port, user, database, secret, sql, timeout):
+def run_query(reactor, hostname, port, user, database, secret, sql, timeout, options=None):
     """Run one simple-protocol query on a fresh connection; rows of text values."""
-    link = yield connect_backend(
-        reactor, -1, hostname, port, user,
-        {"database": database, "application_name": "pgtwist"}, secret, timeout,
-    )
+    params = {"database": database, "application_name": "pgtwist"}
+    if options:
+        params["options"] = options
+    link = yield connect_backend(reactor, -1, hostname, port, user, params, secret, timeout)
     collector = _QueryCollector(link)
     link.attach(collector)
     link.write(m.query(sql))

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from twisted.internet.protocol import Protocol, ServerFactory
 
+from ..logs import logger
+from ..wire import messages as m
+from ..wire.errors import INTERNAL_ERROR
+
+log = logger(__name__)
+
 
 class ClientProtocol(Protocol):
     relay = None
@@ -11,10 +17,17 @@ class ClientProtocol(Protocol):
     def connectionMade(self) -> None:
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
-        self.relay = self.factory.proxy.make_relay(self.transport)
+        try:
+            self.relay = self.factory.proxy.make_relay(self.transport)
+        except Exception:
+            log.failure("could not set up a client session")
+            self.transport.write(m.error_response(
+                INTERNAL_ERROR, "internal error in pgtwist; the session was closed", "FATAL"))
+            self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        self.relay.client_data(data)
+        if self.relay is not None:
+            self.relay.client_data(data)
 
     def connectionLost(self, reason=None) -> None:
         if self.relay is not None:

@@ -54,14 +54,27 @@ class FrameSplitter:
     each frame *body* in ``buf`` (the frame header sits at ``start - 5``).
     """
 
-    __slots__ = ("_buf", "max_length")
+    __slots__ = ("_buf", "_chunks", "_size", "_need", "max_length")
 
     def __init__(self, max_length: int) -> None:
         self._buf = b""
+        self._chunks: list[bytes] = []   # pieces of one big frame still arriving
+        self._size = 0
+        self._need = 0                   # bytes that frame needs in all
         self.max_length = max_length
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
-        buf = self._buf + data if self._buf else data
+        if self._need:
+            # Collect a large frame's pieces and join once: no quadratic re-copying.
+            self._chunks.append(data)
+            self._size += len(data)
+            if self._size < self._need:
+                return b"", []
+            buf = b"".join(self._chunks)
+            self._chunks = []
+            self._size = self._need = 0
+        else:
+            buf = self._buf + data if self._buf else data
         n = len(buf)
         pos = 0
         frames: list[tuple[int, int, int]] = []
@@ -82,12 +95,19 @@ class FrameSplitter:
         if pos == n:
             self._buf = b""
             return buf, frames
-        self._buf = buf[pos:]
+        rest = buf[pos:]
+        if len(rest) >= 5 and n - pos >= 65536:
+            self._need = 1 + _unpack_BI(rest, 0)[1]
+            self._chunks = [rest]
+            self._size = len(rest)
+            self._buf = b""
+        else:
+            self._buf = rest
         return buf[:pos], frames
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + self._size
 
 
 # Backend frames the relay must read whole; everything else streams through.
@@ -102,6 +122,7 @@ WATCHED = frozenset(
         codes.BACKEND_KEY_DATA,
         codes.AUTHENTICATION,
         codes.NEGOTIATE_PROTOCOL_VERSION,
+        codes.NOTIFICATION_RESPONSE,  # rare; must survive a shadow segment's silence
     )
 )
 

@@ -76,8 +76,9 @@ def ready_for_query(status: int = codes.TXN_IDLE) -> bytes:
     return frame(codes.READY_FOR_QUERY, bytes((status,)))
 
 
-def negotiate_protocol_version(newest_minor: int, unsupported: list[bytes]) -> bytes:
-    body = _I.pack(newest_minor) + _I.pack(len(unsupported)) + b"".join(cstr(o) for o in unsupported)
+def negotiate_protocol_version(newest: int, unsupported: list[bytes]) -> bytes:
+    """``newest`` is the whole version number, e.g. 196608 for 3.0, as PostgreSQL sends."""
+    body = _I.pack(newest) + _I.pack(len(unsupported)) + b"".join(cstr(o) for o in unsupported)
     return frame(codes.NEGOTIATE_PROTOCOL_VERSION, body)
 
 

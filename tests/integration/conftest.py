@@ -84,14 +84,19 @@ def assert_log_clean(pg: Pgtwist | str) -> None:
 
 
 def start_pgtwist(
-    cluster, workdir, extra: dict | None = None, passwd: dict[str, str] | None = None, env=None
+    cluster, workdir, extra: dict | None = None, passwd: dict[str, str] | None = None, env=None,
+    replica_weight: float = 0,
 ) -> Pgtwist:
-    """Write workdir/pgtwist.yaml (+ pool_passwd) and run twistd until its port accepts TCP."""
+    """Write workdir/pgtwist.yaml (+ pool_passwd) and run twistd until its port accepts TCP.
+
+    By default the replica has weight 0, so reads stay on the primary: the protocol
+    tests compare against the primary.  Routing tests pass ``replica_weight``.
+    """
     workdir = Path(workdir)
     fixed_port = (extra or {}).get("port")
     for attempt in range(3):
         port = fixed_port or dc.free_port()
-        config = dc.pgtwist_config(cluster, port, extra)
+        config = dc.pgtwist_config(cluster, port, extra, replica_weight=replica_weight)
         port = int(config["port"])
         if dc.wait_listening(port, timeout=0):
             raise RuntimeError(f"port {port} already accepts connections before pgtwist started")
@@ -145,9 +150,10 @@ def pgtwist_factory(cluster, tmp_path):
     log-checked at teardown."""
     started: list[Pgtwist] = []
 
-    def factory(extra=None, passwd=dc.TEST_USERS, env=None) -> Pgtwist:
+    def factory(extra=None, passwd=dc.TEST_USERS, env=None, replica_weight=0) -> Pgtwist:
         workdir = tmp_path / f"pgtwist{len(started)}"
-        pg = start_pgtwist(cluster, workdir, extra=extra, passwd=passwd, env=env)
+        pg = start_pgtwist(cluster, workdir, extra=extra, passwd=passwd, env=env,
+                           replica_weight=replica_weight)
         started.append(pg)
         return pg
 

@@ -1,0 +1,234 @@
+"""Keep responses in the client's order when a session uses several backends.
+
+Every group of client messages sent to one backend link is a *segment*; a
+segment ends with at most one sync point (Query, Sync or FunctionCall), whose
+ReadyForQuery completes it.  Forwarded segments form one FIFO in the order the
+client sent them: a link's bytes go to the client only while its segment is at
+the head, otherwise they are held (and the caller pauses that link).  Shadow
+segments (a BOTH statement's copy on the standby, a replayed SET, a re-Parse)
+are consumed silently and never block the client.
+
+Sans-IO: links are any hashable objects; this module never touches sockets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..wire import codes
+
+# Held bytes above which the caller should stop reading that link.
+HOLD_LIMIT = 1 << 20
+
+
+class Segment:
+    __slots__ = ("link", "forward", "pending", "closed", "held", "held_bytes", "swallow_z",
+                 "local", "on_done")
+
+    def __init__(self, link, forward: bool):
+        self.link = link
+        self.forward = forward
+        self.pending = 0          # sync points sent, ReadyForQuery not yet seen
+        self.closed = False       # no more client messages join this segment
+        self.held: list[bytes] = []
+        self.held_bytes = 0
+        self.swallow_z = False    # the sync point was pgtwist's own: hide its ReadyForQuery
+        self.local = False        # a response pgtwist made itself (SHOW pool_nodes...)
+        self.on_done = None       # callable run when the segment completes
+
+    @property
+    def done(self) -> bool:
+        return self.closed and self.pending == 0
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return (f"<Segment link={self.link!r} fwd={self.forward} pending={self.pending} "
+                f"closed={self.closed} held={self.held_bytes}>")
+
+
+class Ordering:
+    def __init__(self) -> None:
+        self.fifo: deque[Segment] = deque()        # forwarded segments, client order
+        self.by_link: dict[object, deque[Segment]] = {}
+        self.primary = None                        # link whose unsolicited messages are forwarded
+        self.held_by_link: dict[object, int] = {}  # bytes each link has waiting for its turn
+        # Unsolicited primary messages wait for a frame boundary in the client stream.
+        self.async_held: list[bytes] = []
+
+    # -- sending side -------------------------------------------------------------
+    def open_segment(self, link) -> Segment | None:
+        """The link's segment still accepting messages, if it is the newest one."""
+        if self.fifo:
+            tail = self.fifo[-1]
+            if tail.link is link and not tail.closed:
+                return tail
+        return None
+
+    def tail_open(self) -> Segment | None:
+        """The newest forwarded segment if it is still open (a batch without Sync yet)."""
+        if self.fifo and not self.fifo[-1].closed and not self.fifo[-1].local:
+            return self.fifo[-1]
+        return None
+
+    def segment(self, link, forward: bool = True) -> Segment:
+        """The open forwarded segment of ``link``, or a new one (shadow if not forward)."""
+        if forward:
+            seg = self.open_segment(link)
+            if seg is not None:
+                return seg
+        seg = Segment(link, forward)
+        if forward:
+            self.fifo.append(seg)
+        self.by_link.setdefault(link, deque()).append(seg)
+        return seg
+
+    @staticmethod
+    def synced(seg: Segment, own: bool = False) -> None:
+        """A sync point was sent in ``seg``; it completes with the next ReadyForQuery."""
+        seg.pending += 1
+        seg.closed = True
+        if own:
+            seg.swallow_z = True
+
+    def local(self, data: bytes, on_done=None) -> list[bytes]:
+        """Queue a response made by pgtwist; returns what can be written now."""
+        seg = Segment(None, True)
+        seg.local = True
+        seg.closed = True
+        seg.held.append(data)
+        seg.held_bytes = len(data)
+        seg.on_done = on_done
+        self.fifo.append(seg)
+        if len(self.fifo) == 1:
+            out: list[bytes] = []
+            self._advance(out)
+            return out
+        return []
+
+    def busy(self, link) -> bool:
+        q = self.by_link.get(link)
+        return bool(q)
+
+    @property
+    def idle(self) -> bool:
+        return not self.fifo and not any(self.by_link.values())
+
+    def drop_link(self, link) -> list[bytes]:
+        """Forget a lost link's segments; returns bytes now releasable to the client."""
+        q = self.by_link.pop(link, None)
+        self.held_by_link.pop(link, None)
+        if not q:
+            return []
+        dead = set(map(id, q))
+        head_dead = bool(self.fifo) and id(self.fifo[0]) in dead
+        self.fifo = deque(s for s in self.fifo if id(s) not in dead)
+        out: list[bytes] = []
+        if head_dead:
+            self._advance(out)
+        return out
+
+    # -- receiving side -------------------------------------------------------------
+    def receive(self, link, items: list) -> tuple[list[bytes], list[tuple[int, bytes]], bool]:
+        """Route one scanned chunk from ``link``.
+
+        Returns (bytes to write to the client, events seen, whether ``link``
+        holds more than HOLD_LIMIT and should be paused).
+        """
+        out: list[bytes] = []
+        events: list[tuple[int, bytes]] = []
+        q = self.by_link.get(link)
+        fifo = self.fifo
+        for item in items:
+            seg = q[0] if q else None
+            if type(item) is bytes:
+                if seg is None:
+                    if link is self.primary:
+                        # Unsolicited (NotificationResponse, NoticeResponse...): only between
+                        # whole messages of whatever the client is receiving now.
+                        if fifo:
+                            self.async_held.append(item)
+                        else:
+                            out.append(item)
+                elif seg.forward:
+                    if fifo[0] is seg:
+                        out.append(item)
+                    else:
+                        seg.held.append(item)
+                        seg.held_bytes += len(item)
+                        self.held_by_link[link] = self.held_by_link.get(link, 0) + len(item)
+                continue
+            code, body = item
+            events.append(item)
+            if seg is None:
+                continue
+            if code != codes.READY_FOR_QUERY:
+                if code == codes.NOTIFICATION_RESPONSE and not seg.forward and link is self.primary:
+                    # A notification arriving during pgtwist's own traffic is still the client's.
+                    note = bytes((code,)) + (len(body) + 4).to_bytes(4, "big") + body
+                    if fifo:
+                        self.async_held.append(note)
+                    else:
+                        out.append(note)
+                continue
+            seg.pending -= 1
+            if seg.pending > 0:
+                continue
+            if seg.swallow_z:
+                self._trim_z(seg, out, fifo)
+            if seg.closed:
+                q.popleft()
+                if not seg.forward:
+                    if seg.on_done is not None:
+                        seg.on_done()
+                elif fifo[0] is seg:
+                    fifo.popleft()
+                    if seg.on_done is not None:
+                        seg.on_done()
+                    self._advance(out)
+                # else: completed while waiting its turn; released when it reaches the head
+        hold = self.held_by_link.get(link, 0) > HOLD_LIMIT
+        return out, events, hold
+
+    def _trim_z(self, seg: Segment, out: list[bytes], fifo) -> None:
+        """Remove our own ReadyForQuery: it ends the last chunk just produced."""
+        z_len = 6
+        target = out if (seg.forward and fifo and fifo[0] is seg) else seg.held
+        if not seg.forward:
+            return
+        if target and len(target[-1]) >= z_len:
+            last = target[-1]
+            target[-1] = last[:-z_len]
+            if target is seg.held:
+                seg.held_bytes -= z_len
+                self.held_by_link[seg.link] = self.held_by_link.get(seg.link, 0) - z_len
+
+    def _advance(self, out: list[bytes]) -> None:
+        """The head changed: release held bytes of the new head(s)."""
+        fifo = self.fifo
+        if self.async_held:  # a segment just ended: the client stream is between messages
+            out.extend(self.async_held)
+            self.async_held = []
+        while fifo:
+            head = fifo[0]
+            if head.held:
+                out.extend(head.held)
+                head.held = []
+                if head.link is not None:
+                    left = self.held_by_link.get(head.link, 0) - head.held_bytes
+                    if left > 0:
+                        self.held_by_link[head.link] = left
+                    else:
+                        self.held_by_link.pop(head.link, None)
+                head.held_bytes = 0
+            if head.local or head.done:
+                fifo.popleft()
+                if head.local:
+                    pass
+                elif self.by_link.get(head.link) and self.by_link[head.link][0] is head:
+                    self.by_link[head.link].popleft()
+                if head.on_done is not None:
+                    head.on_done()
+                if self.async_held:
+                    out.extend(self.async_held)
+                    self.async_held = []
+                continue
+            break

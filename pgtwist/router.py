@@ -1,0 +1,202 @@
+"""Routing for sessions: classification, catalog facts, the chain and its bookkeeping.
+
+One Router serves every session.  The relay asks it where a statement goes
+(``decide``) and tells it what was sent (``after_statement``); everything the
+routing chain reads about a session is derived here, so the relay stays about
+bytes and links.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from . import logs
+from .catalog import _EMPTY, CatalogCache
+from .logs import logger
+from .policies import build_chain, write_rules
+from .routing import balancer, stickiness
+from .routing.values import CatalogFacts, RouteDecision, RouteRequest, Target, primary
+from .sql.classify import Classifier
+from .sql.info import BOTH
+
+log = logger(__name__)
+
+_STATUS = {ord("I"): "I", ord("T"): "T", ord("E"): "E"}
+_SET_LOCAL = re.compile(r"\s*SET\s+LOCAL\b", re.IGNORECASE)
+_RESET_ALL = re.compile(r"\s*(RESET\s+ALL|DISCARD\s+ALL)\b", re.IGNORECASE)
+# Session-state commands a link opened later must replay.
+_REPLAYED = frozenset({"SET", "RESET", "DISCARD"})
+_MAX_REPLAY = 256
+_DECISION_CACHE_MAX = 4096
+_NO_FACTS = CatalogFacts()
+
+
+class Router:
+    PRIMARY = primary("primary: follows its statement").by("relay")
+
+    def __init__(self, proxy, config, rng: random.Random | None = None):
+        self.proxy = proxy
+        self.config = config
+        self.rng = rng or random.Random()
+        p = config.params
+        self.classifier = Classifier(
+            allow_sql_comments=bool(p.get("allow_sql_comments", False)),
+            ignore_leading_white_space=bool(p.get("ignore_leading_white_space", True)),
+        )
+        self.chain = build_chain(config)
+        self.rules = write_rules(config, self.chain)
+        check_temp = str(p.get("check_temp_table", "catalog")).lower()
+        check_temp = {"on": "catalog", "true": "catalog", "off": "none", "false": "none"}.get(
+            check_temp, check_temp)
+        functions = self.rules.functions
+        need_volatility = not (getattr(functions, "write", ()) or getattr(functions, "read_only", ()))
+        self.catalog = CatalogCache(proxy, check_temp, bool(p.get("check_unlogged_table", True)),
+                                    need_volatility)
+        lb = self.chain.policy("weighted_balancer")
+        self._lb_options = getattr(lb, "options", None)
+        # Decisions depend only on (statement, session state, cluster) unless a policy
+        # looks at the raw text or draws per statement; then they are not cached.
+        self._cacheable = (
+            self.chain.names == ("statement", "pattern_list", "function_list", "temp_tables",
+                                 "stickiness", "weighted_balancer")
+            and not p.get("primary_routing_query_pattern_list")
+            and not p.get("statement_level_load_balance")
+        )
+        self._decisions: dict = {}
+
+    # -- classification and facts ---------------------------------------------------------
+    def classify(self, sql: str):
+        return self.classifier.classify(sql)
+
+    def classify_parse(self, sql: str):
+        return self.classifier.classify_parse(sql)
+
+    def facts(self, database: str, info, s=None):
+        body = info.prepared if info.prepared is not None else info
+        sticky = getattr(s, "sticky", None)
+        temp = sticky.visible_temp_tables if sticky is not None else frozenset()
+        return self.catalog.facts(database, body, temp)
+
+    def lookup(self, database: str, info, user: str, secret):
+        """Deferred CatalogFacts for ``info``, looked up now (temp tables are never cached)."""
+        body = info.prepared if info.prepared is not None else info
+        d = self.catalog.lookup(database, body, user, secret)
+        d.addCallback(lambda _: self.catalog.facts_after_lookup(database, body))
+        return d
+
+    # -- decisions ----------------------------------------------------------------------------
+    def request(self, info, s, facts, sql: str) -> RouteRequest:
+        view = stickiness.session_view(
+            s.sticky or stickiness.INITIAL, user=s.user, database=s.database,
+            application_name=s.application_name, lb_node=s.lb_node,
+            txn_status=s.route_status,
+        )
+        return RouteRequest(info, view, self.proxy.cluster.view(), facts, sql,
+                            self.proxy.reactor.seconds(), self.rng.random())
+
+    def decide(self, info, s, facts, sql: str) -> RouteDecision:
+        if self._cacheable:
+            # Keyed by identity (classifier results and sticky states are shared, immutable
+            # objects); the entry keeps them alive and is checked, so an id is never reused.
+            sticky = s.sticky
+            key = (id(info), None if facts is _NO_FACTS or facts is _EMPTY else facts,
+                   id(sticky), s.route_status, s.lb_node, self.proxy.cluster.version,
+                   s.application_name)
+            entry = self._decisions.get(key)
+            if entry is not None and entry[0] is info and entry[1] is sticky:
+                decision = entry[2]
+            else:
+                decision = self.chain.route(self.request(info, s, facts, sql))
+                if len(self._decisions) >= _DECISION_CACHE_MAX:
+                    self._decisions.clear()
+                if not any(n.status == "down" for n in self.proxy.cluster.nodes):
+                    self._decisions[key] = (info, sticky, decision)
+        else:
+            decision = self.chain.route(self.request(info, s, facts, sql))
+        if log_debug():
+            log.debug("session {pid}: {target} {node} by {policy}: {reason} <- {sql}",
+                      pid=s.pid, target=decision.target.value, node=decision.node,
+                      policy=decision.policy, reason=decision.reason, sql=sql[:200])
+        return decision
+
+    def explain(self, info, s, facts, sql: str):
+        return self.chain.explain(self.request(info, s, facts, sql))
+
+    def node_of(self, decision: RouteDecision, s) -> str:
+        target = decision.target
+        if target is Target.NODE:
+            return str(decision.node)
+        if target is Target.EITHER:
+            return str(s.lb_node)
+        if target is Target.BOTH:
+            return f"{s.primary_id},{s.lb_node}" if s.lb_node != s.primary_id else str(s.primary_id)
+        if target is Target.REJECT:
+            return ""
+        return str(s.primary_id)
+
+    def choose_lb_node(self, s) -> tuple[int | None, str]:
+        if not self.config.load_balance_mode:
+            return s.primary_id, "load_balance_mode is off"
+        o = self._lb_options
+        return balancer.choose_lb_node(
+            self.proxy.cluster.view(), self.rng.random(), self.rng.random(),
+            app_name=s.application_name, database=s.database, user=s.user,
+            app_list=getattr(o, "app_list", ()), db_list=getattr(o, "db_list", ()),
+            user_list=getattr(o, "user_list", ()),
+        )
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def after_statement(self, s, info, decision, node_id: int, sql: str) -> None:
+        """Record what sending ``info`` to ``node_id`` means for the session's later routing."""
+        command = info.command
+        if info.is_read and node_id is not None:
+            self.proxy.cluster.nodes[node_id].select_cnt += 1
+        if not (info.is_read and info.route != BOTH and not info.functions
+                and not info.serializable and not info.temp_tables_created
+                and not info.tables_dropped and not info.has_leading_comment
+                and command == "SELECT"):
+            # A plain read changes no write-tracking state; everything else is run
+            # through the §1.4 rules.
+            facts = self.catalog.facts(s.database, info.prepared or info) or _NO_FACTS
+            request = RouteRequest(info, stickiness.session_view(
+                s.sticky or stickiness.INITIAL, user=s.user, database=s.database,
+                application_name=s.application_name, lb_node=s.lb_node,
+                txn_status=s.route_status,
+            ), None, facts, sql)
+            s.sticky = self.rules.after(s.sticky or stickiness.INITIAL, request, None)
+        # Predicted transaction state, for statements routed before their answers arrive.
+        if command == "BEGIN":
+            s.route_status = "T"
+            s.txn_begin_for_standby = info.standby_text or sql
+        elif info.is_transaction_end:
+            s.route_status = "I"
+            s.txn_begin_for_standby = None
+        if command in _REPLAYED and info.route == BOTH and not _SET_LOCAL.match(sql):
+            if _RESET_ALL.match(sql):
+                s.replay.clear()
+            elif sql not in s.replay:
+                s.replay.append(sql)
+                del s.replay[:-_MAX_REPLAY]
+        if info.prepare_name is not None and info.prepared is not None:
+            from .session import SqlPrepared
+
+            s.sql_prepared[info.prepare_name] = SqlPrepared(sql, info.prepared, {node_id})
+        elif info.deallocate_name is not None:
+            if info.deallocate_name == "*":
+                s.sql_prepared.clear()
+            else:
+                s.sql_prepared.pop(info.deallocate_name, None)
+        if command == "DISCARD" and _RESET_ALL.match(sql):
+            s.sql_prepared.clear()
+        if info.temp_tables_created or info.tables_dropped:
+            self.catalog.forget_tables(s.database, info.temp_tables_created + info.tables_dropped)
+
+    def after_ready(self, s, status: int, settled: bool) -> None:
+        """A ReadyForQuery from the primary; ``settled``: nothing else is in flight there."""
+        if settled:
+            s.route_status = _STATUS.get(status, "I")
+
+
+def log_debug() -> bool:
+    return logs.DEBUG
