@@ -148,7 +148,11 @@ class Direct(Target):
 
 
 class Pgtwist(Target):
-    """``twistd -n pgtwist`` with the devcluster's default config (primary + replica).
+    """``twistd -n pgtwist`` with the devcluster's config (primary + replica).
+
+    Routing runs on every statement, but the replica has weight 0 so the
+    reads land on the primary like the other targets' (a ratio against direct
+    PostgreSQL must compare one server with one server).
 
     With ``rev`` the pgtwist package and its twistd plugin come from that git
     revision (``git archive`` into the work folder, first on PYTHONPATH)
@@ -165,7 +169,7 @@ class Pgtwist(Target):
     def start(self) -> Pgtwist:
         workdir = self._mkdir()
         self.port = dc.free_port()
-        config = dc.pgtwist_config(self.cluster, self.port, self.extra)
+        config = dc.pgtwist_config(self.cluster, self.port, self.extra, replica_weight=0)
         path = dc.write_pgtwist_files(workdir, config, passwd={})
         env = dc.pgtwist_env()
         if self.rev:
