@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hmac
 import random
+import signal
+import threading
 
 from twisted.application import service
 from twisted.internet.protocol import ClientFactory as _ClientFactory
 from twisted.internet.protocol import Protocol
 
+from .config import ConfigError, load_config
 from .conn.auth import Secret
 from .health import Cluster
 from .logs import logger, set_level
-from .passwd import load_pool_passwd
+from .passwd import PasswdError, load_pool_passwd
 from .protocols.backend import connect_address
 from .protocols.frontend import ClientFactory
 from .relay import Relay
@@ -52,9 +55,10 @@ class _CancelFactory(_ClientFactory):
 class Proxy:
     """Process-wide state shared by all sessions: config, backends, key map."""
 
-    def __init__(self, reactor, config, rng: random.Random | None = None):
+    def __init__(self, reactor, config, rng: random.Random | None = None, overrides=None):
         self.reactor = reactor
         self.config = config
+        self.overrides = overrides or {}
         self.rng = rng or random.SystemRandom()
         self.passwd = load_pool_passwd(config.pool_passwd) if config.pool_passwd else {}
         self.cluster = Cluster(reactor, config, self.secret_for)
@@ -117,6 +121,32 @@ class Proxy:
         for relay in list(self.sessions.values()):
             relay.shutdown()
 
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration and pool_passwd, forget cached catalog facts.
+
+        As in Pgpool-II, routing lists and weights apply to sessions that start
+        afterwards; backends' addresses and INIT-context parameters stay as started.
+        """
+        log.info("SIGHUP: reloading configuration from {path}", path=self.config.path)
+        try:
+            config = load_config(self.config.path, overrides=self.overrides)
+            router = Router(self, config)
+            passwd = load_pool_passwd(config.pool_passwd) if config.pool_passwd else {}
+        except (ConfigError, PasswdError) as exc:
+            log.error("reload failed, keeping the running configuration:\n{errors}",
+                      errors=str(exc))
+            return
+        for node, backend in zip(self.cluster.nodes, config.backends, strict=False):
+            if (node.backend.hostname, node.backend.port) == (backend.hostname, backend.port):
+                node.backend = backend  # weight and flags may change
+            else:
+                log.warn("backend {n} address change needs a restart", n=node.node_id)
+        self.cluster.changed()
+        self.router.catalog.clear()
+        self.router = router
+        self.passwd = passwd
+        log.info("configuration reloaded")
+
 
 def listen_interfaces(listen_addresses: str) -> list[str]:
     """Pgpool-II's listen_addresses: '*' = all, comma-separated hosts."""
@@ -134,14 +164,14 @@ def listen_interfaces(listen_addresses: str) -> list[str]:
 class ProxyService(service.Service):
     name = "pgtwist"
 
-    def __init__(self, config, reactor=None):
+    def __init__(self, config, reactor=None, overrides=None):
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
             reactor = _reactor
         self.reactor = reactor
         self.config = config
-        self.proxy = Proxy(reactor, config)
+        self.proxy = Proxy(reactor, config, overrides=overrides)
         self.ports: list = []
 
     def startService(self) -> None:
@@ -153,6 +183,8 @@ class ProxyService(service.Service):
             self.ports.append(port)
             log.info("pgtwist listening on {iface}:{port}", iface=interface, port=self.config.port)
         self.proxy.cluster.start()
+        if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.proxy.reload))
 
     def stopService(self):
         super().stopService()
@@ -164,8 +196,8 @@ class ProxyService(service.Service):
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
 
 
-def make_service(config, reactor=None) -> service.IService:
+def make_service(config, reactor=None, overrides=None) -> service.IService:
     set_level(config.log_min_messages)
     top = service.MultiService()
-    ProxyService(config, reactor).setServiceParent(top)
+    ProxyService(config, reactor, overrides).setServiceParent(top)
     return top

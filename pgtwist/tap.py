@@ -32,6 +32,7 @@ class Options(usage.Options):
             overrides["pool_hba_file"] = self["hba-file"]
         if self["key-file"]:
             overrides["pool_key_file"] = self["key-file"]
+        self.overrides = overrides
         try:
             self.config = load_config(self["config"], overrides=overrides)
             from .policies import build_chain
@@ -52,4 +53,4 @@ class Options(usage.Options):
 def makeService(options: Options):
     from .service import make_service
 
-    return make_service(options.config)
+    return make_service(options.config, overrides=options.overrides)
