@@ -142,6 +142,7 @@ class CatalogCache:
                         who, database, cred, " UNION ALL ".join(sql),
                         config.connect_timeout / 1000.0,
                         options="-c search_path=pg_catalog -c standard_conforming_strings=on",
+                        tls=self.proxy.backend_tls(primary.backend),
                     )
                     break
                 except Exception as exc:  # noqa: BLE001 - any failure means "unknown"

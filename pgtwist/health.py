@@ -83,10 +83,11 @@ class NodeState:
 
 
 class Cluster:
-    def __init__(self, reactor, config, secret_for):
+    def __init__(self, reactor, config, secret_for, tls_for=lambda backend: None):
         self.reactor = reactor
         self.config = config
         self.secret_for = secret_for  # user -> Secret | None
+        self.tls_for = tls_for        # backend -> TLS context factory | None
         self.nodes = [NodeState(b) for b in config.backends]
         self._check: defer.Deferred | None = None
         self._loop: task.LoopingCall | None = None
@@ -219,6 +220,7 @@ class Cluster:
             d = run_query(
                 self.reactor, node.backend.hostname, node.backend.port, user,
                 self.config.sr_check_database, secret, ROLE_QUERY, timeout,
+                tls=self.tls_for(node.backend),
             )
             d.addCallbacks(self._role_ok, self._role_failed, callbackArgs=(node,), errbackArgs=(node, user))
             checks.append(d)

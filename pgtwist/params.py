@@ -233,9 +233,13 @@ _enum("pool_mode", "session", "session", "transaction")
 _add("int", "checkout_timeout", 30, lo=0, unit="s")
 _add("int", "backend_max_connections", 0, lo=0)
 _add("str", "auth_user", "")
+# Schema-qualified throughout: it runs with search_path fixed to pg_catalog anyway, but a
+# verifier lookup is a security boundary (see protocol-pitfalls: CVE-2025-12819).
 _add("str", "auth_query",
-     "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
-     "FROM pg_authid WHERE rolname = $1 AND rolcanlogin")
+     "SELECT a.rolname, CASE WHEN a.rolvaliduntil < pg_catalog.now() THEN NULL "
+     "ELSE a.rolpassword END FROM pg_catalog.pg_authid a "
+     "WHERE a.rolname = $1 AND a.rolcanlogin")
+_add("bool", "ssl_require", False)  # refuse clients that do not negotiate TLS
 _add("int", "metrics_port", 0, lo=0, hi=65535)
 _add("map", "routing pgtwist", {})
 

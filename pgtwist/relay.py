@@ -149,8 +149,10 @@ class Relay:
                         self._drain()
                 elif type(event) is StartupReceived:
                     self._startup(event)
-                elif type(event) in (SSLRequested, GSSENCRequested):
-                    self.write(b"N")  # encryption is not offered (yet)
+                elif type(event) is SSLRequested:
+                    self._ssl_request()
+                elif type(event) is GSSENCRequested:
+                    self.write(b"N")  # GSSAPI encryption is not offered
                 elif type(event) is CancelRequested:
                     self.proxy.cancel(event.pid, event.secret)
                     self.transport.loseConnection()
@@ -163,6 +165,21 @@ class Relay:
         except Exception:
             log.failure("unexpected error handling client data")
             self.fatal(INTERNAL_ERROR, "internal error in pgtwist; the session was closed")
+
+    def _ssl_request(self) -> None:
+        rest, self.machine.leftover = self.machine.leftover, b""
+        tls = self.proxy.server_tls
+        if tls is None or self.session.ssl:
+            self.write(b"N")
+            if rest:
+                self.client_data(rest)
+            return
+        if rest:
+            raise ProtocolViolation("received unencrypted data after SSL request")
+        self.write(b"S")
+        self.transport.startTLS(tls)
+        self.write = self.transport.write  # TLS: no direct socket writes
+        self.session.ssl = True
 
     def _drain(self) -> None:
         """Route queued client frames until done or a frame must wait."""
@@ -341,6 +358,7 @@ class Relay:
         d = connect_backend(
             self.proxy.reactor, node.node_id, node.backend.hostname, node.backend.port,
             s.user, s.startup_params, secret, self.config.connect_timeout / 1000.0,
+            self.proxy.backend_tls(node.backend),
         )
 
         def ready(link: BackendLink):

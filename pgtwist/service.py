@@ -21,6 +21,7 @@ from .protocols.frontend import ClientFactory
 from .relay import Relay
 from .router import Router
 from .session import Session
+from .tls import client_tls, server_tls_from_config
 from .wire import messages as m
 
 log = logger(__name__)
@@ -61,7 +62,9 @@ class Proxy:
         self.overrides = overrides or {}
         self.rng = rng or random.SystemRandom()
         self.passwd = load_pool_passwd(config.pool_passwd) if config.pool_passwd else {}
-        self.cluster = Cluster(reactor, config, self.secret_for)
+        self.server_tls = server_tls_from_config(config)
+        self._backend_tls: dict = {}
+        self.cluster = Cluster(reactor, config, self.secret_for, self.backend_tls)
         self.router = Router(self, config)
         self.sessions: dict[int, Relay] = {}
 
@@ -79,6 +82,16 @@ class Proxy:
 
     def end_session(self, session: Session) -> None:
         self.sessions.pop(session.pid, None)
+
+    def backend_tls(self, backend):
+        """Context factory for TLS to ``backend`` when ``ssl`` is on, else None."""
+        p = self.config.params
+        if not p.get("ssl"):
+            return None
+        key = backend.hostname
+        if key not in self._backend_tls:
+            self._backend_tls[key] = client_tls(backend.hostname, p.get("ssl_ca_cert", ""))
+        return self._backend_tls[key]
 
     def sr_secret(self) -> Secret | None:
         """Credentials of sr_check_user: its own password key, else pool_passwd."""

@@ -42,6 +42,8 @@ class Session:
     pid: int
     secret: int
     client_address: str = ""
+    client_ip: str | None = None     # None for a Unix-socket client
+    ssl: bool = False
     user: str = ""
     database: str = ""
     startup_params: dict[str, str] = field(default_factory=dict)

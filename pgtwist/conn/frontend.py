@@ -85,6 +85,7 @@ class FrontendMachine:
         self._frames = FrameSplitter(max_message_length)
         self._validate = validate
         self.ssl_requested = False
+        self.leftover = b""
 
     def receive(self, data: bytes) -> list:
         """Feed client bytes; return events.  Raises ProtocolViolation."""
@@ -96,6 +97,11 @@ class FrontendMachine:
                     break
                 event = self._startup_packet(body)
                 events.append(event)
+                if isinstance(event, SSLRequested):
+                    # Whatever follows must wait for the answer: after 'S' it would be
+                    # plaintext injected ahead of the TLS handshake (CVE-2021-23214).
+                    self.leftover = data
+                    break
                 if isinstance(event, CancelRequested):
                     self.state = FrontendState.CLOSED
                     break

@@ -32,8 +32,9 @@ class BackendLink(Protocol):
 
     owner = None  # set by the relay once the login is complete
 
-    def __init__(self, node_id: int, login: BackendLogin, address: str):
+    def __init__(self, node_id: int, login: BackendLogin, address: str, tls=None):
         self.node_id = node_id
+        self.tls = tls             # context factory: ask the server for TLS first
         self.login = login
         self.address = address
         self.ready: defer.Deferred = defer.Deferred()
@@ -55,9 +56,41 @@ class BackendLink(Protocol):
         self.write = make_writer(self.transport)
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
+        if self.tls is not None:
+            self._awaiting_ssl = True
+            self.write(m.ssl_request())
+        else:
+            self.write(self.login.startup())
+
+    _awaiting_ssl = False
+
+    def _ssl_answer(self, data: bytes) -> bytes:
+        """The server's one-byte answer to SSLRequest; returns the bytes after it."""
+        self._awaiting_ssl = False
+        answer, rest = data[:1], data[1:]
+        if answer == b"S":
+            if rest:  # a server must not send anything before the handshake (CVE-2021-23214)
+                self._fail_login("server sent data before the TLS handshake")
+                return b""
+            self.transport.startTLS(self.tls)
+            self.write = self.transport.write
+        elif answer != b"N":
+            self._fail_login("server does not support SSL negotiation")
+            return b""
         self.write(self.login.startup())
+        return rest
+
+    def _fail_login(self, why: str) -> None:
+        if not self.ready.called:
+            self.ready.errback(BackendUnavailable(
+                {"S": "FATAL", "C": CONNECTION_FAILURE, "M": f"server at {self.address}: {why}"}))
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._awaiting_ssl:
+            data = self._ssl_answer(data)
+            if not data:
+                return
         try:
             items = self.scanner.feed(data)
         except ProtocolViolation as exc:
@@ -170,10 +203,13 @@ def connect_backend(
     params: dict[str, str],
     secret: Secret | None,
     timeout: float,
+    tls=None,
 ) -> defer.Deferred:
     """Deferred firing with a logged-in :class:`BackendLink`, or LoginFailed."""
     address = f"{hostname}:{port}"
-    link = BackendLink(node_id, BackendLogin(user, params, secret), address)
+    if hostname.startswith("/"):
+        tls = None  # no TLS over Unix sockets, as libpq
+    link = BackendLink(node_id, BackendLogin(user, params, secret), address, tls)
     connect_address(reactor, hostname, port, _LinkFactory(link), timeout)
     # The whole login, not just the TCP connect, is bounded by connect_timeout.
     timer = reactor.callLater(timeout, _login_timeout, link)
@@ -253,12 +289,13 @@ class _QueryCollector:
 
 
 @defer.inlineCallbacks
-def run_query(reactor, hostname, port, user, database, secret, sql, timeout, options=None):
+def run_query(reactor, hostname, port, user, database, secret, sql, timeout, options=None,
+              tls=None):
     """Run one simple-protocol query on a fresh connection; rows of text values."""
     params = {"database": database, "application_name": "pgtwist"}
     if options:
         params["options"] = options
-    link = yield connect_backend(reactor, -1, hostname, port, user, params, secret, timeout)
+    link = yield connect_backend(reactor, -1, hostname, port, user, params, secret, timeout, tls)
     collector = _QueryCollector(link)
     link.attach(collector)
     link.write(m.query(sql))

@@ -84,10 +84,17 @@ def test_ssl_request_then_startup_on_same_stream():
     assert machine.state is FrontendState.AUTHENTICATING
 
 
-def test_ssl_request_and_startup_in_one_chunk():
+def test_ssl_request_and_startup_in_one_chunk_keeps_the_rest_for_the_caller():
+    # Bytes after an SSLRequest must not be read before the answer: after 'S' they
+    # would be plaintext injected ahead of the TLS handshake (CVE-2021-23214).
     machine = FrontendMachine(1 << 20)
     events = machine.receive(SSL_REQUEST + startup({"user": "alice"}))
-    assert events == [SSLRequested(), StartupReceived({"user": "alice"}, 0, ())]
+    assert events == [SSLRequested()]
+    assert machine.leftover == startup({"user": "alice"})
+    assert machine.state is FrontendState.STARTUP
+    # After answering 'N' the caller feeds them back.
+    rest, machine.leftover = machine.leftover, b""
+    assert machine.receive(rest) == [StartupReceived({"user": "alice"}, 0, ())]
 
 
 def test_gssenc_request():
@@ -182,9 +189,16 @@ def test_startup_split_at_every_byte():
         StartupReceived({"user": "alice", "database": "db"}, 0, ()),
         ("p", b"secret\x00"),
     ]
+    def feed(machine, data):
+        events = machine.receive(data)
+        if machine.leftover:  # what the relay does after answering 'N'
+            rest, machine.leftover = machine.leftover, b""
+            events += feed(machine, rest)
+        return events
+
     for cut in range(len(stream) + 1):
         machine = FrontendMachine(1 << 20)
-        events = machine.receive(stream[:cut]) + machine.receive(stream[cut:])
+        events = feed(machine, stream[:cut]) + feed(machine, stream[cut:])
         flat = []
         for event in events:
             flat.extend(frame_list([event]) if isinstance(event, Frames) else [event])
