@@ -15,6 +15,7 @@ setup(
         "sqlglot>=25",
         "pyyaml>=6",
         "scramp>=1.4",
+        "cryptography>=41",
     ],
     extras_require={
         "test": [
