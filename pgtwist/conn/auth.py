@@ -1,6 +1,7 @@
 """Password maths for authenticating to a backend (the client side of auth).
 
-SCRAM comes from scramp; pgtwist never implements SCRAM itself.
+SCRAM with a password comes from scramp; SCRAM from a ClientKey (pass-through)
+is in :mod:`pgtwist.conn.scram`, because scramp cannot do it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,29 @@ class Secret:
 
     ``plaintext`` drives every method; ``md5`` (the pool_passwd form
     ``md5`` + md5(password || user)) drives only md5 authentication.
+    ``client_key`` with ``scram_verifier`` (the ``SCRAM-SHA-256$...`` text the
+    key belongs to) drives only SCRAM-SHA-256, against servers storing that same
+    verifier: the ClientKey recovered from a client's own SCRAM exchange
+    (SCRAM pass-through, see :mod:`pgtwist.conn.scram`).
     """
 
     plaintext: str | None = None
     md5: str | None = None
+    client_key: bytes | None = None
+    scram_verifier: str | None = None
 
     def __repr__(self) -> str:  # never show the secret
-        return f"Secret(plaintext={'set' if self.plaintext else None}, md5={'set' if self.md5 else None})"
+        text = f"Secret(plaintext={'set' if self.plaintext else None}, md5={'set' if self.md5 else None}"
+        if self.client_key or self.scram_verifier:
+            text += (
+                f", client_key={'set' if self.client_key else None}"
+                f", scram_verifier={'set' if self.scram_verifier else None}"
+            )
+        return text + ")"
+
+    @property
+    def can_scram_pass_through(self) -> bool:
+        return bool(self.client_key and self.scram_verifier)
 
 
 def md5_inner(password: str, user: str) -> str:

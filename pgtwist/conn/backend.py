@@ -15,6 +15,7 @@ from ..wire import codes
 from ..wire import messages as m
 from ..wire.errors import INVALID_PASSWORD, PROTOCOL_VIOLATION, ProtocolViolation
 from .auth import SCRAM_MECHANISM, ScramExchange, Secret, md5_response
+from .scram import KeyScramClient, ScramError, VerifierMismatch
 
 
 class LoginState(enum.Enum):
@@ -65,7 +66,8 @@ class BackendLogin:
         self.backend_secret = 0
         self.txn_status = codes.TXN_IDLE
         self.auth_method = "trust"
-        self._scram: ScramExchange | None = None
+        self.scram_pass_through = False  # SCRAM done with a ClientKey, not a password
+        self._scram: ScramExchange | KeyScramClient | None = None
 
     def startup(self) -> bytes:
         return m.startup_message({"user": self.user, **self.params})
@@ -114,6 +116,12 @@ class BackendLogin:
     def _need_password(self, method: str) -> str:
         if self.secret is None or self.secret.plaintext is None:
             self.state = LoginState.FAILED
+            if self.secret is not None and self.secret.can_scram_pass_through:
+                raise _failure(
+                    INVALID_PASSWORD,
+                    f'the server asks for {method} authentication for user "{self.user}", '
+                    "but only a SCRAM key (SCRAM pass-through) is known, which cannot drive it",
+                )
             if self.secret is not None and self.secret.md5:
                 raise _failure(
                     INVALID_PASSWORD,
@@ -155,18 +163,35 @@ class BackendLogin:
                     PROTOCOL_VIOLATION,
                     f"server offers no supported SASL mechanism ({', '.join(mechanisms)})",
                 )
-            self._scram = ScramExchange(self.user, self._need_password("SCRAM-SHA-256"))
+            secret = self.secret
+            if secret is not None and secret.plaintext is None and secret.can_scram_pass_through:
+                try:
+                    self._scram = KeyScramClient(self.user, secret.client_key, secret.scram_verifier)
+                except ScramError as exc:
+                    self.state = LoginState.FAILED
+                    raise _failure(
+                        INVALID_PASSWORD,
+                        f'SCRAM pass-through for user "{self.user}" is impossible: {exc}',
+                    ) from None
+                self.scram_pass_through = True
+            else:
+                self._scram = ScramExchange(self.user, self._need_password("SCRAM-SHA-256"))
             return m.sasl_initial_response(SCRAM_MECHANISM, self._scram.first())
         if subtype == codes.AUTH_SASL_CONTINUE and self._scram is not None:
             try:
                 return m.password_message(self._scram.final(payload))
-            except ScramException as exc:
+            except VerifierMismatch as exc:
+                self.state = LoginState.FAILED
+                raise _failure(
+                    INVALID_PASSWORD, f'SCRAM pass-through for user "{self.user}" failed: {exc}'
+                ) from None
+            except (ScramException, ScramError) as exc:
                 self.state = LoginState.FAILED
                 raise _failure(PROTOCOL_VIOLATION, f"SCRAM exchange failed: {exc}") from None
         if subtype == codes.AUTH_SASL_FINAL and self._scram is not None:
             try:
                 self._scram.verify(payload)
-            except ScramException:
+            except (ScramException, ScramError):
                 self.state = LoginState.FAILED
                 raise _failure(
                     INVALID_PASSWORD, "server's SCRAM signature did not verify"
