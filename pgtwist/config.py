@@ -20,6 +20,7 @@ import difflib
 import math
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -433,14 +434,70 @@ def _cross_check(params: dict, errors: list[str]) -> None:
         errors.append(f"metrics_port: must differ from port ({params['port']})")
 
 
+def _check_file(label: str, path: str, errors: list[str], *, required: str = "",
+                secret: bool = False) -> None:
+    """Report a named file that is missing (if ``required`` says why it must exist),
+    unreadable, or -- for a ``secret`` -- open to group or others.
+
+    Secrets follow PostgreSQL's rule for ssl_key: 0600 or less, or 0640 or less when owned by
+    root (so a root-owned Kubernetes Secret shared through the pod's fsGroup is accepted).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if required:
+            errors.append(f"{label}: {path} does not exist ({required})")
+        return
+    except OSError as exc:
+        errors.append(f"{label}: {path} cannot be read: {exc.strerror or exc}")
+        return
+    if stat.S_ISDIR(st.st_mode):
+        errors.append(f"{label}: {path} is a directory, not a file")
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        errors.append(f"{label}: {path} cannot be read: {exc.strerror or exc}")
+        return
+    if not secret:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    limit = 0o640 if st.st_uid == 0 else 0o600
+    extra = mode & 0o777 & ~limit
+    if extra:
+        who = "group or others" if limit == 0o600 else "others"
+        how = "readable" if extra & 0o044 else "writable or executable"
+        errors.append(f"{label}: {path} is {how} by {who} (mode {mode:04o}; chmod 600)")
+
+
+def _check_files(params: dict, labels: dict[str, str], errors: list[str]) -> None:
+    if params["pool_passwd"]:  # optional: pgtwist runs without one
+        _check_file(labels["pool_passwd"], params["pool_passwd"], errors, secret=True)
+    if params["pool_key_file"]:
+        _check_file(labels["pool_key_file"], params["pool_key_file"], errors, secret=True)
+    if params["enable_pool_hba"]:
+        _check_file(labels["pool_hba_file"], params["pool_hba_file"], errors,
+                    required="enable_pool_hba is on")
+    if params["ssl"]:
+        for name in ("ssl_key", "ssl_cert"):
+            if params[name]:
+                _check_file(labels[name], params[name], errors, required="ssl is on",
+                            secret=name == "ssl_key")
+
+
 def _unquote(value: str) -> str:
     """pgpool.conf style 'value': drop one outer pair of single quotes, nothing else."""
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == "'" else value
 
 
 def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str] | None = None,
-                 overrides: Mapping[str, object] | None = None) -> Config:
-    """Validate an already-loaded mapping (plus environment and overrides) into a Config."""
+                 overrides: Mapping[str, object] | None = None, check_files: bool = True) -> Config:
+    """Validate an already-loaded mapping (plus environment and overrides) into a Config.
+
+    ``check_files=False`` skips the checks of the files the settings name (existence,
+    readability, permissions), for tools that only want the paths, such as ``pgtwist passwd``.
+    """
     abspath = os.path.abspath(path) if path else None
     base_dir = os.path.dirname(abspath) if abspath else os.getcwd()
     if not isinstance(raw, Mapping):
@@ -468,14 +525,18 @@ def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str
         _place(key, value, label, values, nodes, errors)
 
     params: dict[str, object] = {}
+    labels: dict[str, str] = {}
     for name, p in PARAMS.items():
         value, label = values.pop(name, (p.default, name))
+        labels[name] = label
         params[name] = _convert(p, value, label, base_dir, errors)
     for name in sorted(values, key=lambda k: (_SUFFIXED.match(k)[1], int(_SUFFIXED.match(k)[2]))):
         value, label = values[name]
         params[name] = _convert(_suffixed_param(name), value, label, base_dir, errors)
     backends = _build_backends(nodes, params, base_dir, errors)
     _cross_check(params, errors)
+    if check_files:
+        _check_files(params, labels, errors)
     if errors:
         raise ConfigError(errors)
     fields = {f.name: params[f.name] for f in dataclasses.fields(Config) if f.name in params}
@@ -511,10 +572,11 @@ def parse_pgpool_conf(text: str, path: str = "pgpool.conf") -> dict[str, str]:
 
 
 def load_config(path: str | None, env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, object] | None = None) -> Config:
+                overrides: Mapping[str, object] | None = None, *,
+                check_files: bool = True) -> Config:
     """Load a YAML file (``*.conf`` files are read as pgpool.conf); None = environment only."""
     if path is None:
-        return parse_config({}, path=None, env=env, overrides=overrides)
+        return parse_config({}, path=None, env=env, overrides=overrides, check_files=check_files)
     abspath = os.path.abspath(path)
     try:
         with open(abspath, encoding="utf-8") as f:
@@ -533,4 +595,5 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None,
             where = f"{abspath}:{mark.line + 1}" if mark is not None else abspath
             problem = getattr(exc, "problem", None) or "cannot be parsed"
             raise ConfigError(f"{where}: invalid YAML: {problem}") from None
-    return parse_config({} if raw is None else raw, path=abspath, env=env, overrides=overrides)
+    return parse_config({} if raw is None else raw, path=abspath, env=env, overrides=overrides,
+                        check_files=check_files)
