@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import admin
+from .auth import AuthRefused, SessionAuth, backend_secret
 from .conn.backend import LoginFailed
 from .conn.frontend import (
     CancelRequested,
@@ -46,6 +47,8 @@ from .wire.errors import (
     CONNECTION_FAILURE,
     FEATURE_NOT_SUPPORTED,
     INTERNAL_ERROR,
+    INVALID_AUTHORIZATION,
+    INVALID_PASSWORD,
     PROTOCOL_VIOLATION,
     ProtocolViolation,
 )
@@ -54,6 +57,13 @@ log = logger(__name__)
 
 _FATAL_MARKERS = (b"SFATAL\0", b"SPANIC\0")
 _WAIT = object()  # a frame handler's answer: retry this frame after the wait
+_SKIP = object()  # answer the client 25P02 and ignore the batch up to Sync
+_ABORTED = m.error_response(
+    "25P02", "current transaction is aborted, commands ignored until end of transaction block")
+
+
+def info_sql(buf: bytes, start: int, end: int) -> str:
+    return buf[start:end - 1].decode("utf-8", "replace")
 
 
 @implementer(IPushProducer)
@@ -122,11 +132,15 @@ class Relay:
         self._run: list | None = None   # [link, buf, start, end]: contiguous frames to one link
         self._draining = False
         self._looked_up = None          # (info, facts) fetched for the frame being retried
+        self.auth: SessionAuth | None = None
+        self.backend_secret = None      # what backend logins use once the client is in
+        self.skip_until_sync = False    # extended protocol after a pgtwist-made error
         self._shadow_sent: tuple | None = None
         peer = transport.getPeer()
         self.session: Session = proxy.new_session(
             self, f"{getattr(peer, 'host', 'local')}:{getattr(peer, 'port', '')}"
         )
+        self.session.client_ip = getattr(peer, "host", None)
         # Client reading pauses when any backend link's send buffer is full,
         # or while the relay waits before routing a frame...
         self.client_valve = _Valve(transport)
@@ -303,13 +317,15 @@ class Relay:
         link.inflight += syncs
         self._send(link, frames)
 
-    def _local(self, data: bytes) -> None:
+    def _local(self, data: bytes, status: int | None = None, ready: bool = True) -> None:
         """Answer from pgtwist itself, in order with backend responses."""
         tail = self.ordering.tail_open()
         if tail is not None:
             self._close_segment(tail)
         self._flush_out()
-        out = self.ordering.local(data + m.ready_for_query(self.session.txn_status))
+        if ready:
+            data += m.ready_for_query(self.session.txn_status if status is None else status)
+        out = self.ordering.local(data)
         if out:
             self.write(b"".join(out))
 
@@ -322,7 +338,7 @@ class Relay:
         d = self.opening.get(node_id)
         if d is None:
             node = self.proxy.cluster.nodes[node_id]
-            d = self.open_link(node, self.proxy.secret_for(self.session.user))
+            d = self.open_link(node, self.backend_secret)
             self.opening[node_id] = d
             d.addCallback(self._link_opened, node_id)
             d.addErrback(self._link_failed, node_id)
@@ -390,16 +406,73 @@ class Relay:
         s.user = params.pop("user")
         s.database = params.setdefault("database", s.user)
         s.startup_params = params
-        self._negotiate = None
         if event.minor_version > 0 or event.unsupported_options:
             # PostgreSQL puts the whole newest version (3.0) here; libpq 18 reads it so.
-            self._negotiate = m.negotiate_protocol_version(
+            self.write(m.negotiate_protocol_version(
                 codes.PROTOCOL_3_0, [o.encode() for o in event.unsupported_options]
-            )
-        secret = self.proxy.secret_for(s.user)
-        d = self.proxy.cluster.primary_for(s.user, secret)
-        d.addCallback(lambda node: None if self.closed else self.open_link(node, secret))
+            ))
+        if self.config.params.get("ssl_require") and not s.ssl and s.client_ip:
+            self.fatal(INVALID_AUTHORIZATION, "pgtwist accepts only SSL connections")
+            return
+        self.auth = SessionAuth(self)
+        d = self._authenticate()
         d.addCallbacks(self._startup_done, self._startup_failed)
+
+    @defer.inlineCallbacks
+    def _authenticate(self):
+        """Authenticate the client and log in to the primary; fires with the primary link."""
+        auth, s, proxy = self.auth, self.session, self.proxy
+        method = auth.method_for_session()  # pool_hba.conf, or None: follow the primary
+        primary = yield proxy.cluster.primary_for(s.user, proxy.secret_for(s.user))
+        if method is not None:
+            if method == "cert":
+                auth.check_cert()
+                backend = proxy.secret_for(s.user)
+            elif method == "trust":
+                backend = proxy.secret_for(s.user)
+            else:
+                secret = yield auth.lookup_secret()
+                first, done = auth.begin(method, secret)
+                self.write(first)
+                backend = yield done
+            self.backend_secret = backend
+            link = yield self._open_primary(primary, backend)
+            return link
+        # Pgpool-II without pool_hba: ask the client for what the primary asks for.
+        secret = yield auth.lookup_secret()
+        if secret is not None and secret.plaintext is None and secret.scram_verifier:
+            # Pass-through: only the client's own SCRAM proof can open the backends.
+            first, done = auth.begin("scram-sha-256", secret)
+            self.write(first)
+            self.backend_secret = yield done
+            link = yield self._open_primary(primary, self.backend_secret)
+            return link
+        backend = backend_secret(secret)
+        try:
+            link = yield self._open_primary(primary, backend)
+        except LoginFailed as exc:
+            if not (exc.sqlstate == INVALID_PASSWORD and backend is None
+                    and self.config.params.get("allow_clear_text_frontend_auth")):
+                raise
+            # allow_clear_text_frontend_auth: the client's clear-text password goes on.
+            first, done = auth.begin("password", None, collect_only=True)
+            self.write(first)
+            backend = yield done
+            link = yield self._open_primary(primary, backend)
+            self.backend_secret = backend
+            return link
+        self.backend_secret = backend
+        method = link.login.auth_method
+        if method != "trust" and secret is not None:
+            first, done = auth.begin(method, secret)
+            self.write(first)
+            yield done
+        return link
+
+    def _open_primary(self, node, secret):
+        if self.closed:
+            return defer.succeed(None)
+        return self.open_link(node, secret)
 
     def _startup_done(self, link: BackendLink | None) -> None:
         if link is None or self.closed:
@@ -415,8 +488,7 @@ class Relay:
         s.lb_node, reason = self.router.choose_lb_node(s)
         log.debug("session {pid}: load-balance node {node} ({reason})", pid=s.pid,
                   node=s.lb_node, reason=reason)
-        out = [self._negotiate] if self._negotiate else []
-        out.append(m.AUTH_OK)
+        out = [m.AUTH_OK]
         out.extend(link.login.parameter_frames)
         out.append(m.backend_key_data(s.pid, s.secret))
         out.append(m.ready_for_query(link.txn_status))
@@ -425,6 +497,12 @@ class Relay:
 
     def _startup_failed(self, failure: Failure) -> None:
         if self.closed:
+            return
+        if failure.check(AuthRefused):
+            exc = failure.value
+            log.info("session {pid}: authentication of {user} refused: {msg}",
+                     pid=self.session.pid, user=self.session.user, msg=exc.log_message)
+            self.fatal(exc.sqlstate, exc.message)
             return
         if failure.check(LoginFailed):
             exc = failure.value
@@ -503,6 +581,8 @@ class Relay:
             return self._admin(special)
         info = self.router.classify(sql)
         s = self.session
+        if s.failed_elsewhere:
+            return self._in_failed_transaction(info, buf, start, end)
         prepared = None
         if info.execute_name is not None or (info.deallocate_name not in (None, "*")):
             prepared = s.sql_prepared.get(info.execute_name or info.deallocate_name)
@@ -527,6 +607,31 @@ class Relay:
             prepared.nodes.add(link.node_id)
         self._forward(link, buf, start - 5, end, sync=True)
         self.router.after_statement(s, info, decision, link.node_id, sql)
+        return None
+
+    def _in_failed_transaction(self, info, buf, start, end):
+        """The transaction failed on a standby: only its end may pass, as ROLLBACK."""
+        s = self.session
+        if info.command == "ROLLBACK TO":
+            return self._both(info, info_sql(buf, start, end), buf, start, end)
+        if info.command not in ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION"):
+            self._local(_ABORTED)
+            return None
+        # PostgreSQL answers COMMIT of an aborted transaction by rolling back ("ROLLBACK").
+        primary = self._link(s.primary_id)
+        if isinstance(primary, defer.Deferred):
+            return self._wait(primary)
+        for link in self.links.values():
+            if link is not primary and not link.closed and link.txn_status != codes.TXN_IDLE:
+                self._shadow(link, m.query("ROLLBACK"))
+        frame = buf if info.command == "ROLLBACK" else m.query("ROLLBACK")
+        if frame is buf:
+            self._forward(primary, buf, start - 5, end, sync=True)
+        else:
+            self._forward(primary, frame, 0, len(frame), sync=True)
+        s.failed_elsewhere = False
+        self.router.after_statement(s, self.router.classify("ROLLBACK"), None,
+                                    primary.node_id, "ROLLBACK")
         return None
 
     def _deallocate(self, info, prepared, sql: str, buf, start, end):
@@ -572,6 +677,18 @@ class Relay:
         s = self.session
         sql = sql_raw.decode("utf-8", "replace")
         info = self.router.classify_parse(sql)
+        if self.skip_until_sync:
+            return self._skip(code)
+        if s.failed_elsewhere:
+            if info.command not in ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION"):
+                return self._skip(code)
+            # Ending the aborted transaction: COMMIT becomes ROLLBACK, as PostgreSQL does.
+            s.failed_elsewhere = False
+            if info.command != "ROLLBACK":
+                sql = "ROLLBACK"
+                info = self.router.classify_parse(sql)
+                buf = m.frame(codes.PARSE, m.cstr(name) + m.cstr(sql) + b"\0\0")
+                start, end = 5, len(buf)
         decision = self._decide(info, sql)
         if decision is _WAIT:
             return _WAIT
@@ -581,7 +698,9 @@ class Relay:
             link = self._target_link(decision)
         if link is _WAIT:
             return _WAIT
-        s.statements[name] = Statement(name, sql, buf[start - 5:end], info, {link.node_id})
+        stmt = Statement(name, sql, buf[start - 5:end], info, {link.node_id})
+        s.statements[name] = stmt
+        link.pending_parses.append(stmt)  # confirmed by its ParseComplete
         self._forward(link, buf, start - 5, end)
         return None
 
@@ -599,8 +718,13 @@ class Relay:
         if link is _WAIT:
             return _WAIT
         if link.node_id not in stmt.nodes:
+            if s.route_status == "E" and not stmt.info.is_transaction_end:
+                # An aborted transaction refuses the Parse; the client must see what
+                # PostgreSQL would say of the statement itself: 25P02.
+                return _SKIP
             # Parse it there first; its ParseComplete is not the client's business.
             self._shadow(link, stmt.parse_frame + m.SYNC)
+            link.pending_parses.append(stmt)
             stmt.nodes.add(link.node_id)
         s.last_statement = stmt
         return link
@@ -613,12 +737,16 @@ class Relay:
         return self._wait(link) if isinstance(link, defer.Deferred) else link
 
     def _on_bind(self, code, buf, start, end):
+        if self.session.failed_elsewhere or self.skip_until_sync:
+            return self._skip(code)
         portal, name = _cstr_pair(buf, start)
         s = self.session
         stmt = s.statements.get(name)
         link = self._statement_link(stmt)
         if link is _WAIT:
             return _WAIT
+        if link is _SKIP:
+            return self._skip(code)
         s.portals[portal] = link.node_id
         self._forward(link, buf, start - 5, end)
         if stmt is not None:
@@ -640,6 +768,8 @@ class Relay:
         return self._current_or_primary()
 
     def _on_describe(self, code, buf, start, end):
+        if self.session.failed_elsewhere or self.skip_until_sync:
+            return self._skip(code)
         kind = buf[start]
         name = buf[start + 1:end - 1]
         if kind == 0x53:  # 'S'
@@ -648,10 +778,14 @@ class Relay:
             link = self._portal_link(name)
         if link is _WAIT:
             return _WAIT
+        if link is _SKIP:
+            return self._skip(code)
         self._forward(link, buf, start - 5, end)
         return None
 
     def _on_execute(self, code, buf, start, end):
+        if self.session.failed_elsewhere or self.skip_until_sync:
+            return self._skip(code)
         name = buf[start:buf.find(b"\0", start)]
         link = self._portal_link(name)
         if link is _WAIT:
@@ -660,6 +794,8 @@ class Relay:
         return None
 
     def _on_close(self, code, buf, start, end):
+        if self.session.failed_elsewhere or self.skip_until_sync:
+            return self._skip(code)
         kind = buf[start]
         name = buf[start + 1:end - 1]
         s = self.session
@@ -685,7 +821,20 @@ class Relay:
         self._forward(link, buf, start - 5, end)
         return None
 
+    def _skip(self, code):
+        """Extended protocol in an aborted transaction: one error, then nothing until Sync."""
+        if not self.skip_until_sync:
+            log.debug("session {pid}: aborted transaction, {msg} answered 25P02",
+                      pid=self.session.pid, msg=codes.FRONTEND_NAMES.get(code, code))
+            self.skip_until_sync = True
+            self._local(_ABORTED, ready=False)
+        return None
+
     def _on_sync(self, code, buf, start, end):
+        if self.skip_until_sync:
+            self.skip_until_sync = False
+            self._local(b"", status=codes.TXN_FAILED)
+            return None
         link = self._current_or_primary()
         if link is _WAIT:
             return _WAIT
@@ -711,6 +860,12 @@ class Relay:
             self._send_frame(link, buf, start - 5, end)
         return None
 
+    def _on_password(self, code, buf, start, end):
+        reply = self.auth.receive(buf[start:end]) if self.auth is not None else b""
+        if reply:
+            self.write(reply)
+        return None
+
     def _on_terminate(self, code, buf, start, end):
         self._flush_out()
         self.close()
@@ -730,6 +885,7 @@ class Relay:
         codes.COPY_DONE: _on_copy,
         codes.COPY_FAIL: _on_copy,
         codes.TERMINATE: _on_terminate,
+        codes.PASSWORD: _on_password,
     }
 
     # -- commands answered by pgtwist ----------------------------------------------------------
@@ -784,11 +940,26 @@ class Relay:
                 if link is self.primary_link:
                     s.txn_status = status
                     self.router.after_ready(s, status, not self.ordering.busy(link))
+                    if status == codes.TXN_IDLE:
+                        s.failed_elsewhere = False
+                elif status == codes.TXN_FAILED and link in self.ordering.failed:
+                    # The client saw this standby's error inside its transaction: the
+                    # transaction is aborted for it, whichever node the next statement
+                    # would reach (protocol-pitfalls: 25P02 until ROLLBACK).
+                    s.failed_elsewhere = True
             elif code == codes.PARAMETER_STATUS:
                 if link is self.primary_link:
                     name, value = m.decode_parameter_status(body)
                     s.parameters[name] = value
+            elif code == codes.PARSE_COMPLETE:
+                if link.pending_parses:
+                    link.pending_parses.popleft()
             elif code == codes.ERROR_RESPONSE:
+                if link.pending_parses:
+                    # The server skips to Sync: the Parses not yet answered never happened.
+                    for stmt in link.pending_parses:
+                        stmt.nodes.discard(link.node_id)
+                    link.pending_parses.clear()
                 if body.startswith(_FATAL_MARKERS) or b"\0SFATAL\0" in body \
                         or b"\0SPANIC\0" in body:
                     link.fatal_seen = True
@@ -837,6 +1008,8 @@ class Relay:
     def cancel_backends(self) -> None:
         for link in list(self.links.values()):
             if self.ordering.busy(link) or link.inflight:
+                log.debug("session {pid}: cancelling node {node} (inflight {n})",
+                          pid=self.session.pid, node=link.node_id, n=link.inflight)
                 self.proxy.send_cancel(link)
 
     def fatal(self, sqlstate: str, message: str) -> None:

@@ -13,6 +13,7 @@ from twisted.internet.protocol import Protocol
 
 from .config import ConfigError, load_config
 from .conn.auth import Secret
+from .hba import HbaError, load_hba
 from .health import Cluster
 from .logs import logger, set_level
 from .passwd import PasswdError, load_pool_passwd
@@ -61,7 +62,8 @@ class Proxy:
         self.config = config
         self.overrides = overrides or {}
         self.rng = rng or random.SystemRandom()
-        self.passwd = load_pool_passwd(config.pool_passwd) if config.pool_passwd else {}
+        self.passwd = _load_passwd(config)
+        self.hba_rules = load_hba(config.pool_hba_file) if config.enable_pool_hba else ()
         self.server_tls = server_tls_from_config(config)
         self._backend_tls: dict = {}
         self.cluster = Cluster(reactor, config, self.secret_for, self.backend_tls)
@@ -99,6 +101,9 @@ class Proxy:
             return Secret(plaintext=self.config.sr_check_password)
         return self.secret_for(self.config.sr_check_user)
 
+    def passwd_entry(self, user: str):
+        return self.passwd.get(user)
+
     def secret_for(self, user: str) -> Secret | None:
         entry = self.passwd.get(user)
         if entry is None:
@@ -117,6 +122,7 @@ class Proxy:
         ):
             log.info("cancel request for unknown session key ignored")
             return
+        log.debug("cancel request for session {pid}", pid=pid)
         relay.cancel_backends()
 
     def send_cancel(self, link) -> None:
@@ -144,8 +150,9 @@ class Proxy:
         try:
             config = load_config(self.config.path, overrides=self.overrides)
             router = Router(self, config)
-            passwd = load_pool_passwd(config.pool_passwd) if config.pool_passwd else {}
-        except (ConfigError, PasswdError) as exc:
+            passwd = _load_passwd(config)
+            hba_rules = load_hba(config.pool_hba_file) if config.enable_pool_hba else ()
+        except (ConfigError, PasswdError, HbaError) as exc:
             log.error("reload failed, keeping the running configuration:\n{errors}",
                       errors=str(exc))
             return
@@ -158,7 +165,14 @@ class Proxy:
         self.router.catalog.clear()
         self.router = router
         self.passwd = passwd
+        self.hba_rules = hba_rules
         log.info("configuration reloaded")
+
+
+def _load_passwd(config) -> dict:
+    if not config.pool_passwd:
+        return {}
+    return load_pool_passwd(config.pool_passwd, key_file=config.pool_key_file)
 
 
 def listen_interfaces(listen_addresses: str) -> list[str]:

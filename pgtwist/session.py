@@ -67,6 +67,8 @@ class Session:
     # Transaction state as routing predicts it ('I'/'T'/'E'): statements may be routed
     # before the answers to earlier ones arrive.
     route_status: str = "I"
+    # The client saw a standby fail inside its transaction (the primary's is still open).
+    failed_elsewhere: bool = False
     temp_tables: set[str] = field(default_factory=set)
 
     @property

@@ -126,7 +126,7 @@ class FrontendMachine:
     def _check(self, buf: bytes, frames: list[tuple[int, int, int]]) -> None:
         if self.state is FrontendState.AUTHENTICATING:
             for code, _start, _end in frames:
-                if code != codes.PASSWORD:
+                if code != codes.PASSWORD and code != codes.TERMINATE:
                     raise ProtocolViolation(
                         f"expected password response, got message type {code}"
                     )

@@ -53,6 +53,8 @@ class Ordering:
         self.held_by_link: dict[object, int] = {}  # bytes each link has waiting for its turn
         # Unsolicited primary messages wait for a frame boundary in the client stream.
         self.async_held: list[bytes] = []
+        # Links whose last client-visible answer ended in a failed transaction ('E').
+        self.failed: set = set()
 
     # -- sending side -------------------------------------------------------------
     def open_segment(self, link) -> Segment | None:
@@ -170,6 +172,11 @@ class Ordering:
                         out.append(note)
                 continue
             seg.pending -= 1
+            if seg.forward and not seg.swallow_z:
+                if body[:1] == b"E":
+                    self.failed.add(link)
+                else:
+                    self.failed.discard(link)
             if seg.pending > 0:
                 continue
             if seg.swallow_z:

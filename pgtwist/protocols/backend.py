@@ -7,6 +7,8 @@ then hands every scanned chunk of the server's stream to its owner (a relay).
 
 from __future__ import annotations
 
+from collections import deque
+
 from twisted.internet import defer, error
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
@@ -48,6 +50,7 @@ class BackendLink(Protocol):
         self.closed = False
         self.fatal_seen = False    # the server sent FATAL/PANIC: it is about to hang up
         self.held = False          # paused because its responses wait for their turn
+        self.pending_parses: deque = deque()  # statements whose ParseComplete is awaited
         self.write = None
         self._leftover: list = []
 

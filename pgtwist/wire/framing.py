@@ -123,6 +123,7 @@ WATCHED = frozenset(
         codes.AUTHENTICATION,
         codes.NEGOTIATE_PROTOCOL_VERSION,
         codes.NOTIFICATION_RESPONSE,  # rare; must survive a shadow segment's silence
+        codes.PARSE_COMPLETE,  # tells which node really holds a statement
     )
 )
 

@@ -2,6 +2,8 @@
 
 The test cluster's pg_hba gives pw_user `password`, md5_user `md5` and
 scram_user `scram-sha-256`; pgtwist takes their passwords from pool_passwd.
+With enable_pool_hba off (the default, as in Pgpool-II) the client is asked for
+the same kind of credentials the primary asked pgtwist for.
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("user", sorted(TEST_USERS))
 def test_login_with_each_backend_method(shared_pgtwist, user):
-    with psycopg.connect(shared_pgtwist.dsn(user=user), connect_timeout=10) as conn:
+    dsn = shared_pgtwist.dsn(user=user, password=TEST_USERS[user])
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
         row = conn.execute("select current_user, pg_is_in_recovery()").fetchone()
     assert row == (user, False)
+
+
+@pytest.mark.parametrize("user", sorted(TEST_USERS))
+def test_client_is_asked_for_the_primary_method(shared_pgtwist, user):
+    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+        psycopg.connect(shared_pgtwist.dsn(user=user), connect_timeout=10)
+    sqlstate, message = _login_sqlstate(shared_pgtwist, user, password="wrong")
+    assert (sqlstate, message) == ("28P01", f'password authentication failed for user "{user}"')
 
 
 def test_trust_user_needs_no_pool_passwd_entry(shared_pgtwist):
@@ -30,13 +41,14 @@ def test_trust_user_needs_no_pool_passwd_entry(shared_pgtwist):
         assert conn.execute("select current_user").fetchone() == ("postgres",)
 
 
-def _login_sqlstate(pg, user: str) -> tuple[str, str]:
+def _login_sqlstate(pg, user: str, password: str | None = None) -> tuple[str, str]:
     """(SQLSTATE, message) of a refused login; psycopg hides the code of startup errors."""
 
     async def attempt():
         try:
             conn = await asyncpg.connect(
-                host="127.0.0.1", port=pg.port, user=user, database="postgres", timeout=10
+                host="127.0.0.1", port=pg.port, user=user, database="postgres", timeout=10,
+                password=password,
             )
         except asyncpg.PostgresError as exc:
             return exc.sqlstate, str(exc)
@@ -56,7 +68,8 @@ def _write_passwd(tmp_path, lines):
 def test_md5_hash_entry_drives_md5_login(pgtwist_factory, tmp_path):
     digest = "md5" + hashlib.md5(b"md5 secret 2md5_user").hexdigest()
     pg = pgtwist_factory(extra={"pool_passwd": _write_passwd(tmp_path, [f"md5_user:{digest}"])})
-    with psycopg.connect(pg.dsn(user="md5_user"), connect_timeout=10) as conn:
+    dsn = pg.dsn(user="md5_user", password="md5 secret 2")
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
         assert conn.execute("select current_user").fetchone() == ("md5_user",)
 
 
@@ -64,7 +77,7 @@ def test_md5_hash_cannot_drive_scram_and_says_so(pgtwist_factory, tmp_path):
     digest = "md5" + hashlib.md5(b"scram secret 3scram_user").hexdigest()
     pg = pgtwist_factory(extra={"pool_passwd": _write_passwd(tmp_path, [f"scram_user:{digest}"])})
     with pytest.raises(psycopg.OperationalError) as info:
-        psycopg.connect(pg.dsn(user="scram_user"), connect_timeout=10)
+        psycopg.connect(pg.dsn(user="scram_user", password="scram secret 3"), connect_timeout=10)
     text = str(info.value)
     assert "md5 hash" in text and "SCRAM" in text
     assert digest not in text and digest not in pg.log_text()

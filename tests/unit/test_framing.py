@@ -275,7 +275,7 @@ def check(stream: bytes, chunks) -> None:
 
 def test_expected_events_are_meaningful():
     codes_seen = [chr(c) for c, _b, _e in expected_events(STREAMS["all"])]
-    assert codes_seen == ["A", "S", "Z", "H", "Z", "E", "Z"]
+    assert codes_seen == ["A", "S", "Z", "H", "Z", "1", "E", "Z"]
 
 
 def test_scanner_common_case_is_one_run_and_one_event():

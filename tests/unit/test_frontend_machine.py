@@ -242,13 +242,20 @@ def test_authenticating_accepts_password_frames():
     assert frame_list(events[1:]) == [("p", b"secret\x00"), ("p", b"secret\x00")]
 
 
-@pytest.mark.parametrize("message", [frame(b"Q", b"SELECT 1\x00"), frame(b"S"), frame(b"X")])
+@pytest.mark.parametrize("message", [frame(b"Q", b"SELECT 1\x00"), frame(b"S")])
 def test_authenticating_rejects_other_frames(message):
     machine = FrontendMachine(1 << 20)
     machine.receive(startup({"user": "alice"}))
     with pytest.raises(ProtocolViolation) as exc:
         machine.receive(message)
     assert exc.value.sqlstate == "08P01"
+
+
+def test_authenticating_accepts_terminate():
+    # A client that gives up at the password prompt (psql does) just says goodbye.
+    machine = FrontendMachine(1 << 20)
+    machine.receive(startup({"user": "alice"}))
+    assert frame_list(machine.receive(frame(b"X"))) == [("X", b"")]
 
 
 # -- ready -------------------------------------------------------------------------

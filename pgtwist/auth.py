@@ -1,0 +1,210 @@
+"""Client authentication for one session, and the secret its backend logins use.
+
+With ``enable_pool_hba`` on, the first matching pool_hba.conf line picks the
+method (trust, reject, password, md5, scram-sha-256, cert) and pgtwist
+authenticates the client itself before it opens any backend link.  With it
+off, pgtwist does what Pgpool-II does: it logs in to the primary first and asks
+the client for the same kind of credentials the primary asked pgtwist for.
+
+Secrets come from pool_passwd (plain, TEXT, md5 or AES entries) or, when
+``auth_user`` is set and the user has no entry, from ``auth_query`` run on the
+primary: the user's SCRAM verifier (or md5 hash) as stored in pg_authid.  A
+SCRAM exchange against a verifier yields the client's ClientKey, which then
+logs in to every backend holding the same verifier: no password is stored
+anywhere in pgtwist's files.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from .catalog import quote_literal
+from .conn.auth import Secret
+from .conn.client_auth import AuthSecret, ClientAuthenticator, ClientAuthFailed
+from .hba import match as hba_match
+from .logs import logger
+from .protocols.backend import run_query
+from .tls import peer_common_name
+from .wire import codes
+from .wire import messages as m
+from .wire.errors import INVALID_AUTHORIZATION, INVALID_PASSWORD, ProtocolViolation
+
+log = logger(__name__)
+
+_SAFE_SEARCH_PATH = "-c search_path=pg_catalog -c standard_conforming_strings=on"
+
+
+class AuthRefused(Exception):
+    """Authentication failed; ``sqlstate`` and ``message`` go to the client as FATAL."""
+
+    def __init__(self, sqlstate: str, message: str, log_message: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
+        self.log_message = log_message or message
+
+
+def auth_secret_from_entry(entry) -> AuthSecret | None:
+    """A pool_passwd entry as the client-side authenticator wants it."""
+    if entry is None:
+        return None
+    if entry.kind == "md5":
+        return AuthSecret(md5=entry.secret)
+    if entry.kind == "scram":
+        return AuthSecret(scram_verifier=entry.secret)
+    text = entry.plaintext()
+    return AuthSecret(plaintext=text) if text is not None else None
+
+
+def backend_secret(secret: AuthSecret | None, authenticator=None) -> Secret | None:
+    """What backend logins use after the client proved itself."""
+    if authenticator is not None and getattr(authenticator, "password", None):
+        return Secret(plaintext=authenticator.password)
+    if secret is None:
+        return None
+    if secret.plaintext is not None:
+        return Secret(plaintext=secret.plaintext)
+    client_key = getattr(authenticator, "client_key", None)
+    if client_key is not None and secret.scram_verifier:
+        return Secret(client_key=client_key, scram_verifier=secret.scram_verifier)
+    if secret.md5:
+        return Secret(md5=secret.md5)
+    return None
+
+
+class SessionAuth:
+    """Runs one client's authentication; the relay feeds it PasswordMessage bodies."""
+
+    def __init__(self, relay):
+        self.relay = relay
+        self.proxy = relay.proxy
+        self.session = relay.session
+        self.authenticator: ClientAuthenticator | None = None
+        self._result: defer.Deferred | None = None
+        self._collect: defer.Deferred | None = None
+        self.secret: AuthSecret | None = None
+
+    # -- the secret ----------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def lookup_secret(self):
+        """The user's AuthSecret: pool_passwd first, then auth_query on the primary."""
+        user = self.session.user
+        found = auth_secret_from_entry(self.proxy.passwd_entry(user))
+        if found is not None:
+            return found
+        config = self.proxy.config
+        auth_user = config.params.get("auth_user")
+        if not auth_user:
+            return None
+        primary = self.proxy.cluster.primary
+        if primary is None:
+            return None
+        # $1 is substituted as a quoted literal; the dedicated connection runs with a
+        # fixed search_path and standard_conforming_strings, so the user name is data.
+        sql = str(config.params["auth_query"]).replace("$1", quote_literal(user))
+        try:
+            rows = yield run_query(
+                self.proxy.reactor, primary.backend.hostname, primary.backend.port,
+                auth_user, self.session.database, self.proxy.secret_for(auth_user), sql,
+                config.connect_timeout / 1000.0, options=_SAFE_SEARCH_PATH,
+                tls=self.proxy.backend_tls(primary.backend),
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure: no secret, generic refusal
+            log.warn("auth_query as {auth_user} failed: {why}", auth_user=auth_user, why=exc)
+            return None
+        if not rows or len(rows[0]) < 2 or not rows[0][1]:
+            return None  # unknown user, expired (VALID UNTIL), or no password
+        stored = rows[0][1]
+        if stored.startswith("SCRAM-SHA-256$"):
+            return AuthSecret(scram_verifier=stored)
+        if stored.startswith("md5") and len(stored) == 35:
+            return AuthSecret(md5=stored)
+        return None
+
+    # -- the exchange ------------------------------------------------------------------------
+    def method_for_session(self) -> str | None:
+        """The pool_hba.conf method, or None when pool_hba is off (follow the primary)."""
+        if not self.proxy.config.enable_pool_hba:
+            return None
+        s = self.session
+        rule = hba_match(
+            self.proxy.hba_rules, conn_type="host" if s.client_ip else "local", ssl=s.ssl,
+            client_ip=s.client_ip, database=s.database, user=s.user,
+        )
+        ssl = "on" if s.ssl else "off"
+        if rule is None:
+            raise AuthRefused(
+                INVALID_AUTHORIZATION,
+                f'no pool_hba.conf entry for host "{s.client_ip or "[local]"}", user "{s.user}", '
+                f'database "{s.database}", SSL {ssl}',
+            )
+        if rule.method == "reject":
+            raise AuthRefused(
+                INVALID_AUTHORIZATION,
+                f'pool_hba.conf rejects connection for host "{s.client_ip or "[local]"}", '
+                f'user "{s.user}", database "{s.database}", SSL {ssl}',
+            )
+        return rule.method
+
+    def check_cert(self) -> None:
+        s = self.session
+        name = peer_common_name(self.relay.transport) if s.ssl else None
+        if name != s.user:
+            raise AuthRefused(
+                INVALID_AUTHORIZATION, f'certificate authentication failed for user "{s.user}"',
+                log_message=f'certificate CN {name!r} does not match user "{s.user}"',
+            )
+
+    def begin(self, method: str, secret: AuthSecret | None,
+              collect_only: bool = False) -> tuple[bytes, defer.Deferred]:
+        """Start ``method``; returns the first message for the client and a Deferred that
+        fires with the backend Secret once the client is authenticated.
+
+        ``collect_only``: just ask for a clear-text password and hand it on to the
+        backends, which judge it (allow_clear_text_frontend_auth).
+        """
+        self.secret = secret
+        if collect_only:
+            self._collect = defer.Deferred()
+            self._result = self._collect
+            return m.authentication(codes.AUTH_CLEARTEXT), self._collect
+        channel = None
+        server_tls = self.proxy.server_tls
+        if self.session.ssl and server_tls is not None:
+            channel = server_tls.channel_binding
+        self.authenticator = ClientAuthenticator(
+            method, self.session.user, secret_lookup=lambda _user: secret,
+            channel_binding=channel,
+        )
+        self._result = defer.Deferred()
+        first = self.authenticator.start()
+        if self.authenticator.done:
+            self._finish()
+        return first, self._result
+
+    def receive(self, body: bytes) -> bytes:
+        """A PasswordMessage-family body from the client; returns the reply to send."""
+        if self._collect is not None and not self._collect.called:
+            try:
+                password = m.check_cstring(body, "PasswordMessage").decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolViolation("invalid password encoding") from None
+            self._collect.callback(Secret(plaintext=password))
+            return b""
+        authenticator = self.authenticator
+        if authenticator is None or authenticator.done:
+            raise ProtocolViolation("unexpected password message")
+        try:
+            reply = authenticator.receive(body)
+        except ClientAuthFailed as exc:
+            log.info("authentication of {user} failed: {why}", user=self.session.user,
+                     why=getattr(exc, "log_message", None) or exc.message)
+            self._result.errback(AuthRefused(exc.sqlstate or INVALID_PASSWORD, exc.message))
+            return b""
+        if authenticator.done:
+            self._finish()
+        return reply
+
+    def _finish(self) -> None:
+        if not self._result.called:
+            self._result.callback(backend_secret(self.secret, self.authenticator))
