@@ -15,6 +15,7 @@ that same frame once the wait is over.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 
 from twisted.internet import defer
@@ -38,6 +39,7 @@ from .conn.ordering import Ordering
 from .logs import logger
 from .protocols.backend import BackendLink, connect_backend
 from .protocols.fastwrite import make_writer
+from .routing.rules import prepared_body_sql
 from .routing.values import Target
 from .session import Session, Statement
 from .wire import codes
@@ -60,6 +62,26 @@ _WAIT = object()  # a frame handler's answer: retry this frame after the wait
 _SKIP = object()  # answer the client 25P02 and ignore the batch up to Sync
 _ABORTED = m.error_response(
     "25P02", "current transaction is aborted, commands ignored until end of transaction block")
+
+
+_CURSOR_NAME = re.compile(r'("(?:[^"]|"")+"|[A-Za-z_][\w$]*)\s*;?\s*$')
+
+
+def _cursor_name(sql: str) -> str | None:
+    """The cursor a FETCH/MOVE/CLOSE names (its last word), as PostgreSQL folds it."""
+    found = _CURSOR_NAME.search(sql)
+    if found is None:
+        return None
+    name = found.group(1)
+    if name.startswith('"'):
+        return name[1:-1].replace('""', '"')
+    return name.lower()
+
+
+def _route_node(node_id: int):
+    from .routing.values import node
+
+    return node(node_id, f"node {node_id}: holds the cursor").by("relay")
 
 
 def info_sql(buf: bytes, start: int, end: int) -> str:
@@ -549,6 +571,31 @@ class Relay:
             return _WAIT
         return self.router.decide(info, self.session, facts, sql)
 
+    def _follow(self, info, sql: str):
+        """Decision for a statement that uses another: SQL EXECUTE runs where (and as) its
+        PREPARE does; FETCH/MOVE/CLOSE of a protocol-level portal go to that portal's node.
+
+        Returns (decision or _WAIT, the SqlPrepared being executed or None).
+        """
+        s = self.session
+        if info.execute_name is not None:
+            prepared = s.sql_prepared.get(info.execute_name)
+            if prepared is not None:
+                # Routed like its body: the text the policies see is the body too.
+                return self._decide(prepared.info, prepared_body_sql(prepared.sql)), prepared
+        elif info.command in ("FETCH", "MOVE", "CLOSE") and s.portals:
+            name = _cursor_name(sql)
+            node_id = s.portals.get(name.encode()) if name else None
+            if node_id is not None:
+                return _route_node(node_id), None
+        return self._decide(info, sql), None
+
+    def _prepared_on(self, link, prepared) -> None:
+        """Make sure a SQL PREPAREd statement exists on ``link`` before EXECUTE uses it."""
+        if prepared is not None and link.node_id not in prepared.nodes:
+            self._shadow(link, m.query(prepared.sql))
+            prepared.nodes.add(link.node_id)
+
     def _target_link(self, decision):
         """The link for a single-node decision (PRIMARY / EITHER / NODE), or a wait."""
         target = decision.target
@@ -583,15 +630,11 @@ class Relay:
         s = self.session
         if s.failed_elsewhere:
             return self._in_failed_transaction(info, buf, start, end)
-        prepared = None
-        if info.execute_name is not None or (info.deallocate_name not in (None, "*")):
-            prepared = s.sql_prepared.get(info.execute_name or info.deallocate_name)
-        if prepared is not None and info.execute_name is not None:
-            decision = self._decide(prepared.info, prepared.sql)  # routed like what it runs
-        else:
-            decision = self._decide(info, sql)
+        decision, prepared = self._follow(info, sql)
         if decision is _WAIT:
             return _WAIT
+        if info.deallocate_name not in (None, "*"):
+            prepared = s.sql_prepared.get(info.deallocate_name)
         if decision.target is Target.REJECT:
             self._local(m.error_response("42501", decision.reason))
             return None
@@ -602,9 +645,7 @@ class Relay:
         link = self._target_link(decision)
         if link is _WAIT:
             return _WAIT
-        if prepared is not None and link.node_id not in prepared.nodes:
-            self._shadow(link, m.query(prepared.sql))  # PREPARE it there first
-            prepared.nodes.add(link.node_id)
+        self._prepared_on(link, prepared)
         self._forward(link, buf, start - 5, end, sync=True)
         self.router.after_statement(s, info, decision, link.node_id, sql)
         return None
@@ -689,15 +730,19 @@ class Relay:
                 info = self.router.classify_parse(sql)
                 buf = m.frame(codes.PARSE, m.cstr(name) + m.cstr(sql) + b"\0\0")
                 start, end = 5, len(buf)
-        decision = self._decide(info, sql)
+        decision, prepared = self._follow(info, sql)
         if decision is _WAIT:
             return _WAIT
+        if info.deallocate_name not in (None, "*") and info.deallocate_name in s.sql_prepared:
+            home = min(s.sql_prepared[info.deallocate_name].nodes)
+            decision = _route_node(home)
         if decision.target is Target.BOTH or decision.target is Target.REJECT:
             link = self._target_link(self.router.PRIMARY)
         else:
             link = self._target_link(decision)
         if link is _WAIT:
             return _WAIT
+        self._prepared_on(link, prepared)
         stmt = Statement(name, sql, buf[start - 5:end], info, {link.node_id})
         s.statements[name] = stmt
         link.pending_parses.append(stmt)  # confirmed by its ParseComplete
@@ -709,9 +754,11 @@ class Relay:
         s = self.session
         if stmt is None:
             return self._current_or_primary()
-        decision = self._decide(stmt.info, stmt.sql)
+        decision, prepared = self._follow(stmt.info, stmt.sql)
         if decision is _WAIT:
             return _WAIT
+        if stmt.info.deallocate_name not in (None, "*"):
+            return self._link_ready(min(stmt.nodes))
         if decision.target is Target.BOTH or decision.target is Target.REJECT:
             decision = self.router.PRIMARY
         link = self._target_link(decision)
@@ -726,8 +773,13 @@ class Relay:
             self._shadow(link, stmt.parse_frame + m.SYNC)
             link.pending_parses.append(stmt)
             stmt.nodes.add(link.node_id)
+        self._prepared_on(link, prepared)
         s.last_statement = stmt
         return link
+
+    def _link_ready(self, node_id: int):
+        link = self._link(node_id)
+        return self._wait(link) if isinstance(link, defer.Deferred) else link
 
     def _current_or_primary(self):
         tail = self.ordering.tail_open()
