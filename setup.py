@@ -16,6 +16,8 @@ setup(
         "pyyaml>=6",
         "scramp>=1.4",
         "cryptography>=41",
+        "pyOpenSSL>=23",          # TLS on both sides (twisted.internet.ssl)
+        "service_identity>=21",   # hostname checks when verifying backends
     ],
     extras_require={
         "test": [
