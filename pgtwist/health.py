@@ -277,6 +277,15 @@ class Cluster:
             node_id=node.node_id, user=user, why=getattr(exc, "args", ("?",))[0],
         )
 
+    def suspect_primary(self, node_id: int) -> None:
+        """A write failed with 25006 on the primary: check roles again now."""
+        log.warn("node {node} refused a write as read-only (25006); re-checking roles",
+                 node=node_id)
+        if not self.nodes[node_id].backend.always_primary:
+            self.nodes[node_id].role = "unknown"
+            self.changed()
+        self._periodic()
+
     def mark_down(self, node_id: int) -> None:
         if self.nodes[node_id].set_status("down", self.reactor.seconds()):
             log.warn("node {node} marked down", node=node_id)

@@ -1015,6 +1015,10 @@ class Relay:
                 if body.startswith(_FATAL_MARKERS) or b"\0SFATAL\0" in body \
                         or b"\0SPANIC\0" in body:
                     link.fatal_seen = True
+                if link is self.primary_link and b"\0C25006\0" in body:
+                    # "read-only transaction" from the node we took for the primary: after a
+                    # failover the old writer comes back as a reader under the same name.
+                    self.proxy.cluster.suspect_primary(link.node_id)
             elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
                 self.copy_link = link
 
