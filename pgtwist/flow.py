@@ -1,0 +1,71 @@
+"""Producer/consumer plumbing between one client and its backend links.
+
+A slow client pauses every backend link of its session; any backend link with
+a full send buffer (or a wait for routing facts) pauses the client.  Several
+holders may pause one transport, so pauses are counted.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+
+@implementer(IPushProducer)
+class _Valve:
+    """Pauses one transport while any of its holders asks (several links may)."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.holders: set = set()
+
+    def hold(self, holder) -> None:
+        if not self.holders:
+            self.transport.pauseProducing()
+        self.holders.add(holder)
+
+    def release(self, holder) -> None:
+        if holder in self.holders:
+            self.holders.discard(holder)
+            if not self.holders:
+                self.transport.resumeProducing()
+
+
+@implementer(IPushProducer)
+class _ValveHandle:
+    """What one consumer registers: its pause requests go into a shared valve."""
+
+    def __init__(self, valve: _Valve):
+        self.valve = valve
+
+    def pauseProducing(self) -> None:
+        self.valve.hold(self)
+
+    def resumeProducing(self) -> None:
+        self.valve.release(self)
+
+    def stopProducing(self) -> None:
+        self.valve.release(self)
+
+
+@implementer(IPushProducer)
+class _LinksProducer:
+    """Registered on the client transport: a slow client pauses every link."""
+
+    def __init__(self, relay):
+        self.relay = relay
+
+    def pauseProducing(self) -> None:
+        self.relay.links_paused = True
+        for link in self.relay.links.values():
+            if not link.closed:
+                link.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.relay.links_paused = False
+        for link in self.relay.links.values():
+            if not link.closed and not link.held:
+                link.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.relay.links_paused = False

@@ -1,0 +1,482 @@
+"""How a session routes each client message (the relay's message handlers).
+
+Every handler gets one validated frame as offsets into a buffer and either
+forwards it (possibly preceded by pgtwist's own shadow messages), answers it
+locally, or returns ``_WAIT`` to be called again once a catalog fact or a link
+is ready.  Kept apart from relay.py, which owns the I/O these handlers use.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet import defer
+
+from . import admin
+from .logs import logger
+from .protocols.backend import BackendLink
+from .routing.rules import prepared_body_sql
+from .routing.values import Target
+from .session import Statement
+from .wire import codes
+from .wire import messages as m
+
+log = logger(__name__)
+
+_FATAL_MARKERS = (b"SFATAL\0", b"SPANIC\0")
+_WAIT = object()  # a frame handler's answer: retry this frame after the wait
+_SKIP = object()  # answer the client 25P02 and ignore the batch up to Sync
+_ABORTED = m.error_response(
+    "25P02", "current transaction is aborted, commands ignored until end of transaction block")
+
+
+_CURSOR_NAME = re.compile(r'("(?:[^"]|"")+"|[A-Za-z_][\w$]*)\s*;?\s*$')
+
+
+def _cursor_name(sql: str) -> str | None:
+    """The cursor a FETCH/MOVE/CLOSE names (its last word), as PostgreSQL folds it."""
+    found = _CURSOR_NAME.search(sql)
+    if found is None:
+        return None
+    name = found.group(1)
+    if name.startswith('"'):
+        return name[1:-1].replace('""', '"')
+    return name.lower()
+
+
+def _route_node(node_id: int):
+    from .routing.values import node
+
+    return node(node_id, f"node {node_id}: holds the cursor").by("relay")
+
+
+def info_sql(buf: bytes, start: int, end: int) -> str:
+    return buf[start:end - 1].decode("utf-8", "replace")
+
+
+
+def _cstr_pair(buf: bytes, start: int) -> tuple[bytes, bytes]:
+    """The first two NUL-terminated strings of a (validated) body."""
+    a = buf.find(b"\0", start)
+    b = buf.find(b"\0", a + 1)
+    return buf[start:a], buf[a + 1:b]
+
+
+
+
+class ClientMessages:
+    """Mixin for Relay: routing of Query, Parse, Bind, Describe, Execute, Sync..."""
+
+    # -- routing -------------------------------------------------------------------------------
+    def _facts(self, info):
+        """Catalog facts for ``info``, or _WAIT while they are looked up."""
+        s = self.session
+        looked = self._looked_up
+        if looked is not None and looked[0] is info:
+            self._looked_up = None
+            return looked[1]
+        facts = self.router.facts(s.database, info, s)
+        if facts is not None:
+            return facts
+        d = self.router.lookup(s.database, info, s.user, self.proxy.secret_for(s.user))
+
+        def keep(facts):
+            self._looked_up = (info, facts)  # used by the retry of this same frame
+
+        return self._wait(d.addCallback(keep))
+
+    def _decide(self, info, sql: str):
+        """RouteDecision for ``info`` now, or _WAIT while catalog facts load."""
+        facts = self._facts(info)
+        if facts is _WAIT:
+            return _WAIT
+        return self.router.decide(info, self.session, facts, sql)
+
+    def _follow(self, info, sql: str):
+        """Decision for a statement that uses another: SQL EXECUTE runs where (and as) its
+        PREPARE does; FETCH/MOVE/CLOSE of a protocol-level portal go to that portal's node.
+
+        Returns (decision or _WAIT, the SqlPrepared being executed or None).
+        """
+        s = self.session
+        if info.execute_name is not None:
+            prepared = s.sql_prepared.get(info.execute_name)
+            if prepared is not None:
+                # Routed like its body: the text the policies see is the body too.
+                return self._decide(prepared.info, prepared_body_sql(prepared.sql)), prepared
+        elif info.command in ("FETCH", "MOVE", "CLOSE") and s.portals:
+            name = _cursor_name(sql)
+            node_id = s.portals.get(name.encode()) if name else None
+            if node_id is not None:
+                return _route_node(node_id), None
+        return self._decide(info, sql), None
+
+    def _prepared_on(self, link, prepared) -> None:
+        """Make sure a SQL PREPAREd statement exists on ``link`` before EXECUTE uses it."""
+        if prepared is not None and link.node_id not in prepared.nodes:
+            self._shadow(link, m.query(prepared.sql))
+            prepared.nodes.add(link.node_id)
+
+    def _target_link(self, decision):
+        """The link for a single-node decision (PRIMARY / EITHER / NODE), or a wait."""
+        target = decision.target
+        if target is Target.NODE:
+            node_id = decision.node
+        elif target is Target.EITHER:
+            node_id = self.session.lb_node
+        else:
+            node_id = self.session.primary_id
+        if node_id is None or not self.proxy.cluster.usable(node_id):
+            node_id = self.session.primary_id
+        link = self._link(node_id)
+        if isinstance(link, defer.Deferred):
+            return self._wait(link)
+        return link
+
+    def _lb_link_if_open(self) -> BackendLink | None:
+        s = self.session
+        if s.lb_node is None or s.lb_node == s.primary_id:
+            return None
+        link = self.links.get(s.lb_node)
+        return link if link is not None and not link.closed else None
+
+    # -- client message handlers -----------------------------------------------------------------
+    def _on_query(self, code, buf, start, end):
+        raw = buf[start:end - 1]
+        sql = raw.decode("utf-8", "replace")
+        special = admin.match(sql)
+        if special is not None:
+            return self._admin(special)
+        info = self.router.classify(sql)
+        s = self.session
+        if s.failed_elsewhere:
+            return self._in_failed_transaction(info, buf, start, end)
+        decision, prepared = self._follow(info, sql)
+        if decision is _WAIT:
+            return _WAIT
+        if info.deallocate_name not in (None, "*"):
+            prepared = s.sql_prepared.get(info.deallocate_name)
+        if decision.target is Target.REJECT:
+            self._local(m.error_response("42501", decision.reason))
+            return None
+        if prepared is not None and info.deallocate_name is not None:
+            return self._deallocate(info, prepared, sql, buf, start, end)
+        if decision.target is Target.BOTH:
+            return self._both(info, sql, buf, start, end)
+        link = self._target_link(decision)
+        if link is _WAIT:
+            return _WAIT
+        self._prepared_on(link, prepared)
+        self._forward(link, buf, start - 5, end, sync=True)
+        self.router.after_statement(s, info, decision, link.node_id, sql)
+        return None
+
+    def _in_failed_transaction(self, info, buf, start, end):
+        """The transaction failed on a standby: only its end may pass, as ROLLBACK."""
+        s = self.session
+        if info.command == "ROLLBACK TO":
+            return self._both(info, info_sql(buf, start, end), buf, start, end)
+        if info.command not in ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION"):
+            self._local(_ABORTED)
+            return None
+        # PostgreSQL answers COMMIT of an aborted transaction by rolling back ("ROLLBACK").
+        primary = self._link(s.primary_id)
+        if isinstance(primary, defer.Deferred):
+            return self._wait(primary)
+        for link in self.links.values():
+            if link is not primary and not link.closed and link.txn_status != codes.TXN_IDLE:
+                self._shadow(link, m.query("ROLLBACK"))
+        frame = buf if info.command == "ROLLBACK" else m.query("ROLLBACK")
+        if frame is buf:
+            self._forward(primary, buf, start - 5, end, sync=True)
+        else:
+            self._forward(primary, frame, 0, len(frame), sync=True)
+        s.failed_elsewhere = False
+        self.router.after_statement(s, self.router.classify("ROLLBACK"), None,
+                                    primary.node_id, "ROLLBACK")
+        return None
+
+    def _deallocate(self, info, prepared, sql: str, buf, start, end):
+        """SQL DEALLOCATE: answered by one node holding the statement, shadowed to the rest."""
+        nodes = sorted(prepared.nodes)
+        link = self._link(nodes[0])
+        if isinstance(link, defer.Deferred):
+            return self._wait(link)
+        for other in nodes[1:]:
+            olink = self.links.get(other)
+            if olink is not None and not olink.closed:
+                self._shadow(olink, m.query(sql))
+        self._forward(link, buf, start - 5, end, sync=True)
+        self.router.after_statement(self.session, info, None, link.node_id, sql)
+        return None
+
+    def _both(self, info, sql: str, buf, start, end):
+        """A BOTH statement: the primary answers the client; the LB node gets a shadow copy."""
+        s = self.session
+        primary = self._link(s.primary_id)
+        if isinstance(primary, defer.Deferred):
+            return self._wait(primary)
+        standby = self._lb_link_if_open()
+        key = (id(buf), start)
+        if standby is not None and self._shadow_sent != key:
+            text = info.standby_text or sql
+            if info.is_transaction_end and standby.txn_status != codes.TXN_IDLE:
+                # Pgpool-II's order: COMMIT/ROLLBACK on the standby first, the primary last.
+                self._shadow_sent = key
+                done = defer.Deferred()
+                self._shadow(standby, m.query(text), on_done=lambda: done.callback(None))
+                self._flush_out()
+                return self._wait(done)
+            if not info.is_transaction_end or standby.txn_status != codes.TXN_IDLE:
+                self._shadow(standby, m.query(text))
+        self._shadow_sent = None
+        self._forward(primary, buf, start - 5, end, sync=True)
+        self.router.after_statement(s, info, None, primary.node_id, sql)
+        return None
+
+    def _on_parse(self, code, buf, start, end):
+        name, sql_raw, _oids = m.decode_parse(buf[start:end])
+        s = self.session
+        sql = sql_raw.decode("utf-8", "replace")
+        info = self.router.classify_parse(sql)
+        if self.skip_until_sync:
+            return self._skip(code)
+        if s.failed_elsewhere:
+            if info.command not in ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION"):
+                return self._skip(code)
+            # Ending the aborted transaction: COMMIT becomes ROLLBACK, as PostgreSQL does.
+            s.failed_elsewhere = False
+            if info.command != "ROLLBACK":
+                sql = "ROLLBACK"
+                info = self.router.classify_parse(sql)
+                buf = m.frame(codes.PARSE, m.cstr(name) + m.cstr(sql) + b"\0\0")
+                start, end = 5, len(buf)
+        decision, prepared = self._follow(info, sql)
+        if decision is _WAIT:
+            return _WAIT
+        if info.deallocate_name not in (None, "*") and info.deallocate_name in s.sql_prepared:
+            home = min(s.sql_prepared[info.deallocate_name].nodes)
+            decision = _route_node(home)
+        if decision.target is Target.BOTH or decision.target is Target.REJECT:
+            link = self._target_link(self.router.PRIMARY)
+        else:
+            link = self._target_link(decision)
+        if link is _WAIT:
+            return _WAIT
+        self._prepared_on(link, prepared)
+        stmt = Statement(name, sql, buf[start - 5:end], info, {link.node_id})
+        s.statements[name] = stmt
+        link.pending_parses.append(stmt)  # confirmed by its ParseComplete
+        self._forward(link, buf, start - 5, end)
+        return None
+
+    def _statement_link(self, stmt: Statement | None):
+        """Where a statement's next use goes: re-routed now, re-parsed there if missing."""
+        s = self.session
+        if stmt is None:
+            return self._current_or_primary()
+        decision, prepared = self._follow(stmt.info, stmt.sql)
+        if decision is _WAIT:
+            return _WAIT
+        if stmt.info.deallocate_name not in (None, "*"):
+            return self._link_ready(min(stmt.nodes))
+        if decision.target is Target.BOTH or decision.target is Target.REJECT:
+            decision = self.router.PRIMARY
+        link = self._target_link(decision)
+        if link is _WAIT:
+            return _WAIT
+        if link.node_id not in stmt.nodes:
+            if s.route_status == "E" and not stmt.info.is_transaction_end:
+                # An aborted transaction refuses the Parse; the client must see what
+                # PostgreSQL would say of the statement itself: 25P02.
+                return _SKIP
+            # Parse it there first; its ParseComplete is not the client's business.
+            self._shadow(link, stmt.parse_frame + m.SYNC)
+            link.pending_parses.append(stmt)
+            stmt.nodes.add(link.node_id)
+        self._prepared_on(link, prepared)
+        s.last_statement = stmt
+        return link
+
+    def _link_ready(self, node_id: int):
+        link = self._link(node_id)
+        return self._wait(link) if isinstance(link, defer.Deferred) else link
+
+    def _current_or_primary(self):
+        tail = self.ordering.tail_open()
+        if tail is not None:
+            return tail.link
+        link = self._link(self.session.primary_id)
+        return self._wait(link) if isinstance(link, defer.Deferred) else link
+
+    def _on_bind(self, code, buf, start, end):
+        if self.session.failed_elsewhere or self.skip_until_sync:
+            return self._skip(code)
+        portal, name = _cstr_pair(buf, start)
+        s = self.session
+        stmt = s.statements.get(name)
+        link = self._statement_link(stmt)
+        if link is _WAIT:
+            return _WAIT
+        if link is _SKIP:
+            return self._skip(code)
+        s.portals[portal] = link.node_id
+        self._forward(link, buf, start - 5, end)
+        if stmt is not None:
+            self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
+            if stmt.info.route == "both":
+                standby = self._lb_link_if_open()
+                if standby is not None and not stmt.info.is_transaction_end:
+                    self._shadow(standby, m.query(stmt.info.standby_text or stmt.sql))
+                elif standby is not None and standby.txn_status != codes.TXN_IDLE:
+                    self._shadow(standby, m.query(stmt.sql))
+        return None
+
+    def _portal_link(self, name: bytes):
+        node_id = self.session.portals.get(name)
+        if node_id is not None:
+            link = self.links.get(node_id)
+            if link is not None and not link.closed:
+                return link
+        return self._current_or_primary()
+
+    def _on_describe(self, code, buf, start, end):
+        if self.session.failed_elsewhere or self.skip_until_sync:
+            return self._skip(code)
+        kind = buf[start]
+        name = buf[start + 1:end - 1]
+        if kind == 0x53:  # 'S'
+            link = self._statement_link(self.session.statements.get(name))
+        else:
+            link = self._portal_link(name)
+        if link is _WAIT:
+            return _WAIT
+        if link is _SKIP:
+            return self._skip(code)
+        self._forward(link, buf, start - 5, end)
+        return None
+
+    def _on_execute(self, code, buf, start, end):
+        if self.session.failed_elsewhere or self.skip_until_sync:
+            return self._skip(code)
+        name = buf[start:buf.find(b"\0", start)]
+        link = self._portal_link(name)
+        if link is _WAIT:
+            return _WAIT
+        self._forward(link, buf, start - 5, end)
+        return None
+
+    def _on_close(self, code, buf, start, end):
+        if self.session.failed_elsewhere or self.skip_until_sync:
+            return self._skip(code)
+        kind = buf[start]
+        name = buf[start + 1:end - 1]
+        s = self.session
+        if kind == 0x53:
+            stmt = s.statements.pop(name, None)
+            nodes = sorted(stmt.nodes) if stmt else []
+            link = self._current_or_primary() if not nodes else self._link(nodes[0])
+            if isinstance(link, defer.Deferred):
+                return self._wait(link)
+            if link is _WAIT:
+                return _WAIT
+            for other in nodes[1:]:
+                olink = self.links.get(other)
+                if olink is not None and not olink.closed:
+                    self._shadow(olink, buf[start - 5:end] + m.SYNC)
+        else:
+            node_id = s.portals.pop(name, None)
+            link = self.links.get(node_id) if node_id is not None else None
+            if link is None or link.closed:
+                link = self._current_or_primary()
+                if link is _WAIT:
+                    return _WAIT
+        self._forward(link, buf, start - 5, end)
+        return None
+
+    def _skip(self, code):
+        """Extended protocol in an aborted transaction: one error, then nothing until Sync."""
+        if not self.skip_until_sync:
+            log.debug("session {pid}: aborted transaction, {msg} answered 25P02",
+                      pid=self.session.pid, msg=codes.FRONTEND_NAMES.get(code, code))
+            self.skip_until_sync = True
+            self._local(_ABORTED, ready=False)
+        return None
+
+    def _on_sync(self, code, buf, start, end):
+        if self.skip_until_sync:
+            self.skip_until_sync = False
+            self._local(b"", status=codes.TXN_FAILED)
+            return None
+        link = self._current_or_primary()
+        if link is _WAIT:
+            return _WAIT
+        self._forward(link, buf, start - 5, end, sync=True)
+        return None
+
+    def _on_flush(self, code, buf, start, end):
+        tail = self.ordering.tail_open()
+        if tail is not None:
+            self._send_frame(tail.link, buf, start - 5, end)
+        return None
+
+    def _on_function_call(self, code, buf, start, end):
+        link = self._link(self.session.primary_id)
+        if isinstance(link, defer.Deferred):
+            return self._wait(link)
+        self._forward(link, buf, start - 5, end, sync=True)
+        return None
+
+    def _on_copy(self, code, buf, start, end):
+        link = self.copy_link or self.primary_link
+        if link is not None and not link.closed:
+            self._send_frame(link, buf, start - 5, end)
+        return None
+
+    def _on_password(self, code, buf, start, end):
+        reply = self.auth.receive(buf[start:end]) if self.auth is not None else b""
+        if reply:
+            self.write(reply)
+        return None
+
+    def _on_terminate(self, code, buf, start, end):
+        self._flush_out()
+        self.close()
+        return None
+
+    _handlers = {
+        codes.QUERY: _on_query,
+        codes.PARSE: _on_parse,
+        codes.BIND: _on_bind,
+        codes.DESCRIBE: _on_describe,
+        codes.EXECUTE: _on_execute,
+        codes.CLOSE: _on_close,
+        codes.SYNC: _on_sync,
+        codes.FLUSH: _on_flush,
+        codes.FUNCTION_CALL: _on_function_call,
+        codes.COPY_DATA: _on_copy,
+        codes.COPY_DONE: _on_copy,
+        codes.COPY_FAIL: _on_copy,
+        codes.TERMINATE: _on_terminate,
+        codes.PASSWORD: _on_password,
+    }
+
+    # -- commands answered by pgtwist ----------------------------------------------------------
+    def _admin(self, special):
+        kind, arg = special
+        s = self.session
+        if kind == "show" and arg == "pool_nodes":
+            self._local(admin.pool_nodes(self.proxy.cluster, s.lb_node))
+        elif kind == "show":
+            self._local(admin.pool_version())
+        elif kind == "explain":
+            info = self.router.classify(arg)
+            facts = self._facts(info)
+            if facts is _WAIT:
+                return _WAIT
+            explanation = self.router.explain(info, s, facts, arg)
+            node = self.router.node_of(explanation.decision, s)
+            self._local(admin.explain_route(explanation, node))
+        else:
+            self._local(admin.error("42601", f"unknown pgtwist command: {arg[:60]}"))
+        return None
