@@ -12,7 +12,7 @@ venv: $(VENV)/.stamp
 $(VENV)/.stamp: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e '.[test,fast]' --config-settings editable_mode=compat
 	touch $@
 
 demo: venv

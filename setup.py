@@ -28,6 +28,8 @@ setup(
             "ruff>=0.5",
         ],
         "docker": ["testcontainers>=4"],
+        # sqlglot's compiled build: 2-3x faster classification on a cache miss.
+        "fast": ["sqlglotc"],
     },
     entry_points={"console_scripts": ["pgtwist = pgtwist.cli:main"]},
     zip_safe=False,
