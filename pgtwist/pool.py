@@ -1,0 +1,554 @@
+"""One pool of logged-in backend links shared by every client, keyed by (user, database, node).
+
+Session pooling as in Pgpool-II, but one pool for the whole process instead of one per child:
+a client checks a link out after login and back in when it leaves, once the relay has run
+``reset_query_list`` on it.  ``max_pool`` caps the links of one key and
+``backend_max_connections`` those of one node; a client over a limit waits in its node's
+queue (FIFO within a user, round-robin across users) for at most ``checkout_timeout``.
+New connections to a node are paced by a token bucket, so the reconnect storm after a
+failover cannot open hundreds of server connections in the same instant.
+
+Idle links are owned by the pool (``link.owner is pool``) so one the server drops while
+idle is forgotten at once; a link handed out has ``owner = None`` until the relay attaches,
+and BackendLink buffers what arrives meanwhile.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+from twisted.internet import defer
+
+from .wire import codes
+from .wire import messages as m
+from .wire.errors import TOO_MANY_CONNECTIONS
+
+NEVER_CACHED = frozenset({"template0", "template1", "postgres", "regression"})
+_IDLE_STATUS = (codes.TXN_IDLE, "I", b"I")
+_EPSILON = 1e-9  # clock arithmetic: 0.1 s of tokens at 10/s must count as one whole token
+COUNTERS = ("created", "reused", "closed_reset_failed", "closed_uncached", "closed_idle",
+            "expired", "evicted", "rebalanced", "discarded", "connect_failed", "timeouts",
+            "cancelled")
+
+
+class PoolKey(NamedTuple):
+    user: str
+    database: str
+    node_id: int
+
+
+class PoolExhausted(Exception):
+    """No link became available within ``checkout_timeout``; the message names the limit."""
+
+    sqlstate = TOO_MANY_CONNECTIONS
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class _KeyPool:
+    __slots__ = ("key", "node", "idle", "busy", "connecting", "waiters")
+
+    def __init__(self, key: PoolKey, node: _NodePool):
+        self.key = key
+        self.node = node
+        self.idle: OrderedDict = OrderedDict()     # link -> None; most recently used last (LIFO)
+        self.busy = 0
+        self.connecting = 0
+        self.waiters: OrderedDict = OrderedDict()  # _Waiter -> None; oldest first
+
+    @property
+    def size(self) -> int:
+        return len(self.idle) + self.busy + self.connecting
+
+
+class _NodePool:
+    __slots__ = ("node_id", "size", "per_user", "idle", "users", "waiting", "tokens",
+                 "refilled", "wake", "pumping")
+
+    def __init__(self, node_id: int, tokens: float, now: float):
+        self.node_id = node_id
+        self.size = 0                              # idle + busy + connecting, all keys
+        self.per_user: dict[str, int] = {}         # the same, by user (fair shares)
+        self.idle: OrderedDict = OrderedDict()     # link -> _Tracked; least recently used first
+        # user -> {_KeyPool: None} of that user's keys with waiters; round-robin order.
+        self.users: OrderedDict = OrderedDict()
+        self.waiting = 0
+        self.tokens = tokens
+        self.refilled = now
+        self.wake = None
+        self.pumping = False
+
+
+class _Tracked:
+    __slots__ = ("kp", "busy", "created", "idle_since", "client")
+
+    def __init__(self, kp: _KeyPool, created: float, client: Any):
+        self.kp = kp
+        self.busy = True
+        self.created = created
+        self.idle_since = created
+        self.client = client
+
+
+class _Waiter:
+    __slots__ = ("kp", "params", "client", "seq", "d", "timer", "queued")
+
+    def __init__(self, kp: _KeyPool, params: dict, client: Any, seq: int):
+        self.kp = kp
+        self.params = params
+        self.client = client
+        self.seq = seq
+        self.d: defer.Deferred | None = None
+        self.timer = None
+        self.queued = False
+
+
+class Pool:
+    """Backend links for all clients; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        clock,
+        connect: Callable[[PoolKey, dict], defer.Deferred],
+        *,
+        max_pool: int,
+        backend_max_connections: int,
+        checkout_timeout: float,
+        connection_life_time: float,
+        connection_cache: bool,
+        reset_query_list: tuple[str, ...],
+        connect_rate: float = 0,
+        connect_burst: int = 10,
+        never_cache_databases: frozenset[str] = NEVER_CACHED,
+    ):
+        self.clock = clock
+        self._connect = connect
+        self.max_pool = max_pool                   # 0: no per-key cap
+        self.backend_max_connections = backend_max_connections  # 0: no per-node cap
+        self.checkout_timeout = checkout_timeout   # 0: wait forever
+        self.connection_life_time = connection_life_time
+        self.connection_cache = connection_cache
+        self.never_cache_databases = frozenset(never_cache_databases)
+        self.connect_rate = connect_rate
+        self.connect_burst = max(1, connect_burst)
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self._keys: dict[PoolKey, _KeyPool] = {}
+        self._nodes: dict[int, _NodePool] = {}
+        self._links: dict[Any, _Tracked] = {}
+        self._seq = itertools.count()
+        self._expiry = None
+        statements = tuple(q.strip() for q in reset_query_list if q.strip())
+        self.reset_query_list = statements
+        self._reset_idle = tuple(q for q in statements if q.upper() != "ABORT")
+        self._reset_in_txn = statements
+        self._reset_frames = {False: b"".join(m.query(q) for q in self._reset_in_txn),
+                              True: b"".join(m.query(q) for q in self._reset_idle)}
+
+    # -- reset -----------------------------------------------------------------------------
+    def reset_statements(self, txn_status) -> tuple[str, ...]:
+        """``reset_query_list`` for a link in ``txn_status``: ABORT only inside a transaction."""
+        return self._reset_idle if txn_status in _IDLE_STATUS else self._reset_in_txn
+
+    def reset_sql(self, txn_status) -> bytes:
+        """The reset as framed Query messages, ONE PER STATEMENT, ready to write.
+
+        Not one joined Query: PostgreSQL runs a multi-statement Query in an implicit
+        transaction block, where DISCARD ALL fails ("cannot run inside a transaction
+        block").  The relay awaits ``len(reset_statements(txn_status))`` ReadyForQuery.
+        """
+        return self._reset_frames[txn_status in _IDLE_STATUS]
+
+    # -- public API ------------------------------------------------------------------------
+    def checkout(self, key: PoolKey, startup_params: dict, *, client=None) -> defer.Deferred:
+        """Deferred firing with a logged-in link for ``key``, or PoolExhausted / login error."""
+        kp = self._keys.get(key) or self._new_key(key)
+        if kp.idle:
+            link = self._take_idle(kp, client)
+            if link is not None:
+                return defer.succeed(link)
+            kp = self._keys.get(key) or self._new_key(key)  # all were dead: kp may be gone
+        w = _Waiter(kp, startup_params, client, next(self._seq))
+        w.d = defer.Deferred(lambda _d: self._cancelled(w))
+        self._enqueue(w)
+        self._pump(kp.node)
+        if w.queued and self.checkout_timeout > 0:
+            w.timer = self.clock.callLater(self.checkout_timeout, self._timed_out, w)
+        return w.d
+
+    def checkin(self, link, *, reusable: bool) -> None:
+        """Take back a link the relay has reset (or could not reset: ``reusable=False``)."""
+        rec = self._links.get(link)
+        if rec is None or not rec.busy:
+            return  # already discarded, evicted or checked in: nothing of ours to do
+        kp = rec.kp
+        if not reusable or link.txn_status not in _IDLE_STATUS:
+            reason = "closed_reset_failed"
+        elif link.closed:
+            reason = "discarded"
+        elif not self.connection_cache or kp.key.database in self.never_cache_databases:
+            reason = "closed_uncached"
+        else:
+            self._return_link(link, rec)
+            return
+        kp.busy -= 1
+        self._forget(link, rec, reason)
+        self._pump(kp.node)
+
+    def discard(self, link) -> None:
+        """Forget a link that died or is unsafe, close it, and give its slot to a waiter."""
+        rec = self._links.get(link)
+        if rec is None:
+            return
+        node = rec.kp.node
+        if rec.busy:
+            rec.kp.busy -= 1
+            self._forget(link, rec, "discarded")
+        else:
+            self._drop_idle(link, rec, "discarded")
+        self._pump(node)
+
+    def close_idle(self) -> None:
+        """Close every idle link (shutdown, SIGHUP)."""
+        for node in list(self._nodes.values()):
+            while node.idle:
+                link, rec = next(iter(node.idle.items()))
+                self._drop_idle(link, rec, "closed_idle")
+            self._pump(node)
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+
+    def stats(self) -> dict:
+        """Counts per key, per node and in total, plus the event counters."""
+        fields = ("idle", "busy", "connecting", "waiting")
+        keys: dict[PoolKey, dict[str, int]] = {}
+        nodes = {node_id: dict.fromkeys(fields, 0) for node_id in self._nodes}
+        totals = dict.fromkeys(fields, 0)
+        for key, kp in self._keys.items():
+            row = {"idle": len(kp.idle), "busy": kp.busy, "connecting": kp.connecting,
+                   "waiting": len(kp.waiters)}
+            keys[key] = row
+            for name in fields:
+                nodes[key.node_id][name] += row[name]
+                totals[name] += row[name]
+        return {"keys": keys, "nodes": nodes, "totals": totals, "counters": dict(self.counters)}
+
+    def iter_links(self) -> Iterator[tuple[PoolKey, Any, str, float, Any]]:
+        """(key, link, 'busy' | 'idle', created, client) for every logged-in link (admin)."""
+        for link, rec in self._links.items():
+            yield rec.kp.key, link, "busy" if rec.busy else "idle", rec.created, rec.client
+
+    # -- BackendLink owner protocol, while a link is idle ----------------------------------
+    def backend_items(self, link, items) -> None:
+        """Notices or ParameterStatus arriving on an idle link have no one to go to."""
+
+    def link_lost(self, link, reason=None) -> None:
+        rec = self._links.get(link)
+        if rec is not None and not rec.busy:
+            node = rec.kp.node
+            self._drop_idle(link, rec, "discarded")
+            self._pump(node)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _new_key(self, key: PoolKey) -> _KeyPool:
+        node = self._nodes.get(key.node_id)
+        if node is None:
+            node = self._nodes[key.node_id] = _NodePool(
+                key.node_id, float(self.connect_burst), self.clock.seconds())
+        kp = self._keys[key] = _KeyPool(key, node)
+        return kp
+
+    def _gc(self, kp: _KeyPool) -> None:
+        if not (kp.idle or kp.busy or kp.connecting or kp.waiters):
+            if self._keys.get(kp.key) is kp:
+                del self._keys[kp.key]
+
+    def _grow(self, kp: _KeyPool) -> None:
+        node, user = kp.node, kp.key.user
+        node.size += 1
+        node.per_user[user] = node.per_user.get(user, 0) + 1
+
+    def _forget(self, link, rec: _Tracked, counter: str) -> None:
+        """Close a link that is neither idle nor busy any more and free its slot."""
+        del self._links[link]
+        if not link.closed:
+            link.terminate()
+        self._shrink(rec.kp)
+        self.counters[counter] += 1
+        self._gc(rec.kp)
+
+    def _shrink(self, kp: _KeyPool) -> None:
+        node, user = kp.node, kp.key.user
+        node.size -= 1
+        left = node.per_user[user] - 1
+        if left:
+            node.per_user[user] = left
+        else:
+            del node.per_user[user]
+
+    def _drop_idle(self, link, rec: _Tracked, counter: str) -> None:
+        del rec.kp.idle[link]
+        del rec.kp.node.idle[link]
+        self._forget(link, rec, counter)
+
+    def _take_idle(self, kp: _KeyPool, client) -> Any:
+        """The key's most recently used live idle link, now busy; None if all were dead."""
+        node = kp.node
+        while kp.idle:
+            link, _ = kp.idle.popitem()
+            rec = node.idle.pop(link)
+            if link.closed:  # lost without telling us (link_lost normally does)
+                self._forget(link, rec, "discarded")
+                self._pump(node)
+                continue
+            rec.busy = True
+            rec.client = client
+            kp.busy += 1
+            link.owner = None
+            self.counters["reused"] += 1
+            return link
+        return None
+
+    def _return_link(self, link, rec: _Tracked) -> None:
+        """A reusable link: to the oldest waiter of its key, else idle."""
+        kp = rec.kp
+        node = kp.node
+        if kp.waiters:
+            if self._rebalance(link, rec):
+                return
+            w = next(iter(kp.waiters))
+            self._dequeue(w)
+            rec.client = w.client
+            link.owner = None
+            self.counters["reused"] += 1
+            w.d.callback(link)
+            return
+        kp.busy -= 1
+        rec.busy = False
+        rec.idle_since = self.clock.seconds()
+        kp.idle[link] = None
+        node.idle[link] = rec
+        link.owner = self
+        if self.connection_life_time > 0 and self._expiry is None:
+            self._expiry = self.clock.callLater(self.connection_life_time, self._expire)
+        if node.waiting:
+            self._pump(node)
+
+    def _rebalance(self, link, rec: _Tracked) -> bool:
+        """At the node cap, a user holding more than its share gives the slot to another user.
+
+        Without this, a user whose own waiters keep reusing its links would hold a full node
+        forever and another user's client would wait until checkout_timeout.
+        """
+        node, user = rec.kp.node, rec.kp.key.user
+        cap = self.backend_max_connections
+        if not cap or node.size < cap or len(node.users) < 2:
+            return False
+        if node.per_user.get(user, 0) * len(node.users) <= cap:
+            return False
+        w = self._next_waiter(node, skip=user, reuse=False, slot=self._has_token(node))
+        if w is None:
+            return False
+        rec.kp.busy -= 1
+        self._forget(link, rec, "rebalanced")
+        self._serve(w)
+        self._pump(node)
+        return True
+
+    # -- waiting ---------------------------------------------------------------------------
+    def _enqueue(self, w: _Waiter) -> None:
+        kp = w.kp
+        node = kp.node
+        kp.waiters[w] = None
+        node.waiting += 1
+        keys = node.users.get(kp.key.user)
+        if keys is None:
+            keys = node.users[kp.key.user] = {}
+        keys[kp] = None
+        w.queued = True
+
+    def _dequeue(self, w: _Waiter) -> None:
+        kp = w.kp
+        node = kp.node
+        del kp.waiters[w]
+        node.waiting -= 1
+        if not kp.waiters:
+            keys = node.users[kp.key.user]
+            del keys[kp]
+            if not keys:
+                del node.users[kp.key.user]
+        w.queued = False
+        if w.timer is not None:
+            if w.timer.active():
+                w.timer.cancel()
+            w.timer = None
+        if not node.waiting and node.wake is not None:
+            if node.wake.active():
+                node.wake.cancel()
+            node.wake = None
+
+    def _timed_out(self, w: _Waiter) -> None:
+        w.timer = None
+        if not w.queued:
+            return
+        message = self._exhausted_message(w)
+        self._dequeue(w)
+        self.counters["timeouts"] += 1
+        self._gc(w.kp)
+        w.d.errback(PoolExhausted(message))
+
+    def _exhausted_message(self, w: _Waiter) -> str:
+        kp = w.kp
+        node, key = kp.node, kp.key
+        cap = self.backend_max_connections
+        if self.max_pool and kp.size >= self.max_pool:
+            tail = f"{kp.size} of max_pool={self.max_pool} in use, {len(kp.waiters)} clients waiting"
+        elif cap and node.size >= cap:
+            tail = (f"{node.size} of backend_max_connections={cap} in use, "
+                    f"{node.waiting} clients waiting")
+        else:
+            tail = (f"{node.size} in use, new connections paced at connect_rate="
+                    f"{self.connect_rate:g}/s, {node.waiting} clients waiting")
+        return (f"timeout after {self.checkout_timeout:g} s waiting for a connection to node "
+                f'{key.node_id} (user "{key.user}", database "{key.database}"): {tail}')
+
+    def _cancelled(self, w: _Waiter) -> None:
+        # A waiter whose connect is under way is left alone: _connected sees d.called.
+        if w.queued:
+            self._dequeue(w)
+            self.counters["cancelled"] += 1
+            self._gc(w.kp)
+
+    def _pump(self, node: _NodePool) -> None:
+        """Serve every waiter of ``node`` that can be served now.
+
+        Re-entrant calls (a Deferred fired here checks a link in) return at once: the running
+        loop looks at the state afresh after each waiter it serves.
+        """
+        if node.pumping:
+            return
+        node.pumping = True
+        try:
+            while node.waiting:
+                w = self._next_waiter(node)
+                if w is None or not self._serve(w):
+                    break
+        finally:
+            node.pumping = False
+        if node.waiting and self.connect_rate > 0:
+            self._schedule_wake(node)
+
+    def _next_waiter(self, node: _NodePool, skip: str | None = None, reuse: bool = True,
+                     slot: bool | None = None) -> _Waiter | None:
+        """Round-robin over users; a user's oldest waiter that an idle link or a slot serves."""
+        if slot is None:
+            cap = self.backend_max_connections
+            slot = (not cap or node.size < cap or bool(node.idle)) and self._has_token(node)
+        max_pool = self.max_pool
+        for user, keys in node.users.items():
+            if user == skip:
+                continue
+            best = None
+            for kp in keys:
+                if (reuse and kp.idle) or (slot and (not max_pool or kp.size < max_pool)):
+                    head = next(iter(kp.waiters))
+                    if best is None or head.seq < best.seq:
+                        best = head
+            if best is not None:
+                node.users.move_to_end(user)
+                return best
+        return None
+
+    def _serve(self, w: _Waiter) -> bool:
+        kp = w.kp
+        link = self._take_idle(kp, w.client) if kp.idle else None
+        if link is not None:
+            self._dequeue(w)
+            w.d.callback(link)
+            return True
+        node = kp.node
+        cap = self.backend_max_connections
+        if self.max_pool and kp.size >= self.max_pool:
+            return False
+        if cap and node.size >= cap and not node.idle:
+            return False
+        if not self._has_token(node):
+            return False
+        if cap and node.size >= cap:  # make room: another key's least recently used idle link
+            evict, rec = next(iter(node.idle.items()))
+            self._drop_idle(evict, rec, "evicted")
+        if self.connect_rate > 0:
+            node.tokens -= 1
+        self._dequeue(w)
+        kp.connecting += 1
+        self._grow(kp)
+        d = defer.maybeDeferred(self._connect, kp.key, w.params)
+        d.addCallbacks(self._connected, self._connect_failed, callbackArgs=(w,), errbackArgs=(w,))
+        return True
+
+    def _connected(self, link, w: _Waiter) -> None:
+        kp = w.kp
+        kp.connecting -= 1
+        kp.busy += 1
+        self._links[link] = _Tracked(kp, self.clock.seconds(), w.client)
+        self.counters["created"] += 1
+        if w.d.called:  # the client gave up while we were connecting: keep the link
+            self.checkin(link, reusable=True)
+            return
+        w.d.callback(link)
+
+    def _connect_failed(self, failure, w: _Waiter) -> None:
+        kp = w.kp
+        node = kp.node
+        kp.connecting -= 1
+        self._shrink(kp)
+        self.counters["connect_failed"] += 1
+        self._gc(kp)
+        if not w.d.called:
+            w.d.errback(failure)
+        self._pump(node)
+
+    # -- timers ----------------------------------------------------------------------------
+    def _has_token(self, node: _NodePool) -> bool:
+        rate = self.connect_rate
+        if rate <= 0:
+            return True
+        now = self.clock.seconds()
+        node.tokens = min(float(self.connect_burst), node.tokens + (now - node.refilled) * rate)
+        node.refilled = now
+        return node.tokens >= 1 - _EPSILON
+
+    def _schedule_wake(self, node: _NodePool) -> None:
+        if node.wake is not None or self._has_token(node):
+            return  # already set, or the waiters wait for something other than pacing
+        node.wake = self.clock.callLater((1 - node.tokens) / self.connect_rate, self._wake, node)
+
+    def _wake(self, node: _NodePool) -> None:
+        node.wake = None
+        self._pump(node)
+
+    def _expire(self) -> None:
+        """Close idle links older than connection_life_time; re-arm for the next oldest."""
+        self._expiry = None
+        life = self.connection_life_time
+        now = self.clock.seconds()
+        freed = []
+        for node in self._nodes.values():
+            while node.idle:
+                link, rec = next(iter(node.idle.items()))
+                if rec.idle_since + life > now + _EPSILON:
+                    break
+                self._drop_idle(link, rec, "expired")
+                freed.append(node)
+        for node in set(freed):
+            self._pump(node)
+        if self._expiry is None:
+            due = [next(iter(n.idle.values())).idle_since + life
+                   for n in self._nodes.values() if n.idle]
+            if due:
+                self._expiry = self.clock.callLater(max(0.0, min(due) - now), self._expire)
