@@ -50,8 +50,10 @@ class _CancelFactory(_ClientFactory):
         return _CancelSender(self.packet)
 
     def clientConnectionFailed(self, connector, reason) -> None:
+        # The reason's type and message only: its text may embed a whole traceback.
+        why = f"{reason.type.__name__}: {str(reason.value).splitlines()[0] if str(reason.value) else ''}"
         log.warn("could not send cancel request to {address}: {why}", address=self.address,
-                 why=reason.getErrorMessage())
+                 why=why)
 
 
 class Proxy:
