@@ -320,16 +320,27 @@ class ClientMessages:
             return _WAIT
         if link is _SKIP:
             return self._skip(code)
+        if stmt is not None and stmt.info.route == "both":
+            standby = self._lb_link_if_open()
+            key = (id(buf), start)
+            if standby is not None and self._shadow_sent != key:
+                if stmt.info.is_transaction_end:
+                    if standby.txn_status != codes.TXN_IDLE:
+                        # As in the simple protocol: the standby ends its transaction
+                        # first; the primary's Execute follows this Bind afterwards.
+                        self._shadow_sent = key
+                        done = defer.Deferred()
+                        self._shadow(standby, m.query(stmt.sql),
+                                     on_done=lambda: done.callback(None))
+                        self._flush_out()
+                        return self._wait(done)
+                else:
+                    self._shadow(standby, m.query(stmt.info.standby_text or stmt.sql))
+            self._shadow_sent = None
         s.portals[portal] = link.node_id
         self._forward(link, buf, start - 5, end)
         if stmt is not None:
             self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
-            if stmt.info.route == "both":
-                standby = self._lb_link_if_open()
-                if standby is not None and not stmt.info.is_transaction_end:
-                    self._shadow(standby, m.query(stmt.info.standby_text or stmt.sql))
-                elif standby is not None and standby.txn_status != codes.TXN_IDLE:
-                    self._shadow(standby, m.query(stmt.sql))
         return None
 
     def _portal_link(self, name: bytes):
