@@ -41,6 +41,18 @@ def _strip_quotes(part: str) -> str:
     return part
 
 
+def _name_conditions(names, column: str) -> str:
+    """``(column = 'x' AND n.nspname = 's') OR ...`` for possibly qualified names."""
+    conds = []
+    for name in names:
+        schema, base = _split(name)
+        cond = f"{column} = {quote_literal(_strip_quotes(base))}"
+        if schema:
+            cond += f" AND n.nspname = {quote_literal(_strip_quotes(schema))}"
+        conds.append(f"({cond})")
+    return " OR ".join(conds)
+
+
 class CatalogCache:
     def __init__(self, proxy, check_temp_table: str, check_unlogged_table: bool,
                  need_volatility: bool):
@@ -105,28 +117,16 @@ class CatalogCache:
                   if (database, t) not in self._persistence]
         sql = []
         if funcs:
-            conds = []
-            for f in funcs:
-                schema, base = _split(f)
-                cond = f"p.proname = {quote_literal(_strip_quotes(base))}"
-                if schema:
-                    cond += f" AND n.nspname = {quote_literal(_strip_quotes(schema))}"
-                conds.append(f"({cond})")
             sql.append(
                 "SELECT 'f', p.proname, n.nspname, p.provolatile::text FROM pg_catalog.pg_proc p "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE " + " OR ".join(conds)
+                "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE "
+                + _name_conditions(funcs, "p.proname")
             )
         if tables:
-            conds = []
-            for t in tables:
-                schema, base = _split(t)
-                cond = f"c.relname = {quote_literal(_strip_quotes(base))}"
-                if schema:
-                    cond += f" AND n.nspname = {quote_literal(_strip_quotes(schema))}"
-                conds.append(f"({cond})")
             sql.append(
                 "SELECT 't', c.relname, n.nspname, c.relpersistence::text FROM pg_catalog.pg_class c "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE " + " OR ".join(conds)
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE "
+                + _name_conditions(tables, "c.relname")
             )
         rows = []
         if sql:

@@ -267,24 +267,29 @@ def decode_parse(body: bytes) -> tuple[bytes, bytes, tuple[int, ...]]:
     return name, sql, oids
 
 
-def decode_bind(body: bytes) -> tuple[bytes, bytes]:
-    """(portal name, statement name), after checking the whole layout."""
-    r = Reader(body, "Bind")
-    portal = r.cstring()
-    statement = r.cstring()
+def _skip_values(r: Reader) -> None:
+    """Format codes then length-prefixed values (Bind parameters, FunctionCall arguments)."""
     nformats = r.int16()
     if nformats < 0:
         raise r._fail()
     r.take(2 * nformats)
-    nparams = r.int16()
-    if nparams < 0:
+    nvalues = r.int16()
+    if nvalues < 0:
         raise r._fail()
-    for _ in range(nparams):
+    for _ in range(nvalues):
         size = r.int32()
         if size > 0:
             r.take(size)
         elif size < -1:
             raise r._fail()
+
+
+def decode_bind(body: bytes) -> tuple[bytes, bytes]:
+    """(portal name, statement name), after checking the whole layout."""
+    r = Reader(body, "Bind")
+    portal = r.cstring()
+    statement = r.cstring()
+    _skip_values(r)
     nresults = r.int16()
     if nresults < 0:
         raise r._fail()
@@ -316,19 +321,7 @@ def check_function_call(body: bytes) -> int:
     """Validate a FunctionCall; returns the function OID."""
     r = Reader(body, "FunctionCall")
     oid = r.uint32()
-    nformats = r.int16()
-    if nformats < 0:
-        raise r._fail()
-    r.take(2 * nformats)
-    nargs = r.int16()
-    if nargs < 0:
-        raise r._fail()
-    for _ in range(nargs):
-        size = r.int32()
-        if size > 0:
-            r.take(size)
-        elif size < -1:
-            raise r._fail()
+    _skip_values(r)
     r.int16()
     r.end()
     return oid
