@@ -287,9 +287,14 @@ class DevCluster(_ClusterBase):
         primary_port: int | None = None,
         log: Callable[[str], object] | None = None,
         keep: bool = False,
+        ssl_files: tuple[str | Path, str | Path] | None = None,
     ):
         self.base_dir = base_dir  # type: ignore[assignment]  # set for real in start()
         self.replicas = replicas
+        # (certificate, key) PEM files: every node then runs with ssl = on using copies of
+        # them that the server's OS user owns (the key mode 0600, as the server demands).
+        self.ssl_files = ssl_files
+        self._ssl_settings: dict[str, object] = {}
         self._fixed_primary_port = primary_port
         self.primary_port = primary_port or 0
         self.replica_ports = []
@@ -312,6 +317,7 @@ class DevCluster(_ClusterBase):
         try:
             self._bindir = pg_bindir()
             self._make_base_dir()
+            self._install_ssl_files()
             primary = Path(self.base_dir, "primary")
             self.say(f"initdb {primary}")
             self._server(
@@ -412,6 +418,22 @@ class DevCluster(_ClusterBase):
         if self._as_postgres:
             shutil.chown(self.base_dir, "postgres", "postgres")
 
+    def _install_ssl_files(self) -> None:
+        """Copy ``ssl_files`` next to the nodes, readable by the server only; enable ssl."""
+        if not self.ssl_files:
+            return
+        cert, key = self.ssl_files
+        settings: dict[str, object] = {"ssl": "on"}
+        for name, src, setting in (("server.crt", cert, "ssl_cert_file"),
+                                   ("server.key", key, "ssl_key_file")):
+            dest = Path(self.base_dir, name)
+            shutil.copyfile(src, dest)
+            dest.chmod(0o600)
+            if self._as_postgres:
+                shutil.chown(dest, "postgres", "postgres")
+            settings[setting] = str(dest)
+        self._ssl_settings = settings
+
     def _server(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
         """Run a server binary, as the postgres OS user when we are root."""
         argv = [os.path.join(self._bindir, argv[0]), *argv[1:]]
@@ -440,6 +462,7 @@ class DevCluster(_ClusterBase):
             port=port,
             unix_socket_directories=self.base_dir,
             cluster_name=f"pgtwist_{name}",
+            **self._ssl_settings,
         )
         text = "".join(f"{k} = {_conf_value(v)}\n" for k, v in settings.items())
         conf = data / "pgtwist_dev.conf"

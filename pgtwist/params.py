@@ -232,6 +232,9 @@ _add("int", "max_message_length", 256 * 1024 * 1024, lo=1024, unit="B")
 _enum("pool_mode", "session", "session", "transaction")
 _add("int", "checkout_timeout", 30, lo=0, unit="s")
 _add("int", "backend_max_connections", 0, lo=0)
+# New backend connections per second per node (0: unpaced), with this burst.
+_add("float", "backend_connect_rate", 200.0, lo=0)
+_add("int", "backend_connect_burst", 50, lo=1)
 _add("str", "auth_user", "")
 # Schema-qualified throughout: it runs with search_path fixed to pg_catalog anyway, but a
 # verifier lookup is a security boundary (see protocol-pitfalls: CVE-2025-12819).

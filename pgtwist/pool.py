@@ -38,6 +38,9 @@ class PoolKey(NamedTuple):
     user: str
     database: str
     node_id: int
+    # The rest of the startup packet: a link is only reused by a client that asked for
+    # the same settings, so values set at startup never leak to another client.
+    params: tuple = ()
 
 
 class PoolExhausted(Exception):
@@ -125,8 +128,10 @@ class Pool:
         connect_rate: float = 0,
         connect_burst: int = 10,
         never_cache_databases: frozenset[str] = NEVER_CACHED,
+        max_idle: int = 0,
     ):
         self.clock = clock
+        self.max_idle = max_idle                   # idle links kept per key; 0: no limit
         self._connect = connect
         self.max_pool = max_pool                   # 0: no per-key cap
         self.backend_max_connections = backend_max_connections  # 0: no per-node cap
@@ -327,6 +332,11 @@ class Pool:
             link.owner = None
             self.counters["reused"] += 1
             w.d.callback(link)
+            return
+        if self.max_idle and len(kp.idle) >= self.max_idle:
+            kp.busy -= 1
+            self._forget(link, rec, "closed_idle")
+            self._pump(node)
             return
         kp.busy -= 1
         rec.busy = False

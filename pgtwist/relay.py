@@ -34,7 +34,7 @@ from .conn.ordering import Ordering
 from .flow import _LinksProducer, _Valve, _ValveHandle
 from .handlers import _FATAL_MARKERS, _WAIT, ClientMessages
 from .logs import logger
-from .protocols.backend import BackendLink, connect_backend
+from .protocols.backend import BackendLink
 from .protocols.fastwrite import make_writer
 from .session import Session
 from .startup import SessionStartup
@@ -46,6 +46,8 @@ from .wire.errors import (
     INTERNAL_ERROR,
     ProtocolViolation,
 )
+
+IDLE_SESSION_TIMEOUT = "57P05"
 
 log = logger(__name__)
 
@@ -74,6 +76,7 @@ class Relay(SessionStartup, ClientMessages):
         self._looked_up = None          # (info, facts) fetched for the frame being retried
         self.auth: SessionAuth | None = None
         self.backend_secret = None      # what backend logins use once the client is in
+        self.poolable = True            # False when the servers checked the client's password
         self.skip_until_sync = False    # extended protocol after a pgtwist-made error
         self._shadow_sent: tuple | None = None
         peer = transport.getPeer()
@@ -90,12 +93,17 @@ class Relay(SessionStartup, ClientMessages):
         self.auth_timer = proxy.reactor.callLater(
             self.config.authentication_timeout, self._auth_timeout
         )
+        self.idle_limit = float(self.config.params.get("client_idle_limit", 0))
+        self.idle_timer = (proxy.reactor.callLater(self.idle_limit, self._idle_timeout)
+                           if self.idle_limit > 0 else None)
 
 
     # -- client side -----------------------------------------------------------------
     def client_data(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.idle_timer is not None:
+            self.idle_timer.reset(self.idle_limit)
         try:
             for event in self.machine.receive(data):
                 if type(event) is Frames:
@@ -311,17 +319,12 @@ class Relay(SessionStartup, ClientMessages):
         return None
 
     def open_link(self, node, secret):
-        s = self.session
-        d = connect_backend(
-            self.proxy.reactor, node.node_id, node.backend.hostname, node.backend.port,
-            s.user, s.startup_params, secret, self.config.connect_timeout / 1000.0,
-            self.proxy.backend_tls(node.backend),
-        )
+        d = self.proxy.pooling.checkout(self.session, node, secret, pooled=self.poolable)
 
         def ready(link: BackendLink):
             self.proxy.cluster.mark_up(node.node_id)
             if self.closed:
-                link.terminate()
+                self.proxy.pooling.release(link, clean=True)
                 return None
             self.links[node.node_id] = link
             link.transport.registerProducer(_ValveHandle(self.client_valve), True)
@@ -445,6 +448,18 @@ class Relay(SessionStartup, ClientMessages):
                           pid=self.session.pid, node=link.node_id, n=link.inflight)
                 self.proxy.send_cancel(link)
 
+    def _idle_timeout(self) -> None:
+        """client_idle_limit: an idle client is told why and disconnected."""
+        if self.closed:
+            return
+        if not self.ordering.idle:  # still waiting for a result: not idle
+            self.idle_timer = self.proxy.reactor.callLater(self.idle_limit, self._idle_timeout)
+            return
+        self.idle_timer = None
+        self.fatal(IDLE_SESSION_TIMEOUT,
+                   f"terminating connection because client_idle_limit ({self.idle_limit:g} s) "
+                   "was reached")
+
     def fatal(self, sqlstate: str, message: str) -> None:
         self._send_and_close(m.error_response(sqlstate, message, "FATAL"))
 
@@ -464,6 +479,8 @@ class Relay(SessionStartup, ClientMessages):
         self.machine.close()
         if self.auth_timer.active():
             self.auth_timer.cancel()
+        if self.idle_timer is not None and self.idle_timer.active():
+            self.idle_timer.cancel()
         self.proxy.end_session(self.session)
         for link in list(self.links.values()):
             self._release(link)
@@ -474,12 +491,15 @@ class Relay(SessionStartup, ClientMessages):
         self.close()
 
     def _release(self, link: BackendLink) -> None:
-        """Close a link; one still busy is cancelled first so the server stops work."""
-        if link.closed:
-            return
-        if link.inflight or link is self.copy_link or self.ordering.busy(link):
+        """Give a link back to the pool; one still busy is cancelled and closed instead."""
+        busy = link.inflight or link is self.copy_link or self.ordering.busy(link)
+        log.debug("session {pid}: releasing node {node} link (inflight {n}, copy {c}, "
+                  "segments {seg}, fatal {f})", pid=self.session.pid, node=link.node_id,
+                  n=link.inflight, c=link is self.copy_link, seg=self.ordering.busy(link),
+                  f=link.fatal_seen)
+        if busy and not link.closed:
             self.proxy.send_cancel(link)
             if link is self.copy_link:
                 link.write(m.frame(codes.COPY_FAIL, m.cstr("client disconnected")))
         link.owner = None
-        link.terminate()
+        self.proxy.pooling.release(link, clean=not busy and not link.fatal_seen)

@@ -17,6 +17,7 @@ from .hba import HbaError, load_hba
 from .health import Cluster
 from .logs import logger, set_level
 from .passwd import PasswdError, load_pool_passwd
+from .pooling import Pooling
 from .protocols.backend import connect_address
 from .protocols.frontend import ClientFactory
 from .relay import Relay
@@ -24,6 +25,7 @@ from .router import Router
 from .session import Session
 from .tls import client_tls, server_tls_from_config
 from .wire import messages as m
+from .wire.errors import TOO_MANY_CONNECTIONS
 
 log = logger(__name__)
 
@@ -70,7 +72,43 @@ class Proxy:
         self._backend_tls: dict = {}
         self.cluster = Cluster(reactor, config, self.secret_for, self.backend_tls)
         self.router = Router(self, config)
+        self.pooling = Pooling(self, config)
         self.sessions: dict[int, Relay] = {}
+        self.clients = 0
+        self.ports: list = []
+        self._accept_paused = False
+
+    # -- admission ------------------------------------------------------------------
+    def admit(self, transport) -> bool:
+        """A new client connection: within num_init_children, or refused / queued.
+
+        With ``reserved_connections`` > 0 a client beyond ``num_init_children -
+        reserved_connections`` gets FATAL 53300 at once, as in Pgpool-II; with 0,
+        pgtwist stops accepting at ``num_init_children`` and the kernel's listen
+        queue holds the rest, which is what Pgpool-II's busy children amount to.
+        """
+        limit = self.config.num_init_children
+        reserved = self.config.reserved_connections
+        if reserved and self.clients >= limit - reserved:
+            transport.write(m.error_response(
+                TOO_MANY_CONNECTIONS, "sorry, too many clients already", "FATAL"))
+            transport.loseConnection()
+            return False
+        self.clients += 1
+        if self.clients >= limit and not self._accept_paused:
+            self._accept_paused = True
+            for port in self.ports:
+                port.stopReading()
+            log.warn("num_init_children ({limit}) clients connected; new ones wait",
+                     limit=limit)
+        return True
+
+    def client_gone(self) -> None:
+        self.clients -= 1
+        if self._accept_paused and self.clients < self.config.num_init_children:
+            self._accept_paused = False
+            for port in self.ports:
+                port.startReading()
 
     # -- sessions ------------------------------------------------------------------
     def make_relay(self, transport) -> Relay:
@@ -141,6 +179,7 @@ class Proxy:
     def shutdown(self) -> None:
         for relay in list(self.sessions.values()):
             relay.shutdown()
+        self.pooling.shutdown()
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration and pool_passwd, forget cached catalog facts.
@@ -211,6 +250,7 @@ class ProxyService(service.Service):
             port = self.reactor.listenTCP(self.config.port, factory, backlog=backlog, interface=interface)
             self.ports.append(port)
             log.info("pgtwist listening on {iface}:{port}", iface=interface, port=self.config.port)
+        self.proxy.ports = self.ports
         self.proxy.cluster.start()
         if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.proxy.reload))

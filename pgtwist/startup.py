@@ -12,6 +12,7 @@ from .conn.frontend import (
     StartupReceived,
 )
 from .logs import logger
+from .pool import PoolExhausted
 from .protocols.backend import BackendLink
 from .wire import codes
 from .wire import messages as m
@@ -90,10 +91,12 @@ class SessionStartup:
             if not (exc.sqlstate == INVALID_PASSWORD and backend is None
                     and self.config.params.get("allow_clear_text_frontend_auth")):
                 raise
-            # allow_clear_text_frontend_auth: the client's clear-text password goes on.
+            # allow_clear_text_frontend_auth: the client's clear-text password goes on,
+            # and only a fresh login (never a cached link) may judge it.
             first, done = auth.begin("password", None, collect_only=True)
             self.write(first)
             backend = yield done
+            self.poolable = False
             link = yield self._open_primary(primary, backend)
             self.backend_secret = backend
             return link
@@ -133,6 +136,11 @@ class SessionStartup:
 
     def _startup_failed(self, failure: Failure) -> None:
         if self.closed:
+            return
+        if failure.check(PoolExhausted):
+            exc = failure.value
+            log.warn("session {pid}: {msg}", pid=self.session.pid, msg=exc.message)
+            self.fatal(exc.sqlstate, exc.message)
             return
         if failure.check(AuthRefused):
             exc = failure.value

@@ -17,6 +17,9 @@ class ClientProtocol(Protocol):
     def connectionMade(self) -> None:
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
+        if not self.factory.proxy.admit(self.transport):
+            return
+        self.admitted = True
         try:
             self.relay = self.factory.proxy.make_relay(self.transport)
         except Exception:
@@ -29,9 +32,14 @@ class ClientProtocol(Protocol):
         if self.relay is not None:
             self.relay.client_data(data)
 
+    admitted = False
+
     def connectionLost(self, reason=None) -> None:
         if self.relay is not None:
             self.relay.client_lost()
+        if self.admitted:
+            self.admitted = False
+            self.factory.proxy.client_gone()
 
 
 class ClientFactory(ServerFactory):

@@ -493,3 +493,24 @@ def test_stats_counts_every_state():
     assert stats["totals"] == {"idle": 1, "busy": 1, "connecting": 1, "waiting": 1}
     assert stats["counters"]["created"] == 2 and stats["counters"]["reused"] == 0
     assert sorted(state for _, _, state, _, _ in pool.iter_links()) == ["busy", "idle"]
+
+
+# -- max_idle and startup settings in the key ---------------------------------------------------
+def test_max_idle_keeps_at_most_that_many_idle_links_per_key():
+    pool, _, conn = make_pool(max_pool=0, max_idle=2)
+    links = [link_of(take(pool.checkout(APP, {}))) for _ in range(4)]
+    for link in links:
+        pool.checkin(link, reusable=True)
+    assert [link.closed for link in links] == [False, False, True, True]
+    assert pool.stats()["totals"]["idle"] == 2
+
+
+def test_links_are_only_shared_by_identical_startup_settings():
+    pool, _, conn = make_pool()
+    a = PoolKey("app", "shop", 0, (("application_name", "a"),))
+    b = PoolKey("app", "shop", 0, (("application_name", "b"),))
+    first = link_of(take(pool.checkout(a, {})))
+    pool.checkin(first, reusable=True)
+    other = link_of(take(pool.checkout(b, {})))
+    assert other is not first and len(conn.calls) == 2
+    assert link_of(take(pool.checkout(a, {}))) is first

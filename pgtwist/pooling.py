@@ -1,0 +1,139 @@
+"""Session pooling: sessions take backend links from one shared Pool and give them back.
+
+A link comes back to the pool only in a known-good state: idle, reset with
+``reset_query_list`` (ABORT only inside a transaction), with no error during
+the reset.  Anything else (a client that vanished mid-query or mid-COPY, a
+failed reset, a session whose backend password was the client's own clear
+text) is closed instead.  Links are keyed by user, database, node and the rest
+of the client's startup packet, so settings made at startup never reach
+another client.
+"""
+
+from __future__ import annotations
+
+from .logs import logger
+from .pool import Pool, PoolKey
+from .protocols.backend import connect_backend
+from .wire import codes
+
+log = logger(__name__)
+
+# Startup-parameter slot that carries the session's backend secret to Pool.connect;
+# it is removed before anything is sent and never part of a pool key.
+_SECRET = "\0pgtwist-secret"
+
+
+class Pooling:
+    def __init__(self, proxy, config):
+        self.proxy = proxy
+        p = config.params
+        self.pool = Pool(
+            proxy.reactor, self._connect,
+            max_pool=0,                      # concurrency is capped per backend, below
+            max_idle=config.max_pool,        # Pgpool-II: cached links per (user, database)
+            backend_max_connections=int(p.get("backend_max_connections", 0)),
+            checkout_timeout=float(p.get("checkout_timeout", 30)),
+            connection_life_time=float(p.get("connection_life_time", 0)),
+            connection_cache=config.connection_cache,
+            reset_query_list=config.reset_query_list,
+            connect_rate=float(p.get("backend_connect_rate", 0)),
+            connect_burst=int(p.get("backend_connect_burst", 10)),
+        )
+        self.timeout = config.connect_timeout / 1000.0
+
+    def _connect(self, key: PoolKey, params: dict):
+        params = dict(params)
+        secret = params.pop(_SECRET, None)
+        node = self.proxy.cluster.nodes[key.node_id]
+        return connect_backend(
+            self.proxy.reactor, key.node_id, node.backend.hostname, node.backend.port,
+            key.user, params, secret, self.timeout, self.proxy.backend_tls(node.backend),
+        )
+
+    def checkout(self, session, node, secret, pooled: bool = True):
+        """Deferred link to ``node`` for ``session``: reused if one is cached, else new."""
+        params = dict(session.startup_params)
+        if not pooled:
+            link_d = self._connect(PoolKey(session.user, session.database, node.node_id),
+                                   {**params, _SECRET: secret})
+            return link_d.addCallback(_mark_unpooled)
+        key = PoolKey(session.user, session.database, node.node_id,
+                      tuple(sorted(params.items())))
+        return self.pool.checkout(key, {**params, _SECRET: secret}, client=session)
+
+    def release(self, link, clean: bool) -> None:
+        """Give a session's link back: reset and cached when ``clean``, else closed."""
+        if getattr(link, "unpooled", False):
+            link.owner = None
+            link.terminate()
+            return
+        transport = link.transport
+        if transport is not None and not link.closed:
+            if getattr(transport, "producer", None) is not None:
+                transport.unregisterProducer()
+            transport.resumeProducing()
+            link.held = False
+        if not clean or link.closed:
+            link.owner = None
+            self.pool.discard(link)
+            return
+        _Reset(self, link)
+
+    def shutdown(self) -> None:
+        self.pool.close_idle()
+
+
+def _mark_unpooled(link):
+    link.unpooled = True
+    return link
+
+
+class _Reset:
+    """Owner of a link while reset_query_list runs on it; then back to the pool."""
+
+    def __init__(self, pooling: Pooling, link):
+        self.pool = pooling.pool
+        self.link = link
+        self.failed = False
+        self.waiting = len(self.pool.reset_statements(link.txn_status))
+        link.owner = self
+        link.pending_parses.clear()
+        link.inflight = 0
+        self.timer = pooling.proxy.reactor.callLater(pooling.timeout, self._timeout)
+        if self.waiting:
+            link.write(self.pool.reset_sql(link.txn_status))
+        else:
+            self._done()
+
+    def backend_items(self, link, items) -> None:
+        for item in items:
+            if type(item) is bytes:
+                continue
+            code, body = item
+            if code == codes.ERROR_RESPONSE:
+                self.failed = True
+            elif code == codes.READY_FOR_QUERY:
+                link.txn_status = body[0]
+                self.waiting -= 1
+                if self.waiting <= 0:
+                    self._done()
+                    return
+
+    def _done(self) -> None:
+        if self.timer.active():
+            self.timer.cancel()
+        self.link.owner = None
+        ok = not self.failed and self.link.txn_status == codes.TXN_IDLE and not self.link.closed
+        if not ok:
+            log.info("link to node {node} not reused: its reset failed", node=self.link.node_id)
+        self.pool.checkin(self.link, reusable=ok)
+
+    def _timeout(self) -> None:
+        log.warn("reset of a link to node {node} timed out; closing it", node=self.link.node_id)
+        self.link.owner = None
+        self.pool.discard(self.link)
+
+    def link_lost(self, link, reason=None) -> None:
+        if self.timer.active():
+            self.timer.cancel()
+        self.pool.discard(link)
