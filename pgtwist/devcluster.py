@@ -248,11 +248,14 @@ class _ClusterBase:
 
     def wait_replayed(self, timeout: float = 10) -> None:
         """Wait until every replica has replayed the primary's current WAL position."""
-        # synchronous_commit is off cluster-wide: commit one xid synchronously so that every
-        # earlier (async) commit is flushed, hence sendable, then wait for that flush position
+        # synchronous_commit is off cluster-wide, so earlier commits may not be flushed yet.
+        # A transactional WAL message committed synchronously writes and flushes WAL (a bare
+        # txid_current() commit writes none), so everything before it is sendable; then wait
+        # for the position right after it.
         lsn = self._psql(
             [],
-            "SET synchronous_commit = on;\nSELECT txid_current();\n"
+            "SET synchronous_commit = on;\n"
+            "SELECT pg_logical_emit_message(true, 'pgtwist', 'sync');\n"
             "SELECT pg_current_wal_flush_lsn();\n",
             None,
             "postgres",
