@@ -182,15 +182,19 @@ class SessionAuth:
             self._finish()
         return first, self._result
 
-    def receive(self, body: bytes) -> bytes:
-        """A PasswordMessage-family body from the client; returns the reply to send."""
+    def receive(self, body: bytes) -> None:
+        """A PasswordMessage-family body from the client; the reply is written here.
+
+        It must reach the client before anything the finished exchange sets off
+        (SASLFinal comes before AuthenticationOk), so it is written first.
+        """
         if self._collect is not None and not self._collect.called:
             try:
                 password = m.check_cstring(body, "PasswordMessage").decode("utf-8")
             except UnicodeDecodeError:
                 raise ProtocolViolation("invalid password encoding") from None
             self._collect.callback(Secret(plaintext=password))
-            return b""
+            return
         authenticator = self.authenticator
         if authenticator is None or authenticator.done:
             raise ProtocolViolation("unexpected password message")
@@ -200,10 +204,11 @@ class SessionAuth:
             log.info("authentication of {user} failed: {why}", user=self.session.user,
                      why=getattr(exc, "log_message", None) or exc.message)
             self._result.errback(AuthRefused(exc.sqlstate or INVALID_PASSWORD, exc.message))
-            return b""
+            return
+        if reply:
+            self.relay.write(reply)
         if authenticator.done:
             self._finish()
-        return reply
 
     def _finish(self) -> None:
         if not self._result.called:

@@ -14,9 +14,10 @@ import os
 import secrets
 import sys
 
+from .check import check_runtime
 from .config import ConfigError, load_config
-from .hba import HbaError, load_hba
-from .passwd import KINDS, PasswdError, encode_entry, find_key_file, load_pool_passwd, read_key_file
+from .hba import HbaError
+from .passwd import KINDS, PasswdError, encode_entry, find_key_file, read_key_file
 from .passwd import write_entry as write_passwd_entry
 
 DEFAULT_CONFIG = "etc/pgpool.yaml"
@@ -47,19 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
-        from .policies import build_chain
-
-        build_chain(config)
-        if config.enable_pool_hba:
-            load_hba(config.pool_hba_file)
-        entries = load_pool_passwd(config.pool_passwd, key_file=config.pool_key_file)
+        warnings = check_runtime(config)
     except (ConfigError, HbaError, PasswdError) as exc:
         print(f"pgtwist: configuration is invalid:\n{exc}", file=sys.stderr)
         return 1
-    locked = sorted(e.user for e in entries.values() if e.kind == "aes" and e.decrypted is None)
-    if locked:
-        print(f"pgtwist: warning: no AES key file found, so the pool_passwd entries of "
-              f"{', '.join(locked)} cannot be used", file=sys.stderr)
+    for warning in warnings:
+        print(f"pgtwist: warning: {warning}", file=sys.stderr)
     print(
         f"pgtwist: configuration {config.path} is valid: listen "
         f"{config.listen_addresses}:{config.port}, {len(config.backends)} backend(s)"

@@ -20,6 +20,7 @@ from .routing.values import Target
 from .session import Statement
 from .wire import codes
 from .wire import messages as m
+from .wire.errors import ProtocolViolation
 
 log = logger(__name__)
 
@@ -445,9 +446,9 @@ class ClientMessages:
         return None
 
     def _on_password(self, code, buf, start, end):
-        reply = self.auth.receive(buf[start:end]) if self.auth is not None else b""
-        if reply:
-            self.write(reply)
+        if self.auth is None:
+            raise ProtocolViolation("unexpected password message")
+        self.auth.receive(buf[start:end])
         return None
 
     def _on_terminate(self, code, buf, start, end):

@@ -73,6 +73,7 @@ class Relay(SessionStartup, ClientMessages):
         self._out: dict[BackendLink, list] = {}
         self._run: list | None = None   # [link, buf, start, end]: contiguous frames to one link
         self._draining = False
+        self._holding = False           # some link is paused until its responses' turn
         self._looked_up = None          # (info, facts) fetched for the frame being retried
         self.auth: SessionAuth | None = None
         self.backend_secret = None      # what backend logins use once the client is in
@@ -353,7 +354,8 @@ class Relay(SessionStartup, ClientMessages):
             if hold and not self.closed:
                 link.transport.pauseProducing()
                 link.held = True
-            if self._any_held:
+                self._holding = True
+            if self._holding:
                 self._resume_held()
         except Exception:
             log.failure("unexpected error relaying server data")
@@ -402,19 +404,20 @@ class Relay(SessionStartup, ClientMessages):
             elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
                 self.copy_link = link
 
-    @property
-    def _any_held(self) -> bool:
-        return any(link.held for link in self.links.values())
-
     def _resume_held(self) -> None:
         """Resume links paused for holding too much, once their turn has come."""
         fifo = self.ordering.fifo
         head = fifo[0].link if fifo else None
+        still = False
         for other in self.links.values():
-            if other.held and not other.closed and (other is head or head is None):
-                other.held = False
-                if not self.links_paused:
-                    other.transport.resumeProducing()
+            if other.held and not other.closed:
+                if other is head or head is None:
+                    other.held = False
+                    if not self.links_paused:
+                        other.transport.resumeProducing()
+                else:
+                    still = True
+        self._holding = still
 
     def link_lost(self, link: BackendLink, reason) -> None:
         if self.links.get(link.node_id) is link:
@@ -486,6 +489,14 @@ class Relay(SessionStartup, ClientMessages):
             self._release(link)
         self.links.clear()
         self.transport.loseConnection()
+        if self.session.ssl:
+            # A TLS close waits for the peer's close_notify, which clients only send
+            # after the server closes: cut the connection once our last bytes are out.
+            self.proxy.reactor.callLater(0.5, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport.connected:
+            self.transport.abortConnection()
 
     def client_lost(self) -> None:
         self.close()

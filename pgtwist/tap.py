@@ -7,6 +7,8 @@ import sys
 from twisted.python import usage
 
 from .config import ConfigError, load_config
+from .hba import HbaError
+from .passwd import PasswdError
 
 
 class Options(usage.Options):
@@ -35,10 +37,11 @@ class Options(usage.Options):
         self.overrides = overrides
         try:
             self.config = load_config(self["config"], overrides=overrides)
-            from .policies import build_chain
+            from .check import check_runtime
 
-            build_chain(self.config)  # routing options are part of the configuration
-        except ConfigError as exc:
+            for warning in check_runtime(self.config):
+                sys.stderr.write(f"pgtwist: warning: {warning}\n")
+        except (ConfigError, HbaError, PasswdError) as exc:
             sys.stderr.write(f"pgtwist: configuration is invalid:\n{exc}\n")
             raise SystemExit(1) from None
         if self["check"]:
