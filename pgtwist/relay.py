@@ -488,11 +488,14 @@ class Relay(SessionStartup, ClientMessages):
         for link in list(self.links.values()):
             self._release(link)
         self.links.clear()
+        # Twisted's TLS layer only shuts down once no producer is registered.
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         if self.session.ssl:
-            # A TLS close waits for the peer's close_notify, which clients only send
-            # after the server closes: cut the connection once our last bytes are out.
-            self.proxy.reactor.callLater(0.5, self._abort)
+            # Safety net: a peer that never answers the close_notify must not keep
+            # the socket forever.
+            self.proxy.reactor.callLater(5.0, self._abort)
 
     def _abort(self) -> None:
         if self.transport.connected:

@@ -13,12 +13,15 @@ import hashlib
 
 from OpenSSL import SSL
 from twisted.internet import ssl as tssl
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 from .config import ConfigError
 
 _WEAK_HASHES = ("md5", "sha1")
 
 
+@implementer(IOpenSSLContextFactory)
 class ServerTLS:
     """An IOpenSSLContextFactory for the client-facing side."""
 
