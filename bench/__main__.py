@@ -224,6 +224,25 @@ def throughput(args, running: dict[str, Target]) -> list[dict]:
     return rows
 
 
+POOLED_DB = "pgtwist_bench"  # pgbench's database "postgres" is never cached (Pgpool-II rule)
+
+
+def connect_each(args, cluster, running: dict[str, Target]) -> dict:
+    """pgbench -C directly and through pgtwist, on a database pgtwist's pool caches."""
+    if cluster.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{POOLED_DB}'") == "0":
+        cluster.psql(f"CREATE DATABASE {POOLED_DB}")
+    pgbench.initialise(cluster.primary_port, database=POOLED_DB)
+    clients = 8
+    tps: dict[str, float | None] = {}
+    for name in ("direct", "pgtwist"):
+        run = pgbench.connect_each(running[name].port, clients, args.seconds, POOLED_DB)
+        tps[name] = run.tps
+        say(f"  pgbench -C -c {clients}  {name} {run.tps if run.tps is None else f'{run.tps:,.0f}'}"
+            + (f"  errors: {run.errors[:2]}" if not run.ok else ""))
+    ratio = tps["pgtwist"] / tps["direct"] if tps["pgtwist"] and tps["direct"] else None
+    return {"clients": clients, "tps": tps, "ratio": ratio}
+
+
 def format_table(rows: list[dict], names: list[str]) -> str:
     ratio_names = [f"pgtwist/{n}" for n in names if n != "pgtwist"] if "pgtwist" in names else []
     head = ["mode", "clients"] + [f"{n} tps" for n in names] + ratio_names
@@ -382,6 +401,8 @@ def main(argv=None) -> int:
         rows = throughput(args, running)
         report["targets"] = names
         report["rows"] = rows
+        if "direct" in running and "pgtwist" in running:
+            report["connect_each"] = connect_each(args, cluster, running)
         report["log_problems"] = {n: log_problems(t) for n, t in running.items() if log_problems(t)}
         for name, target in running.items():
             target.save_log(LOGS / f"{name}.log")
@@ -396,6 +417,15 @@ def main(argv=None) -> int:
             f"({os.cpu_count()} CPUs shared by pgbench, PostgreSQL and the proxy)"
         )
         say(format_table(rows, names))
+        each = report.get("connect_each")
+        if each:
+            say("")
+            say(f"pgbench -C -S -c {each['clients']} (a new connection per transaction, "
+                f"database {POOLED_DB}; tps including connection time)")
+            for name, tps in each["tps"].items():
+                say(f"  {name:8} {tps if tps is None else f'{tps:,.0f}'}")
+            if each.get("ratio"):
+                say(f"  pgtwist/direct {each['ratio']:.2f} (session pooling reuses links)")
         for row in rows:
             for name, bad in row["problems"].items():
                 say(f"  problem: {name} -M {row['mode']} -c {row['clients']}: {bad}")

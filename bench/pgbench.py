@@ -42,15 +42,16 @@ def parse(stdout: str, stderr: str, returncode: int) -> Run:
     )
 
 
-def pgbench(args: list[str], port: int, timeout: float) -> subprocess.CompletedProcess:
-    argv = ["pgbench", "-h", dc.HOST, "-p", str(port), "-U", "postgres", *args, "postgres"]
+def pgbench(args: list[str], port: int, timeout: float,
+            database: str = "postgres") -> subprocess.CompletedProcess:
+    argv = ["pgbench", "-h", dc.HOST, "-p", str(port), "-U", "postgres", *args, database]
     return subprocess.run(
         argv, capture_output=True, text=True, env=dc._clean_env(), timeout=timeout
     )
 
 
-def initialise(port: int, scale: int = 1) -> None:
-    proc = pgbench(["-i", "-q", "-s", str(scale)], port, timeout=300)
+def initialise(port: int, scale: int = 1, database: str = "postgres") -> None:
+    proc = pgbench(["-i", "-q", "-s", str(scale)], port, timeout=300, database=database)
     if proc.returncode != 0:
         raise RuntimeError(f"pgbench -i failed ({proc.returncode}):\n{proc.stderr}")
 
@@ -74,3 +75,23 @@ def select_only(port: int, mode: str, clients: int, seconds: float) -> Run:
     except subprocess.TimeoutExpired:
         return Run(tps=None, returncode=-1, errors=[f"pgbench did not finish in {seconds + 60}s"])
     return parse(proc.stdout, proc.stderr, proc.returncode)
+
+
+def connect_each(port: int, clients: int, seconds: float, database: str) -> Run:
+    """``pgbench -C -S``: a new connection per transaction (what a pool is for).
+
+    Reports tps *including* connection time, since that is what -C measures.
+    """
+    args = ["-C", "-S", "-n", "-T", str(seconds), "-c", str(clients),
+            "-j", str(min(clients, 2))]
+    try:
+        proc = pgbench(args, port, timeout=seconds + 60, database=database)
+    except subprocess.TimeoutExpired:
+        return Run(tps=None, returncode=-1, errors=[f"pgbench did not finish in {seconds + 60}s"])
+    run = parse(proc.stdout, proc.stderr, proc.returncode)
+    found = _TPS_ALL.search(proc.stdout)
+    run.tps = float(found.group(1)) if found else run.tps
+    return run
+
+
+_TPS_ALL = re.compile(r"^tps = ([0-9.]+) \(including (?:reconnection|connections) times?\)", re.M)
