@@ -276,6 +276,16 @@ class ClientMessages:
         s = self.session
         if stmt is None:
             return self._current_or_primary()
+        # Hot path of prepared workloads: the same statement, the same session state and
+        # cluster as last time go to the same link (no re-routing per Bind/Describe).
+        placed = stmt.placed
+        if placed is not None:
+            key, link, sticky = placed
+            if (sticky is s.sticky and key == (s.route_status, s.lb_node,
+                                               self.proxy.cluster.version)
+                    and not link.closed and link.node_id in stmt.nodes
+                    and self.links.get(link.node_id) is link):
+                return link
         decision, prepared = self._follow(stmt.info, stmt.sql)
         if decision is _WAIT:
             return _WAIT
@@ -297,6 +307,11 @@ class ClientMessages:
             stmt.nodes.add(link.node_id)
         self._prepared_on(link, prepared)
         s.last_statement = stmt
+        info = stmt.info
+        if (self.router.cacheable and prepared is None and info.execute_name is None
+                and info.deallocate_name is None and info.command not in ("FETCH", "MOVE", "CLOSE")):
+            stmt.placed = ((s.route_status, s.lb_node, self.proxy.cluster.version), link,
+                           s.sticky)
         return link
 
     def _link_ready(self, node_id: int):

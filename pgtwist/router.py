@@ -65,6 +65,11 @@ class Router:
         )
         self._decisions: dict = {}
 
+    @property
+    def cacheable(self) -> bool:
+        """Decisions depend only on statement, session state and cluster version."""
+        return self._cacheable
+
     # -- classification and facts ---------------------------------------------------------
     def classify(self, sql: str):
         return self.classifier.classify(sql)

@@ -17,6 +17,8 @@ class Statement:
     parse_frame: bytes           # the client's own Parse, replayed on a node that lacks it
     info: QueryInfo
     nodes: set[int]
+    # (state key, link, sticky state) of its last placement: reused while nothing changed.
+    placed: tuple | None = None
 
 
 @dataclass
