@@ -10,6 +10,7 @@ the daemon is a bug even when the client saw a sensible answer.
 from __future__ import annotations
 
 import atexit
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -181,4 +182,37 @@ def shared_pgtwist(cluster, tmp_path_factory):
     assert_log_clean(pg)
 
 
-__all__ = ["Pgtwist", "assert_log_clean", "log_problems", "start_pgtwist"]
+def backends(cluster, primary_weight: float = 0, replica_weight: float = 1,
+             extra_nodes: list[dict] | tuple = ()) -> list[dict]:
+    """The dev cluster's backends (primary flagged ALWAYS_PRIMARY) with the given weights."""
+    nodes = dc.pgtwist_config(cluster, 1, replica_weight=replica_weight)["backends"]
+    nodes[0]["weight"] = primary_weight
+    return nodes + list(extra_nodes)
+
+
+@pytest.fixture(scope="module")
+def daemons(cluster, tmp_path_factory):
+    """``daemons(primary_weight=0, replica_weight=1, **extra)``: a running pgtwist with that
+    configuration, one per distinct configuration in the module, log-checked at its end.
+
+    Routing state lives in sessions, so tests with the same configuration share a daemon:
+    starting one costs more than most routing tests.
+    """
+    started: dict[str, Pgtwist] = {}
+
+    def get(primary_weight: float = 0, replica_weight: float = 1, **extra) -> Pgtwist:
+        extra = {"backends": backends(cluster, primary_weight, replica_weight), **extra}
+        key = json.dumps(extra, sort_keys=True)
+        if key not in started:
+            started[key] = start_pgtwist(cluster, tmp_path_factory.mktemp("pgtwist"),
+                                         extra=extra, passwd=dc.TEST_USERS)
+        return started[key]
+
+    yield get
+    for pg in started.values():
+        pg.stop()
+    for pg in started.values():
+        assert_log_clean(pg)
+
+
+__all__ = ["Pgtwist", "assert_log_clean", "backends", "log_problems", "start_pgtwist"]

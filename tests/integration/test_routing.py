@@ -11,10 +11,8 @@ parameters or binary results) and asyncpg (named prepared statements).
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import textwrap
-import time
 
 import asyncpg
 import psycopg
@@ -22,7 +20,7 @@ import pytest
 import yaml
 
 from pgtwist import devcluster as dc
-from tests.integration.conftest import Pgtwist, assert_log_clean, log_problems, start_pgtwist
+from tests.integration.conftest import backends, log_problems, start_pgtwist
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +30,6 @@ PORT_SQL = "SELECT inet_server_port()"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def backends(cluster, primary_weight: float = 0, replica_weight: float = 1,
-             extra_nodes: list[dict] | tuple = ()) -> list[dict]:
-    """The dev cluster's backends (primary flagged ALWAYS_PRIMARY) with the given weights."""
-    nodes = dc.pgtwist_config(cluster, 1, replica_weight=replica_weight)["backends"]
-    nodes[0]["weight"] = primary_weight
-    return nodes + list(extra_nodes)
 
 
 def start(factory, cluster, primary_weight: float = 0, replica_weight: float = 1, **extra):
@@ -77,49 +67,6 @@ def arun(coro):
     return asyncio.run(bounded())
 
 
-def wait_replayed(cluster, timeout: float = 10) -> None:
-    """Wait until the replica shows every commit made so far.
-
-    Not ``cluster.wait_replayed()``: with ``synchronous_commit = off`` the latest commits
-    may not be flushed yet, and its ``txid_current()`` commit writes no WAL so it flushes
-    nothing; it then waits for an old flush position.  A transactional WAL message
-    committed synchronously flushes everything before it.
-    """
-    lsn = cluster.psql("SET synchronous_commit = on; "
-                       "SELECT pg_logical_emit_message(true, 'pgtwist-test', '')")
-    deadline = time.monotonic() + timeout
-    for port in cluster.replica_ports:
-        while cluster.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'", port=port) != "t":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"replica {port} did not replay {lsn} in {timeout}s")
-            time.sleep(0.01)
-
-
-@pytest.fixture(scope="module")
-def daemons(cluster, tmp_path_factory):
-    """``daemons(primary_weight=0, replica_weight=1, **extra)``: a running pgtwist with that
-    configuration, one per distinct configuration in this module, log-checked at its end.
-
-    Routing state lives in sessions, so tests with the same configuration share a daemon:
-    starting one costs more than most of these tests.
-    """
-    started: dict[str, Pgtwist] = {}
-
-    def get(primary_weight: float = 0, replica_weight: float = 1, **extra) -> Pgtwist:
-        extra = {"backends": backends(cluster, primary_weight, replica_weight), **extra}
-        key = json.dumps(extra, sort_keys=True)
-        if key not in started:
-            started[key] = start_pgtwist(cluster, tmp_path_factory.mktemp("pgtwist"),
-                                         extra=extra, passwd=dc.TEST_USERS)
-        return started[key]
-
-    yield get
-    for pg in started.values():
-        pg.stop()
-    for pg in started.values():
-        assert_log_clean(pg)
-
-
 async def aconnect(pg, **kw) -> asyncpg.Connection:
     kw.setdefault("user", "postgres")
     return await asyncpg.connect(host=pg.host, port=pg.port, database="postgres", timeout=5,
@@ -142,7 +89,7 @@ def schema(cluster):
             LANGUAGE sql AS 'SELECT inet_server_port()';
         GRANT ALL ON rt_items TO PUBLIC;
         """))
-    wait_replayed(cluster)
+    cluster.wait_replayed()
     return cluster
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-import time
 import uuid
 
 import asyncpg
@@ -28,24 +27,6 @@ READ = "SELECT inet_server_port(), count(*) FROM rx_items WHERE tag = %s"
 AREAD = "SELECT inet_server_port(), count(*) FROM rx_items WHERE tag = $1"
 
 
-def wait_replayed(cluster, timeout: float = 10) -> None:
-    """Wait until the replica shows every commit made so far.
-
-    Not ``cluster.wait_replayed()``: with ``synchronous_commit = off`` the latest commits
-    may not be flushed yet, and its ``txid_current()`` commit writes no WAL so it flushes
-    nothing; it then waits for an old flush position.  A transactional WAL message
-    committed synchronously flushes everything before it.
-    """
-    lsn = cluster.psql("SET synchronous_commit = on; "
-                       "SELECT pg_logical_emit_message(true, 'pgtwist-test', '')")
-    deadline = time.monotonic() + timeout
-    for port in cluster.replica_ports:
-        while cluster.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'", port=port) != "t":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"replica {port} did not replay {lsn} in {timeout}s")
-            time.sleep(0.01)
-
-
 def arun(coro):
     async def bounded():
         return await asyncio.wait_for(coro, TIMEOUT)
@@ -58,7 +39,7 @@ def schema(cluster):
     cluster.psql(textwrap.dedent("""\
         CREATE TABLE IF NOT EXISTS rx_items (id serial, tag text);
         """))
-    wait_replayed(cluster)
+    cluster.wait_replayed()
     return cluster
 
 
@@ -121,7 +102,7 @@ def test_psycopg_prepared_read_moves_to_the_primary_after_a_write(schema, pg, th
         conn.execute("INSERT INTO rx_items (tag) VALUES (%s)", [t])
         assert conn.execute(READ, [t]).fetchone() == (P, 2)
         conn.execute("COMMIT")
-        wait_replayed(cluster)
+        cluster.wait_replayed()
         assert conn.execute(READ, [t]).fetchone() == (R, 2)
         assert primary_has_read_prepared(conn) == (P, 1)
 
@@ -236,7 +217,7 @@ def test_pipeline_mixing_reads_and_writes(schema, pg):
         assert written.fetchone() == (P,)
         assert [c.fetchone() for c in after] == [(P, 6)] * 3
         assert last.fetchone() == (P, 7)
-        wait_replayed(cluster)
+        cluster.wait_replayed()
         assert conn.execute(READ, [t]).fetchone() == (R, 6)
 
 
@@ -290,7 +271,7 @@ def test_sql_execute_after_a_write_runs_on_the_primary_and_deallocate(schema, pg
         assert conn.execute("EXECUTE q").fetchone() == (P, 1)
         assert conn.execute("EXECUTE q").fetchone() == (P, 1)
         conn.execute("COMMIT")
-        wait_replayed(cluster)
+        cluster.wait_replayed()
         assert conn.execute("EXECUTE q").fetchone()[1] == 1
         conn.execute("DEALLOCATE q")
         with pytest.raises(pgerr.InvalidSqlStatementName):

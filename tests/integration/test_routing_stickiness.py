@@ -11,18 +11,13 @@ and asyncpg (named prepared statements, one per distinct text).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import textwrap
-import time
 import uuid
 
 import asyncpg
 import psycopg
 import pytest
-
-from pgtwist import devcluster as dc
-from tests.integration.conftest import Pgtwist, assert_log_clean, start_pgtwist
 
 pytestmark = pytest.mark.integration
 
@@ -34,31 +29,6 @@ READ = "SELECT inet_server_port(), count(*) FROM rs_items WHERE tag = %s"
 READ_OTHER = "SELECT inet_server_port(), count(*) FROM rs_other"
 READ_RELATED = "SELECT inet_server_port(), count(*) FROM rs_related"
 INSERT = "INSERT INTO rs_items (tag) VALUES (%s)"
-
-
-def wait_replayed(cluster, timeout: float = 10) -> None:
-    """Wait until the replica shows every commit made so far.
-
-    Not ``cluster.wait_replayed()``: with ``synchronous_commit = off`` the latest commits
-    may not be flushed yet, and its ``txid_current()`` commit writes no WAL so it flushes
-    nothing; it then waits for an old flush position.  A transactional WAL message
-    committed synchronously flushes everything before it.
-    """
-    lsn = cluster.psql("SET synchronous_commit = on; "
-                       "SELECT pg_logical_emit_message(true, 'pgtwist-test', '')")
-    deadline = time.monotonic() + timeout
-    for port in cluster.replica_ports:
-        while cluster.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'", port=port) != "t":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"replica {port} did not replay {lsn} in {timeout}s")
-            time.sleep(0.01)
-
-
-def backends(cluster, primary_weight: float = 0, replica_weight: float = 1) -> list[dict]:
-    """The dev cluster's backends (primary flagged ALWAYS_PRIMARY) with the given weights."""
-    nodes = dc.pgtwist_config(cluster, 1, replica_weight=replica_weight)["backends"]
-    nodes[0]["weight"] = primary_weight
-    return nodes
 
 
 # -- clients --------------------------------------------------------------------------------------
@@ -157,33 +127,8 @@ def schema(cluster):
         CREATE TABLE IF NOT EXISTS rs_other (id int);
         CREATE TABLE IF NOT EXISTS rs_related (id int);
         """))
-    wait_replayed(cluster)
+    cluster.wait_replayed()
     return cluster
-
-
-@pytest.fixture(scope="module")
-def daemons(cluster, tmp_path_factory):
-    """``daemons(primary_weight=0, replica_weight=1, **extra)``: a running pgtwist with that
-    configuration, one per distinct configuration in this module, log-checked at its end.
-
-    Routing state lives in sessions, so tests with the same configuration share a daemon:
-    starting one costs more than most of these tests.
-    """
-    started: dict[str, Pgtwist] = {}
-
-    def get(primary_weight: float = 0, replica_weight: float = 1, **extra) -> Pgtwist:
-        extra = {"backends": backends(cluster, primary_weight, replica_weight), **extra}
-        key = json.dumps(extra, sort_keys=True)
-        if key not in started:
-            started[key] = start_pgtwist(cluster, tmp_path_factory.mktemp("pgtwist"),
-                                         extra=extra, passwd=dc.TEST_USERS)
-        return started[key]
-
-    yield get
-    for pg in started.values():
-        pg.stop()
-    for pg in started.values():
-        assert_log_clean(pg)
 
 
 @pytest.fixture
@@ -234,7 +179,7 @@ def test_mode_transaction_is_the_default(session_for, proto):
     assert s.count() == (P, 3)
     s.run("ROLLBACK")
     assert s.read() == R                        # ...and at ROLLBACK
-    wait_replayed(s.cluster)
+    s.cluster.wait_replayed()
     assert s.count() == (R, 2)                  # the rolled-back row is nowhere
 
 
