@@ -18,7 +18,7 @@ POOL_NODES_COLUMNS = [
     "replication_sync_state", "last_status_change",
 ]
 
-_SHOW = re.compile(r"^\s*show\s+(pool_nodes|pool_version)\s*;?\s*$", re.IGNORECASE)
+_SHOW = re.compile(r"^\s*show\s+(pool_nodes|pool_version|pgtwist_pool)\s*;?\s*$", re.IGNORECASE)
 _EXPLAIN = re.compile(r"^\s*pgtwist\s+explain\s+route\s+(.+?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _PGTWIST = re.compile(r"^\s*pgtwist\b", re.IGNORECASE)
 
@@ -61,6 +61,20 @@ def pool_nodes(cluster, lb_node: int | None) -> bytes:
             n.last_status_change,
         ])
     return result(POOL_NODES_COLUMNS, rows, f"SELECT {len(rows)}")
+
+
+def pgtwist_pool(pooling) -> bytes:
+    """SHOW pgtwist_pool: the shared pool's event counters and current link counts."""
+    stats = pooling.pool.stats()
+    totals = stats["totals"]
+    rows = [[name, str(value)] for name, value in stats["counters"].items()]
+    rows.extend([name, str(value)] for name, value in pooling.counters.items())
+    rows.append(["links", str(totals["idle"] + totals["busy"] + totals["connecting"])])
+    rows.append(["links_idle", str(totals["idle"])])
+    rows.append(["links_busy", str(totals["busy"])])
+    rows.append(["waiting", str(totals["waiting"])])
+    rows.append(["pool_mode", pooling.mode])
+    return result(["name", "value"], rows, f"SELECT {len(rows)}")
 
 
 def pool_version() -> bytes:

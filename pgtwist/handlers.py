@@ -27,6 +27,7 @@ log = logger(__name__)
 _FATAL_MARKERS = (b"SFATAL\0", b"SPANIC\0")
 _WAIT = object()  # a frame handler's answer: retry this frame after the wait
 _SKIP = object()  # answer the client 25P02 and ignore the batch up to Sync
+_GO = object()    # a transaction-pooling hook has nothing special to do: route as usual
 _ABORTED = m.error_response(
     "25P02", "current transaction is aborted, commands ignored until end of transaction block")
 
@@ -114,7 +115,9 @@ class ClientMessages:
 
     def _prepared_on(self, link, prepared) -> None:
         """Make sure a SQL PREPAREd statement exists on ``link`` before EXECUTE uses it."""
-        if prepared is not None and link.node_id not in prepared.nodes:
+        if self.txn_pooling:
+            self._tx_sql_prepared_on(link, prepared)
+        elif prepared is not None and link.node_id not in prepared.nodes:
             self._shadow(link, m.query(prepared.sql))
             prepared.nodes.add(link.node_id)
 
@@ -152,6 +155,10 @@ class ClientMessages:
         s = self.session
         if s.failed_elsewhere:
             return self._in_failed_transaction(info, buf, start, end)
+        if self.txn_pooling:
+            special = self._tx_query_special(info, sql)
+            if special is not _GO:
+                return special
         decision, prepared = self._follow(info, sql)
         if decision is _WAIT:
             return _WAIT
@@ -168,8 +175,12 @@ class ClientMessages:
         if link is _WAIT:
             return _WAIT
         self._prepared_on(link, prepared)
+        if self.txn_pooling:
+            self._tx_before_query(link, info)
         self._forward(link, buf, start - 5, end, sync=True)
         self.router.after_statement(s, info, decision, link.node_id, sql)
+        if self.txn_pooling:
+            self._tx_after(info, sql, link)
         return None
 
     def _in_failed_transaction(self, info, buf, start, end):
@@ -231,8 +242,12 @@ class ClientMessages:
             if not info.is_transaction_end or standby.txn_status != codes.TXN_IDLE:
                 self._shadow(standby, m.query(text))
         self._shadow_sent = None
+        if self.txn_pooling:
+            self._tx_before_query(primary, info)
         self._forward(primary, buf, start - 5, end, sync=True)
         self.router.after_statement(s, info, None, primary.node_id, sql)
+        if self.txn_pooling:
+            self._tx_after(info, sql, primary)
         return None
 
     def _on_parse(self, code, buf, start, end):
@@ -336,28 +351,32 @@ class ClientMessages:
             return _WAIT
         if link is _SKIP:
             return self._skip(code)
-        if stmt is not None and stmt.info.route == "both":
-            standby = self._lb_link_if_open()
-            key = (id(buf), start)
-            if standby is not None and self._shadow_sent != key:
-                if stmt.info.is_transaction_end:
-                    if standby.txn_status != codes.TXN_IDLE:
-                        # As in the simple protocol: the standby ends its transaction
-                        # first; the primary's Execute follows this Bind afterwards.
-                        self._shadow_sent = key
-                        done = defer.Deferred()
-                        self._shadow(standby, m.query(stmt.sql),
-                                     on_done=lambda: done.callback(None))
-                        self._flush_out()
-                        return self._wait(done)
-                else:
-                    self._shadow(standby, m.query(stmt.info.standby_text or stmt.sql))
-            self._shadow_sent = None
+        if stmt is not None and stmt.info.route == "both" and self._both_extended(stmt, buf, start):
+            return _WAIT
         s.portals[portal] = link.node_id
         self._forward(link, buf, start - 5, end)
         if stmt is not None:
             self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
         return None
+
+    def _both_extended(self, stmt: Statement, buf: bytes, start: int) -> bool:
+        """A BOTH statement's Bind: copy it to the open LB link; True while that must finish
+        first (a transaction end: the standby ends its transaction before the primary)."""
+        standby = self._lb_link_if_open()
+        key = (id(buf), start)
+        if standby is not None and self._shadow_sent != key:
+            if stmt.info.is_transaction_end:
+                if standby.txn_status != codes.TXN_IDLE:
+                    self._shadow_sent = key
+                    done = defer.Deferred()
+                    self._shadow(standby, m.query(stmt.sql), on_done=lambda: done.callback(None))
+                    self._flush_out()
+                    self._wait(done)
+                    return True
+            else:
+                self._shadow(standby, m.query(stmt.info.standby_text or stmt.sql))
+        self._shadow_sent = None
+        return False
 
     def _portal_link(self, name: bytes):
         node_id = self.session.portals.get(name)
@@ -433,7 +452,8 @@ class ClientMessages:
     def _on_sync(self, code, buf, start, end):
         if self.skip_until_sync:
             self.skip_until_sync = False
-            self._local(b"", status=codes.TXN_FAILED)
+            status, self.skip_status = self.skip_status, codes.TXN_FAILED
+            self._local(b"", status=status)
             return None
         link = self._current_or_primary()
         if link is _WAIT:
@@ -494,6 +514,8 @@ class ClientMessages:
         s = self.session
         if kind == "show" and arg == "pool_nodes":
             self._local(admin.pool_nodes(self.proxy.cluster, s.lb_node))
+        elif kind == "show" and arg == "pgtwist_pool":
+            self._local(admin.pgtwist_pool(self.proxy.pooling))
         elif kind == "show":
             self._local(admin.pool_version())
         elif kind == "explain":

@@ -232,6 +232,7 @@ _add("int", "max_message_length", 256 * 1024 * 1024, lo=1024, unit="B")
 _enum("pool_mode", "session", "session", "transaction")
 _add("int", "checkout_timeout", 30, lo=0, unit="s")
 _add("int", "backend_max_connections", 0, lo=0)
+_add("int", "max_prepared_statements", 200, lo=1)
 # New backend connections per second per node (0: unpaced), with this burst.
 _add("float", "backend_connect_rate", 200.0, lo=0)
 _add("int", "backend_connect_burst", 50, lo=1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from .logs import logger
 from .pool import Pool, PoolKey
 from .protocols.backend import connect_backend
+from .txpool import PIN_REASONS, StatementRegistry
 from .wire import codes
 
 log = logger(__name__)
@@ -40,6 +41,16 @@ class Pooling:
             connect_burst=int(p.get("backend_connect_burst", 10)),
         )
         self.timeout = config.connect_timeout / 1000.0
+        self.mode = str(p.get("pool_mode", "session"))
+        # Transaction pooling: server names of prepared statements, shared by all sessions.
+        self.registry = StatementRegistry()
+        self.max_prepared_statements = int(p.get("max_prepared_statements", 200))
+        self.counters = {"statements_parsed": 0, "statements_evicted": 0, "pinned": 0}
+        self.counters.update({f"pinned_{reason}": 0 for reason in PIN_REASONS})
+
+    def pin(self, reason: str) -> None:
+        self.counters["pinned"] += 1
+        self.counters[f"pinned_{reason}"] += 1
 
     def _connect(self, key: PoolKey, params: dict):
         params = dict(params)
@@ -61,8 +72,14 @@ class Pooling:
                       tuple(sorted(params.items())))
         return self.pool.checkout(key, {**params, _SECRET: secret}, client=session)
 
-    def release(self, link, clean: bool) -> None:
-        """Give a session's link back: reset and cached when ``clean``, else closed."""
+    def release(self, link, clean: bool, reset: bool = True) -> None:
+        """Give a session's link back: reset and cached when ``clean``, else closed.
+
+        ``reset=False`` (transaction pooling, the link idle between transactions) skips
+        ``reset_query_list``: the link keeps its prepared statements and applied state,
+        which the next session reconciles with its own.  A link with a cancel request
+        still on its way waits for it before anyone else may use it.
+        """
         if getattr(link, "unpooled", False):
             link.owner = None
             link.terminate()
@@ -73,11 +90,19 @@ class Pooling:
                 transport.unregisterProducer()
             transport.resumeProducing()
             link.held = False
+        link.owner = None
+        link.state_owner = None
         if not clean or link.closed:
-            link.owner = None
             self.pool.discard(link)
             return
-        _Reset(self, link)
+        if link.cancelling:
+            link.owner = _Parked(self.pool)
+            link.after_cancel = lambda: self.release(link, clean, reset)
+            return
+        if reset:
+            _Reset(self, link)
+        else:
+            self.pool.checkin(link, reusable=True)
 
     def shutdown(self) -> None:
         self.pool.close_idle()
@@ -86,6 +111,23 @@ class Pooling:
 def _mark_unpooled(link):
     link.unpooled = True
     return link
+
+
+class _Parked:
+    """Owner of a released link while a cancel request for it is still being delivered:
+    whatever the server answers meanwhile (the cancelled query's error) is dropped."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+
+    def backend_items(self, link, items) -> None:
+        for item in items:
+            if type(item) is not bytes and item[0] == codes.READY_FOR_QUERY:
+                link.txn_status = item[1][0]
+
+    def link_lost(self, link, reason=None) -> None:
+        link.after_cancel = None
+        self.pool.discard(link)
 
 
 class _Reset:
@@ -98,6 +140,9 @@ class _Reset:
         self.waiting = len(self.pool.reset_statements(link.txn_status))
         link.owner = self
         link.pending_parses.clear()
+        link.forget_statements()      # DISCARD ALL drops them all
+        link.state = ()
+        link.unnamed = None
         link.inflight = 0
         self.timer = pooling.proxy.reactor.callLater(pooling.timeout, self._timeout)
         if self.waiting:

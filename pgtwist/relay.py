@@ -38,6 +38,7 @@ from .protocols.backend import BackendLink
 from .protocols.fastwrite import make_writer
 from .session import Session
 from .startup import SessionStartup
+from .txhandlers import TxnMessages
 from .wire import codes
 from .wire import messages as m
 from .wire.errors import (
@@ -48,11 +49,12 @@ from .wire.errors import (
 )
 
 IDLE_SESSION_TIMEOUT = "57P05"
+_RESET_ALL = m.query("RESET ALL")
 
 log = logger(__name__)
 
 
-class Relay(SessionStartup, ClientMessages):
+class Relay(SessionStartup, TxnMessages, ClientMessages):
     """Application logic for one client connection."""
 
     def __init__(self, proxy, transport):
@@ -79,6 +81,13 @@ class Relay(SessionStartup, ClientMessages):
         self.backend_secret = None      # what backend logins use once the client is in
         self.poolable = True            # False when the servers checked the client's password
         self.skip_until_sync = False    # extended protocol after a pgtwist-made error
+        self.skip_status = codes.TXN_FAILED  # the ReadyForQuery status that skip ends with
+        # Transaction pooling: links go back to the pool between transactions unless a
+        # session feature pins them (pgtwist.txhandlers).
+        self.txn_pooling = proxy.pooling.mode == "transaction"
+        self.pinned: str | None = None
+        if self.txn_pooling:
+            self._handlers = self._tx_handlers
         self._shadow_sent: tuple | None = None
         peer = transport.getPeer()
         self.session: Session = proxy.new_session(
@@ -292,6 +301,10 @@ class Relay(SessionStartup, ClientMessages):
             self.opening[node_id] = d
             d.addCallback(self._link_opened, node_id)
             d.addErrback(self._link_failed, node_id)
+            if node_id not in self.opening:  # a pooled link, handed over at once
+                link = self.links.get(node_id)
+                if link is not None and not link.closed:
+                    return link
         waiter = defer.Deferred()
         d.addBoth(lambda r: (waiter.callback(None), r)[1])
         return waiter
@@ -301,8 +314,19 @@ class Relay(SessionStartup, ClientMessages):
         if link is None:
             return None
         s = self.session
-        # Replay the session state this link missed: SETs, then the open transaction.
-        replay = [m.query(sql) for sql in s.replay]
+        # Put the session's state on this link: its SETs (after a RESET ALL if the link
+        # carries another session's), then the open transaction.
+        want = tuple(s.replay)
+        replay = []
+        if link.state != want:
+            if link.state:
+                replay.append(_RESET_ALL)
+            replay.extend(m.query(sql) for sql in want)
+            link.state = want
+        link.state_owner = s
+        if self.txn_pooling and node_id == s.primary_id:
+            self.primary_link = link
+            self.ordering.primary = link
         if s.txn_begin_for_standby:
             replay.append(m.query(s.txn_begin_for_standby))
         if replay:
@@ -325,7 +349,7 @@ class Relay(SessionStartup, ClientMessages):
         def ready(link: BackendLink):
             self.proxy.cluster.mark_up(node.node_id)
             if self.closed:
-                self.proxy.pooling.release(link, clean=True)
+                self.proxy.pooling.release(link, clean=True, reset=not self.txn_pooling)
                 return None
             self.links[node.node_id] = link
             link.transport.registerProducer(_ValveHandle(self.client_valve), True)
@@ -363,11 +387,13 @@ class Relay(SessionStartup, ClientMessages):
 
     def _events(self, link: BackendLink, events) -> None:
         s = self.session
+        idle = False
         for code, body in events:
             if code == codes.READY_FOR_QUERY:
                 if link.inflight:
                     link.inflight -= 1
                 status = body[0]
+                idle = status == codes.TXN_IDLE
                 link.txn_status = status
                 if link is self.copy_link:
                     self.copy_link = None
@@ -393,6 +419,7 @@ class Relay(SessionStartup, ClientMessages):
                     # The server skips to Sync: the Parses not yet answered never happened.
                     for stmt in link.pending_parses:
                         stmt.nodes.discard(link.node_id)
+                        link.forget(stmt)
                     link.pending_parses.clear()
                 if body.startswith(_FATAL_MARKERS) or b"\0SFATAL\0" in body \
                         or b"\0SPANIC\0" in body:
@@ -403,6 +430,23 @@ class Relay(SessionStartup, ClientMessages):
                     self.proxy.cluster.suspect_primary(link.node_id)
             elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
                 self.copy_link = link
+        if idle and self.txn_pooling:
+            self._tx_release_idle(link)
+
+    def _tx_release_idle(self, link: BackendLink) -> None:
+        """Transaction pooling: a link idle with nothing more to do goes back to the pool."""
+        if (self.pinned is not None or link.closed or link.inflight or link is self.copy_link
+                or link.txn_status != codes.TXN_IDLE or self.ordering.busy(link)
+                or self.links.get(link.node_id) is not link or link.pending_parses):
+            return
+        del self.links[link.node_id]
+        if link is self.primary_link:
+            self.primary_link = None
+            self.ordering.primary = None
+        self.ordering.drop_link(link)
+        if link.state_owner is self.session:
+            link.state = tuple(self.session.replay)
+        self.proxy.pooling.release(link, clean=True, reset=False)
 
     def _resume_held(self) -> None:
         """Resume links paused for holding too much, once their turn has come."""
@@ -516,4 +560,10 @@ class Relay(SessionStartup, ClientMessages):
             if link is self.copy_link:
                 link.write(m.frame(codes.COPY_FAIL, m.cstr("client disconnected")))
         link.owner = None
-        self.proxy.pooling.release(link, clean=not busy and not link.fatal_seen)
+        # Transaction pooling keeps an idle link's statements and state for the next
+        # session; a pinned or unfinished one is reset like a session-pooled link.
+        keep = (self.txn_pooling and self.pinned is None and not busy
+                and link.txn_status == codes.TXN_IDLE)
+        if keep and link.state_owner is self.session:
+            link.state = tuple(self.session.replay)
+        self.proxy.pooling.release(link, clean=not busy and not link.fatal_seen, reset=not keep)

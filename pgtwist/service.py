@@ -30,32 +30,51 @@ from .wire.errors import TOO_MANY_CONNECTIONS
 log = logger(__name__)
 
 _MAX_PID = 2**31 - 1
+_CANCEL_WAIT = 5.0  # seconds a server gets to close a cancel connection
 
 
 class _CancelSender(Protocol):
-    def __init__(self, packet: bytes):
-        self.packet = packet
+    """Sends one CancelRequest and waits for the server to hang up: the server closes
+    the connection once it has signalled the backend, so the close says "delivered"."""
+
+    def __init__(self, factory):
+        self.factory = factory
 
     def connectionMade(self) -> None:
-        self.transport.write(self.packet)
-        self.transport.loseConnection()
+        self.transport.write(self.factory.packet)
+        self.factory.timer = self.factory.reactor.callLater(
+            _CANCEL_WAIT, self.transport.abortConnection)
+
+    def connectionLost(self, reason=None) -> None:
+        self.factory.finished()
 
 
 class _CancelFactory(_ClientFactory):
     noisy = False
 
-    def __init__(self, packet: bytes, address: str):
+    def __init__(self, reactor, packet: bytes, address: str, done=None):
+        self.reactor = reactor
         self.packet = packet
         self.address = address
+        self.done = done
+        self.timer = None
 
     def buildProtocol(self, addr):
-        return _CancelSender(self.packet)
+        return _CancelSender(self)
+
+    def finished(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        done, self.done = self.done, None
+        if done is not None:
+            done()
 
     def clientConnectionFailed(self, connector, reason) -> None:
         # The reason's type and message only: its text may embed a whole traceback.
         why = f"{reason.type.__name__}: {str(reason.value).splitlines()[0] if str(reason.value) else ''}"
         log.warn("could not send cancel request to {address}: {why}", address=self.address,
                  why=why)
+        self.finished()
 
 
 class Proxy:
@@ -166,13 +185,27 @@ class Proxy:
         relay.cancel_backends()
 
     def send_cancel(self, link) -> None:
-        """Cancel whatever ``link``'s backend is running, on a new connection."""
+        """Cancel whatever ``link``'s backend is running, on a new connection.
+
+        Until that connection has closed, ``link.cancelling`` says a cancel is on its
+        way: the link must not serve another client meanwhile, or the cancel could
+        land on that client's query.
+        """
         if not link.backend_pid:
             return
         host, _, port = link.address.rpartition(":")
+        link.cancelling += 1
+
+        def delivered():
+            link.cancelling -= 1
+            if not link.cancelling and link.after_cancel is not None:
+                run, link.after_cancel = link.after_cancel, None
+                run()
+
         connect_address(
             self.reactor, host, int(port),
-            _CancelFactory(m.cancel_request(link.backend_pid, link.backend_secret), link.address),
+            _CancelFactory(self.reactor, m.cancel_request(link.backend_pid, link.backend_secret),
+                           link.address, delivered),
             self.config.connect_timeout / 1000.0,
         )
 

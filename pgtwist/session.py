@@ -19,6 +19,8 @@ class Statement:
     nodes: set[int]
     # (state key, link, sticky state) of its last placement: reused while nothing changed.
     placed: tuple | None = None
+    # Transaction pooling: the pgtwist-owned name it has on the servers (None: unnamed).
+    server_name: bytes | None = None
 
 
 @dataclass

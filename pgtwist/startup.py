@@ -133,6 +133,8 @@ class SessionStartup:
         out.append(m.ready_for_query(link.txn_status))
         self.machine.authenticated()
         self.write(b"".join(out))
+        if self.txn_pooling:
+            self._tx_release_idle(link)  # logged in: the link is not needed until a query
 
     def _startup_failed(self, failure: Failure) -> None:
         if self.closed:

@@ -51,8 +51,32 @@ class BackendLink(Protocol):
         self.fatal_seen = False    # the server sent FATAL/PANIC: it is about to hang up
         self.held = False          # paused because its responses wait for their turn
         self.pending_parses: deque = deque()  # statements whose ParseComplete is awaited
+        # Session state applied here: the SET/RESET statements, in order (see Relay).
+        self.state: tuple = ()
+        self.state_owner = None    # the session that keeps ``state`` up to date, if any
+        # Transaction pooling (pgtwist.txpool): pgtwist statements this server holds,
+        # SQL PREPAREd names -> their PREPARE text, and whose unnamed statement it has.
+        self.statements = None
+        self.sql_prepared: dict[str, str] = {}
+        self.unnamed = None
+        self.cancelling = 0        # cancel requests for this backend still being delivered
+        self.after_cancel = None   # run once they are: a release that had to wait
         self.write = None
         self._leftover: list = []
+
+    def forget(self, stmt) -> None:
+        """A Parse of ``stmt`` sent here failed (or was skipped): the server lacks it."""
+        server_name = getattr(stmt, "server_name", None)
+        if server_name is not None and self.statements is not None:
+            self.statements.discard(server_name)
+        if self.unnamed is stmt:
+            self.unnamed = None
+
+    def forget_statements(self) -> None:
+        """DISCARD ALL / DEALLOCATE ALL ran here: no prepared statement is left."""
+        if self.statements is not None:
+            self.statements.clear()
+        self.sql_prepared.clear()
 
     # -- Twisted callbacks -----------------------------------------------------
     def connectionMade(self) -> None:

@@ -1,0 +1,199 @@
+"""Transaction pooling, the sans-IO part: server-side statement names, per-link caches, pins.
+
+In ``pool_mode: transaction`` a client's statements may run on a different backend
+link in every transaction, so the names a client gives its prepared statements cannot
+be used on the servers: two clients may both call theirs ``s1``.  Every statement is
+instead prepared under a pgtwist-owned name that stands for its full text plus its
+parameter type OIDs (never a hash of them: a collision would make two statements share
+one name).  Each link remembers which of those names it holds, in LRU order, and the
+relay prepares a statement on a link the first time that link needs it.
+
+Nothing here does I/O; the relay (pgtwist.txhandlers) uses these pieces.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from .wire import codes
+from .wire import messages as m
+
+# A statement name no server ever holds: a Close of it is answered CloseComplete
+# ("it is not an error to issue Close against a nonexistent statement").
+NO_STATEMENT = b"pgtwist_closed"
+
+
+class StatementRegistry:
+    """Server names by (query text, parameter OIDs): the same statement, the same name.
+
+    Bounded: the least recently named entries are forgotten beyond ``limit``.  That is
+    harmless: links keep the old name until their own LRU evicts it, sessions keep the
+    name they were given, and a statement seen again simply gets a fresh name.
+    """
+
+    def __init__(self, limit: int = 10000) -> None:
+        self.limit = limit
+        self._names: OrderedDict[bytes, bytes] = OrderedDict()
+        self._seq = itertools.count(1)
+
+    def name_for(self, parse_rest: bytes) -> bytes:
+        """The server name for a Parse body minus its name (query, NUL, OID count, OIDs)."""
+        names = self._names
+        name = names.get(parse_rest)
+        if name is None:
+            name = self.fresh()
+            names[parse_rest] = name
+            if len(names) > self.limit:
+                names.popitem(last=False)
+        else:
+            names.move_to_end(parse_rest)
+        return name
+
+    def fresh(self) -> bytes:
+        """A name used by no other statement (for a second client name of one text)."""
+        return b"pgtwist_%d" % next(self._seq)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class LinkStatements:
+    """The pgtwist statements one backend link holds, least recently used first."""
+
+    __slots__ = ("names", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self.names: OrderedDict[bytes, None] = OrderedDict()
+        self.capacity = max(1, capacity)
+
+    def __contains__(self, name: bytes) -> bool:
+        return name in self.names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def use(self, name: bytes) -> None:
+        """Mark ``name`` held (just prepared) and most recently used."""
+        self.names[name] = None
+        self.names.move_to_end(name)
+
+    def touch(self, name: bytes) -> None:
+        if name in self.names:
+            self.names.move_to_end(name)
+
+    def discard(self, name: bytes) -> None:
+        self.names.pop(name, None)
+
+    def clear(self) -> None:
+        self.names.clear()
+
+    def evictions(self, keep: Iterable[bytes] = ()) -> list[bytes]:
+        """Names to close so the link is back within capacity; removed from the cache."""
+        over = len(self.names) - self.capacity
+        if over <= 0:
+            return []
+        keep = set(keep)
+        out = []
+        for name in self.names:
+            if over <= 0:
+                break
+            if name not in keep:
+                out.append(name)
+                over -= 1
+        for name in out:
+            del self.names[name]
+        return out
+
+
+# -- frames ---------------------------------------------------------------------------------
+def split_parse(body: bytes) -> tuple[bytes, bytes]:
+    """(client statement name, the rest: query text NUL, OID count, OIDs) of a Parse body."""
+    end = body.index(b"\0")
+    return body[:end], body[end + 1:]
+
+
+def parse_frame(server_name: bytes, rest: bytes) -> bytes:
+    return m.frame(codes.PARSE, server_name + b"\0" + rest)
+
+
+def rename_bind(buf: bytes, start: int, end: int, server_name: bytes) -> bytes:
+    """The Bind frame whose body is ``buf[start:end]``, naming ``server_name`` instead."""
+    portal_end = buf.index(b"\0", start)
+    stmt_end = buf.index(b"\0", portal_end + 1)
+    return m.frame(codes.BIND, buf[start:portal_end + 1] + server_name + buf[stmt_end:end])
+
+
+def describe_statement(server_name: bytes) -> bytes:
+    return m.frame(codes.DESCRIBE, b"S" + server_name + b"\0")
+
+
+def close_statement(server_name: bytes) -> bytes:
+    return m.frame(codes.CLOSE, b"S" + server_name + b"\0")
+
+
+def statement_used(code: int, buf: bytes, start: int, end: int) -> bytes | None:
+    """The statement name a Bind or Describe 'S' frame names; None for other frames."""
+    if code == codes.BIND:
+        portal_end = buf.index(b"\0", start)
+        return buf[portal_end + 1:buf.index(b"\0", portal_end + 1)]
+    if code == codes.DESCRIBE and buf[start] == 0x53:  # 'S'
+        return buf[start + 1:end - 1]
+    return None
+
+
+def batch_needs(frames: Iterable[tuple[int, bytes, int, int]]) -> list[bytes]:
+    """Client statement names one batch uses before defining them, in first-use order.
+
+    ``frames`` run from the frame about to be sent to the end of what the client has
+    sent; the batch ends at its Sync (or a simple Query, which syncs too).  A statement
+    the batch Parses itself is not needed from the link, even if used again later.
+    """
+    defined: set[bytes] = set()
+    needs: list[bytes] = []
+    for code, buf, start, end in frames:
+        if code == codes.SYNC or code == codes.QUERY:
+            break
+        if code == codes.PARSE:
+            defined.add(buf[start:buf.index(b"\0", start)])
+            continue
+        name = statement_used(code, buf, start, end)
+        if name is not None and name not in defined:
+            defined.add(name)
+            needs.append(name)
+    return needs
+
+
+# -- pins -------------------------------------------------------------------------------------
+PIN_REASONS = ("listen", "advisory_lock", "temp_table", "with_hold_cursor",
+               "session_authorization")
+_ADVISORY_SESSION_LOCKS = frozenset({
+    "pg_advisory_lock", "pg_advisory_lock_shared",
+    "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+})
+_WITH_HOLD = re.compile(r"\bWITH\s+HOLD\b", re.IGNORECASE)
+_SESSION_AUTH = re.compile(r"^\s*SET\s+(SESSION\s+)?SESSION\s+AUTHORIZATION\b", re.IGNORECASE)
+
+
+def pin_reason(info, sql: str) -> str | None:
+    """Why a statement ties its session to the link it runs on, or None.
+
+    These are session features a server keeps and a different link would not have:
+    LISTEN registrations, session-level advisory locks, temporary tables, cursors WITH
+    HOLD (they outlive the transaction) and SET SESSION AUTHORIZATION (RESET ALL keeps it).
+    """
+    command = info.command
+    if command == "LISTEN":
+        return "listen"
+    if info.temp_tables_created:
+        return "temp_table"
+    if command == "DECLARE" and _WITH_HOLD.search(sql):
+        return "with_hold_cursor"
+    if command == "SET" and _SESSION_AUTH.match(sql):
+        return "session_authorization"
+    for fn in info.functions:
+        if fn.rpartition(".")[2] in _ADVISORY_SESSION_LOCKS:
+            return "advisory_lock"
+    return None
