@@ -34,6 +34,7 @@ from .conn.ordering import Ordering
 from .flow import _LinksProducer, _Valve, _ValveHandle
 from .handlers import _FATAL_MARKERS, _WAIT, ClientMessages
 from .logs import logger
+from .pool import PoolExhausted
 from .protocols.backend import BackendLink
 from .protocols.fastwrite import make_writer
 from .session import Session
@@ -49,6 +50,14 @@ from .wire.errors import (
 )
 
 IDLE_SESSION_TIMEOUT = "57P05"
+
+
+class LinkUnavailable(Exception):
+    def __init__(self, error: bytes):
+        super().__init__("no backend link")
+        self.error = error
+
+
 _RESET_ALL = m.query("RESET ALL")
 
 log = logger(__name__)
@@ -89,6 +98,7 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
         if self.txn_pooling:
             self._handlers = self._tx_handlers
         self._shadow_sent: tuple | None = None
+        self.link_errors: dict[int, bytes] = {}  # node -> error for the frame that waited
         peer = transport.getPeer()
         self.session: Session = proxy.new_session(
             self, f"{getattr(peer, 'host', 'local')}:{getattr(peer, 'port', '')}"
@@ -166,7 +176,12 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                 n = len(frames)
                 while i < n:
                     code, start, end = frames[i]
-                    if handlers[code](self, code, buf, start, end) is _WAIT:
+                    try:
+                        answer = handlers[code](self, code, buf, start, end)
+                    except LinkUnavailable as exc:
+                        self._unavailable(code, exc.error)
+                        answer = None
+                    if answer is _WAIT:
                         if self.waiting:
                             entry[2] = i
                             self._flush_out()
@@ -290,7 +305,15 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
 
     # -- links ----------------------------------------------------------------------------
     def _link(self, node_id: int):
-        """The ready link to ``node_id``, or a Deferred while it opens."""
+        """The ready link to ``node_id``, or a Deferred while it opens.
+
+        Raises LinkUnavailable when the last attempt to get one failed (pool exhausted,
+        server down): the frame that waited for it gets that error instead of waiting again.
+        """
+        if self.link_errors:
+            error = self.link_errors.pop(node_id, None)
+            if error is not None:
+                raise LinkUnavailable(error)
         link = self.links.get(node_id)
         if link is not None and not link.closed:
             return link
@@ -336,12 +359,36 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
 
     def _link_failed(self, failure: Failure, node_id: int):
         self.opening.pop(node_id, None)
+        exc = failure.value
+        if failure.check(PoolExhausted):
+            why = exc.message
+            error = m.error_response(exc.sqlstate, exc.message)
+        elif failure.check(LoginFailed):
+            why = exc.fields.get("M", "login failed")
+            error = m.error_response(exc.fields.get("C", CONNECTION_FAILURE),
+                                     f"could not connect to node {node_id}: {why}")
+        else:
+            why = failure.getErrorMessage()
+            error = m.error_response(CONNECTION_FAILURE,
+                                     f"could not connect to node {node_id}: {why}")
         log.warn("session {pid}: could not open a link to node {node}: {why}",
-                 pid=self.session.pid, node=node_id, why=failure.getErrorMessage())
-        if self.session.lb_node == node_id:
+                 pid=self.session.pid, node=node_id, why=why)
+        s = self.session
+        if s.lb_node == node_id and node_id != s.primary_id:
             # Reads fall back to the primary without bothering the client.
-            self.session.lb_node = self.proxy.cluster.primary_id
+            s.lb_node = self.proxy.cluster.primary_id
+        else:
+            self.link_errors[node_id] = error
         return None
+
+    def _unavailable(self, code: int, error: bytes) -> None:
+        """The frame being routed needed a link that could not be had: it fails alone."""
+        if code in (codes.QUERY, codes.FUNCTION_CALL, codes.SYNC):
+            self._local(error, status=ord(self.session.route_status))
+        else:  # the extended protocol: this error, then nothing until Sync
+            self.skip_until_sync = True
+            self.skip_status = ord(self.session.route_status)
+            self._local(error, ready=False)
 
     def open_link(self, node, secret):
         d = self.proxy.pooling.checkout(self.session, node, secret, pooled=self.poolable)
