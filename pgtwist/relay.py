@@ -359,6 +359,8 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
 
     def _link_failed(self, failure: Failure, node_id: int):
         self.opening.pop(node_id, None)
+        if self.closed:
+            return None  # e.g. the checkout cancelled by close()
         exc = failure.value
         if failure.check(PoolExhausted):
             why = exc.message
@@ -576,6 +578,8 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
         if self.idle_timer is not None and self.idle_timer.active():
             self.idle_timer.cancel()
         self.proxy.end_session(self.session)
+        for d in list(self.opening.values()):
+            d.cancel()  # leave the pool's queue: nobody will use that link now
         for link in list(self.links.values()):
             self._release(link)
         self.links.clear()
