@@ -35,7 +35,7 @@ from pgtwist import devcluster as dc
 from pgtwist.passwd import encode_entry
 
 from .conftest import assert_log_clean, start_pgtwist
-from .test_bad_input import RawClient, cstr, error_fields, msg, startup_packet
+from .rawpg import RawClient, cstr, error_fields, msg, startup_packet
 
 pytestmark = pytest.mark.integration
 

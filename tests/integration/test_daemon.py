@@ -19,7 +19,7 @@ import yaml
 from pgtwist import devcluster as dc
 
 from .conftest import assert_log_clean
-from .test_bad_input import RawClient, error_fields, startup_packet
+from .rawpg import RawClient, error_fields, startup_packet
 
 pytestmark = pytest.mark.integration
 

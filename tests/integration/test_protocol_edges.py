@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from .conftest import assert_log_clean, start_pgtwist
-from .test_bad_input import (
+from .rawpg import (
     COPY_DONE,
     FLUSH,
     PROTOCOL_3_0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_bad_input import (
+from .rawpg import (
     SYNC,
     RawClient,
     bind,

@@ -22,6 +22,7 @@ import yaml
 from pgtwist import devcluster as dc
 
 from .conftest import assert_log_clean
+from .rawpg import RawClient, data_row
 from .test_auth_hba import (
     DRIVERS,
     GOOD,
@@ -31,7 +32,6 @@ from .test_auth_hba import (
     twistd_argv,
     write_hba,
 )
-from .test_bad_input import RawClient, data_row
 
 pytestmark = pytest.mark.integration
 

@@ -21,6 +21,7 @@ import pytest
 
 from pgtwist import devcluster as dc
 
+from .rawpg import RawClient, error_fields, ssl_request, startup_packet
 from .test_auth_hba import (
     DRIVERS,
     GOOD,
@@ -33,7 +34,6 @@ from .test_auth_hba import (
     stop_daemon,
     write_hba,
 )
-from .test_bad_input import RawClient, error_fields, ssl_request, startup_packet
 from .tlsutil import Pki, make_pki
 
 pytestmark = pytest.mark.integration
