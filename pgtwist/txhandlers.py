@@ -332,6 +332,11 @@ class TxnMessages:
                 return self._tx_fail(info, "26000", f'prepared statement "{name}" does not exist')
             self._local(m.command_complete("DEALLOCATE"))
             return None
+        if info.execute_name is not None and info.execute_name not in s.sql_prepared:
+            # The server may hold that name for another session (or from before this
+            # session's DEALLOCATE): only the session's own statements exist for it.
+            return self._tx_fail(info, "26000",
+                                 f'prepared statement "{info.execute_name}" does not exist')
         if info.prepare_name is not None and info.prepare_name in s.sql_prepared:
             return self._tx_fail(info, "42P05",
                                  f'prepared statement "{info.prepare_name}" already exists')

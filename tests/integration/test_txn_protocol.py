@@ -1,0 +1,283 @@
+"""Transaction pooling at the protocol level: exact message sequences over raw sockets.
+
+Every test runs pgtwist with ``pool_mode: transaction`` and few links, so sessions share
+server connections, and checks what the client receives byte-message by message.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import assert_log_clean
+from .rawpg import (
+    SYNC,
+    RawClient,
+    bind,
+    codes_of,
+    cstr,
+    data_row,
+    describe,
+    error_fields,
+    execute,
+    msg,
+    parse,
+    query,
+)
+
+pytestmark = pytest.mark.integration
+
+DB = "pooldb"
+
+
+@pytest.fixture(scope="module")
+def pooldb(cluster):
+    if cluster.psql(f"select count(*) from pg_database where datname = '{DB}'") == "0":
+        cluster.psql(f"create database {DB}")
+    return DB
+
+
+def _daemon(factory, links=1, **extra):
+    return factory({"pool_mode": "transaction", "backend_max_connections": links,
+                    "max_pool": links, **extra})
+
+
+def _client(pg) -> RawClient:
+    client = RawClient(pg.port)
+    client.startup({"database": DB})
+    return client
+
+
+def close_statement(name: str) -> bytes:
+    return msg(b"C", b"S" + cstr(name))
+
+
+def _rows(msgs) -> list[list[str | None]]:
+    return [data_row(b) for c, b in msgs if c == "D"]
+
+
+def _errors(msgs) -> list[dict[str, str]]:
+    return [error_fields(b) for c, b in msgs if c == "E"]
+
+
+def _tags(msgs) -> list[str]:
+    return [b[:-1].decode() for c, b in msgs if c == "C"]
+
+
+def test_two_sessions_same_statement_name_different_queries(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as a, _client(pg) as b:
+        a.send(parse("select 'a'::text", "s1"), SYNC)
+        b.send(parse("select 'b'::text", "s1"), SYNC)
+        assert codes_of(a.read_until()) == "1Z"
+        assert codes_of(b.read_until()) == "1Z"
+        for _ in range(3):
+            a.send(bind(statement="s1"), execute(), SYNC)
+            b.send(bind(statement="s1"), execute(), SYNC)
+            assert _rows(a.read_until()) == [["a"]]
+            assert _rows(b.read_until()) == [["b"]]
+    assert_log_clean(pg)
+
+
+def test_same_text_different_parameter_types(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as c:
+        c.send(parse("select pg_typeof($1)::text", "int", (23,)),
+               parse("select pg_typeof($1)::text", "txt", (25,)), SYNC)
+        assert codes_of(c.read_until()) == "11Z"
+        c.send(bind([b"1"], statement="int"), execute(),
+               bind([b"1"], statement="txt"), execute(), SYNC)
+        assert _rows(c.read_until()) == [["integer"], ["text"]]
+
+
+def test_parse_of_a_statement_the_link_holds_inside_a_batch(pooldb, pgtwist_factory):
+    """Two names for one text in one batch, on a link that already has that text."""
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as a, _client(pg) as b:
+        a.send(parse("select 41 + 1", "x"), SYNC)
+        assert codes_of(a.read_until()) == "1Z"
+        b.send(bind(statement=""), SYNC)  # nothing: an error, then the batch goes on
+        b.read_until()
+        b.send(parse("select 7", "first"), bind(statement="first"), execute(),
+               parse("select 41 + 1", "y"), bind(statement="y"), execute(),
+               parse("select 41 + 1", "z"), bind(statement="z"), execute(), SYNC)
+        msgs = b.read_until()
+        assert codes_of(msgs) == "12DC12DC12DCZ", _errors(msgs)
+        assert _rows(msgs) == [["7"], ["42"], ["42"]]
+
+
+def test_parse_answered_by_pgtwist_when_the_link_has_the_statement(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as a, _client(pg) as b:
+        a.send(parse("select 5", "p"), SYNC)
+        a.read_until()
+        b.send(parse("select 5", "q"), describe(b"S", "q"), SYNC)
+        assert codes_of(b.read_until()) == "1tTZ"
+        b.send(bind(statement="q"), execute(), SYNC)
+        assert _rows(b.read_until()) == [["5"]]
+
+
+def test_close_is_answered_and_other_sessions_keep_the_statement(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as a, _client(pg) as b:
+        a.send(parse("select 'shared'", "s"), SYNC)
+        b.send(parse("select 'shared'", "s"), SYNC)
+        a.read_until()
+        b.read_until()
+        a.send(close_statement("s"), SYNC)
+        assert codes_of(a.read_until()) == "3Z"
+        b.send(bind(statement="s"), execute(), SYNC)
+        assert _rows(b.read_until()) == [["shared"]]
+        # Inside a batch the CloseComplete comes in its place.
+        b.send(bind(statement="s"), execute(), close_statement("s"), close_statement("nope"),
+               SYNC)
+        assert codes_of(b.read_until()) == "2DC33Z"
+        # The client's name is gone, as after a real Close.
+        a.send(bind(statement="s"), execute(), SYNC)
+        msgs = a.read_until()
+        assert _errors(msgs)[0]["C"] == "26000"
+        assert '"s"' in _errors(msgs)[0]["M"]
+
+
+def test_unnamed_statement_survives_a_link_change(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory, links=2)
+    with _client(pg) as a, _client(pg) as b:
+        a.send(parse("select pg_backend_pid()"), SYNC)
+        assert codes_of(a.read_until()) == "1Z"
+        # b holds a link in a transaction, so a's next batch may get the other one
+        b.rows("begin")
+        b.rows("select 1")
+        a.send(bind(), execute(), SYNC)
+        assert len(_rows(a.read_until())) == 1
+        b.rows("commit")
+        for _ in range(3):
+            a.send(bind(), execute(), SYNC)
+            assert not _errors(a.read_until())
+
+
+def test_duplicate_statement_name_is_refused_like_postgres(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as c:
+        c.send(parse("select 1", "dup"), SYNC)
+        c.read_until()
+        c.send(parse("select 2", "dup"), bind(statement="dup"), execute(), SYNC)
+        msgs = c.read_until()
+        assert codes_of(msgs) == "EZ"
+        assert _errors(msgs)[0]["C"] == "42P05"
+        assert msgs[-1][1] == b"I"
+        c.send(bind(statement="dup"), execute(), SYNC)
+        assert _rows(c.read_until()) == [["1"]]
+
+
+def test_deallocate_of_protocol_statements(pooldb, pgtwist_factory):
+    """psycopg evicts its prepared statements with DEALLOCATE name (simple or extended)."""
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as c:
+        c.send(parse("select 1", "_pg3_0"), parse("select 2", "_pg3_1"), SYNC)
+        c.read_until()
+        assert _tags(c.simple("DEALLOCATE _pg3_0")) == ["DEALLOCATE"]
+        c.send(parse("DEALLOCATE _pg3_1"), bind(), execute(), SYNC)
+        msgs = c.read_until()
+        assert codes_of(msgs) == "12CZ", _errors(msgs)
+        assert _tags(msgs) == ["DEALLOCATE"]
+        for name in ("_pg3_0", "_pg3_1"):
+            c.send(bind(statement=name), execute(), SYNC)
+            assert _errors(c.read_until())[0]["C"] == "26000"
+        assert _errors(c.simple("DEALLOCATE nothing_here"))[0]["C"] == "26000"
+        # the names are free again
+        c.send(parse("select 3", "_pg3_0"), bind(statement="_pg3_0"), execute(), SYNC)
+        assert _rows(c.read_until()) == [["3"]]
+
+
+def test_deallocate_all_and_discard_all(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as c, _client(pg) as other:
+        other.send(parse("select 'other'", "o"), SYNC)
+        other.read_until()
+        c.send(parse("select 1", "a"), SYNC)
+        c.read_until()
+        c.rows("PREPARE sq AS SELECT 2")
+        assert _tags(c.simple("DEALLOCATE ALL")) == ["DEALLOCATE ALL"]
+        assert _errors(c.simple("EXECUTE sq"))[0]["C"] == "26000"
+        c.send(parse("select 4", "a"), bind(statement="a"), execute(), SYNC)
+        assert _rows(c.read_until()) == [["4"]]
+        c.rows("SET application_name = 'discarded'")
+        assert _tags(c.simple("DISCARD ALL")) == ["DISCARD ALL"]
+        assert c.rows("SHOW application_name") == [[""]]
+        c.send(bind(statement="a"), execute(), SYNC)
+        assert _errors(c.read_until())[0]["C"] == "26000"
+        # another session's statements are untouched
+        other.send(bind(statement="o"), execute(), SYNC)
+        assert _rows(other.read_until()) == [["other"]]
+
+
+def test_lru_bound_evicts_and_statements_come_back(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory, max_prepared_statements=3)
+    with _client(pg) as c:
+        for i in range(10):
+            c.send(parse(f"select {i}", f"s{i}"), SYNC)
+            c.read_until()
+        for _round in range(2):
+            for i in range(10):
+                c.send(bind(statement=f"s{i}"), execute(), SYNC)
+                msgs = c.read_until()
+                assert _rows(msgs) == [[str(i)]], _errors(msgs)
+        held = c.rows("select count(*) from pg_prepared_statements")
+        assert int(held[0][0]) <= 4  # the bound, plus the one in use
+        stats = dict(tuple(r) for r in c.rows("SHOW pgtwist_pool"))
+        assert int(stats["statements_evicted"]) > 0
+    assert_log_clean(pg)
+
+
+def test_batch_on_a_link_lacking_its_statements_stays_one_transaction(pooldb, pgtwist_factory):
+    """pgtwist prepares the batch's statements first, in a round of their own: the
+    client's batch is not split, so an error later in it rolls back its earlier part."""
+    pg = _daemon(pgtwist_factory, links=2)
+    with _client(pg) as a, _client(pg) as b:
+        a.rows("create table if not exists txn_batch (v int)")
+        a.rows("truncate txn_batch")
+        a.send(parse("insert into txn_batch values ($1::int)", "ins"),
+               parse("select 1 / $1::int", "div"), SYNC)
+        a.read_until()
+        for _ in range(4):
+            # b takes one link inside a transaction; a's batch may land on the other one
+            b.rows("begin")
+            b.rows("select 1")
+            a.send(bind([b"1"], statement="ins"), execute(),
+                   bind([b"0"], statement="div"), execute(), SYNC)
+            msgs = a.read_until()
+            assert codes_of(msgs) == "2CEZ", msgs
+            assert _errors(msgs)[0]["C"] == "22012"
+            b.rows("commit")
+        assert a.rows("select count(*) from txn_batch") == [["0"]]
+        a.rows("drop table txn_batch")
+
+
+def test_state_follows_the_session_across_links(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory, links=2)
+    with _client(pg) as a, _client(pg) as b:
+        a.rows("SET search_path = a_schema, public")
+        a.rows("SET application_name = 'app_a'")
+        b.rows("SET application_name = 'app_b'")
+        for _ in range(5):
+            b.rows("begin")
+            b.rows("select 1")
+            assert a.rows("SHOW search_path") == [["a_schema, public"]]
+            assert a.rows("SHOW application_name") == [["app_a"]]
+            b.rows("commit")
+            assert b.rows("SHOW application_name") == [["app_b"]]
+            assert b.rows("SHOW search_path") == [['"$user", public']]
+        a.rows("RESET ALL")
+        assert a.rows("SHOW application_name") == [[""]]
+
+
+def test_simple_query_in_the_middle_of_a_batch(pooldb, pgtwist_factory):
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as c:
+        c.send(parse("select 10", "ten"), SYNC)
+        c.read_until()
+        c.send(bind(statement="ten"), execute(), query("select 11"))
+        msgs = c.read_until()
+        c.send(SYNC)
+        msgs += c.read_until()
+        assert _rows(msgs) == [["10"], ["11"]], msgs
+        assert not _errors(msgs)
