@@ -3,8 +3,10 @@
 Starts a throwaway primary + replica (pgtwist.devcluster), pgtwist, the
 minimal Twisted relay (bench/relay.py) and, when installed, PgBouncer and
 Pgpool-II; runs ``pgbench -S`` against each, interleaved, and prints tps and
-ratios; then measures pgtwist's resident memory per idle client.  The table
-also goes to bench/results/latest.json.  See bench/README.md.
+ratios; then ``pgbench -C``; then 200 clients on 10 links through pgtwist's
+transaction pool next to 200 direct connections (bench/txn.py); then measures
+pgtwist's resident memory per idle client.  ``--only`` picks sections.  The
+tables also go to bench/results/latest.json.  See bench/README.md.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from pgtwist import devcluster as dc
 
-from . import memory, pgbench
+from . import memory, pgbench, txn
 from .targets import (
     ALL_TARGETS,
     DEFAULT_TARGETS,
@@ -31,6 +33,7 @@ from .targets import (
     Relay,
     Target,
     TargetError,
+    log_problems,
     make_target,
     missing_binary,
     stop_quietly,
@@ -40,8 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 LOGS = RESULTS.parent / "logs"
 MODES = ("simple", "prepared")
 CLIENTS = (1, 8, 32)
-#: log lines from a proxy that deserve a look after the run
-_LOG_MARKERS = ("Traceback", "Unhandled", "CRITICAL", "#critical]", "#error]", "#failure]")
+#: the parts of a run, in the order they run; --only picks some
+SECTIONS = ("sweep", "connect", "txn", "memory")
 
 
 class BenchCluster(dc.DevCluster):
@@ -97,6 +100,32 @@ def parse_args(argv):
         help="idle clients for the memory test (default 1000; 0 skips it)",
     )
     ap.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        metavar="SECTIONS",
+        help="comma-separated subset of " + ",".join(SECTIONS) + " (default: all): sweep = "
+        "the pgbench -S table, connect = pgbench -C, txn = many clients on few links in "
+        "transaction mode vs direct, memory = idle clients",
+    )
+    ap.add_argument(
+        "--txn-clients",
+        type=int,
+        default=200,
+        help="pgbench -c for the txn section (default 200)",
+    )
+    ap.add_argument(
+        "--txn-links",
+        type=int,
+        default=10,
+        help="pgtwist backend_max_connections and max_pool for the txn section (default 10)",
+    )
+    ap.add_argument(
+        "--txn-scripts",
+        default=None,
+        help="pgbench scripts for the txn section: select (-S), tpcb (the default "
+        "TPC-B-like script); default select,tpcb (--quick: select)",
+    )
+    ap.add_argument(
         "--pgtwist-rev",
         default=None,
         metavar="REV",
@@ -114,6 +143,19 @@ def parse_args(argv):
         ap.error(f"unknown target(s) {unknown}; choose from {list(ALL_TARGETS)}")
     if args.memory_clients is None:
         args.memory_clients = 200 if args.quick else 1000
+    args.only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = [x for x in args.only if x not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    if "memory" not in args.only:
+        args.memory_clients = 0
+    args.txn_scripts = [
+        x.strip() for x in (args.txn_scripts or ("select" if args.quick else "select,tpcb"))
+        .split(",") if x.strip()
+    ]
+    unknown = [x for x in args.txn_scripts if x not in pgbench.SCRIPTS]
+    if unknown:
+        ap.error(f"unknown txn script(s) {unknown}; choose from {list(pgbench.SCRIPTS)}")
     return args
 
 
@@ -227,11 +269,16 @@ def throughput(args, running: dict[str, Target]) -> list[dict]:
 POOLED_DB = "pgtwist_bench"  # pgbench's database "postgres" is never cached (Pgpool-II rule)
 
 
-def connect_each(args, cluster, running: dict[str, Target]) -> dict:
-    """pgbench -C directly and through pgtwist, on a database pgtwist's pool caches."""
+def pooled_db(cluster) -> None:
+    """Create and ``pgbench -i`` the database pgtwist's pool caches links to."""
     if cluster.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{POOLED_DB}'") == "0":
         cluster.psql(f"CREATE DATABASE {POOLED_DB}")
     pgbench.initialise(cluster.primary_port, database=POOLED_DB)
+
+
+def connect_each(args, cluster, running: dict[str, Target]) -> dict:
+    """pgbench -C directly and through pgtwist, on a database pgtwist's pool caches."""
+    pooled_db(cluster)
     clients = 8
     tps: dict[str, float | None] = {}
     for name in ("direct", "pgtwist"):
@@ -353,14 +400,6 @@ def _wait_backends_gone(cluster, timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
-def log_problems(target: Target) -> list[str]:
-    return [
-        line
-        for line in target.log_text().splitlines()
-        if any(marker in line for marker in _LOG_MARKERS)
-    ][:20]
-
-
 # -- main ------------------------------------------------------------------------------
 
 
@@ -371,6 +410,8 @@ def main(argv=None) -> int:
     for name, why in skipped.items():
         say(f"skipping {name}: {why}")
     need = max(args.memory_clients + 100, 300)
+    if "txn" in args.only:  # direct: a server connection per client, plus the samplers
+        need = max(need, args.txn_clients + 100)
     cluster = BenchCluster({"max_connections": need}, replicas=1, log=say)
     running: dict[str, Target] = {}
     report: dict = {
@@ -384,8 +425,14 @@ def main(argv=None) -> int:
     try:
         cluster.start()
         report["versions"] = versions(cluster, args)
-        say(f"pgbench -i -s 1 on the primary (port {cluster.primary_port})")
-        pgbench.initialise(cluster.primary_port)
+        report["sections"] = args.only
+        if "sweep" in args.only:
+            say(f"pgbench -i -s 1 on the primary (port {cluster.primary_port})")
+            pgbench.initialise(cluster.primary_port)
+        elif "connect" in args.only:
+            chosen = [n for n in chosen if n in ("direct", "pgtwist")]
+        else:
+            chosen = []
         for name in chosen:
             try:
                 running[name] = make_target(name, cluster, args.pgtwist_rev).start()
@@ -394,29 +441,42 @@ def main(argv=None) -> int:
                 say(f"could not start {name}: {e}")
                 report["skipped"][name] = f"failed to start: {str(e).splitlines()[0]}"
         names = list(running)
-        say(
-            f"pgbench -S -n -T {args.seconds}, modes {args.modes}, clients {args.clients}, "
-            f"{args.rounds} round(s), targets {names}"
-        )
-        rows = throughput(args, running)
-        report["targets"] = names
-        report["rows"] = rows
-        if "direct" in running and "pgtwist" in running:
+        rows = []
+        if "sweep" in args.only:
+            say(
+                f"pgbench -S -n -T {args.seconds}, modes {args.modes}, clients {args.clients}, "
+                f"{args.rounds} round(s), targets {names}"
+            )
+            rows = throughput(args, running)
+            report["targets"] = names
+            report["rows"] = rows
+        if "connect" in args.only and "direct" in running and "pgtwist" in running:
             report["connect_each"] = connect_each(args, cluster, running)
         report["log_problems"] = {n: log_problems(t) for n, t in running.items() if log_problems(t)}
         for name, target in running.items():
             target.save_log(LOGS / f"{name}.log")
             stop_quietly(target)
         _wait_backends_gone(cluster)
+        if "txn" in args.only:
+            say(
+                f"transaction pooling: pgbench -c {args.txn_clients} -T {args.seconds} on "
+                f"{POOLED_DB}, directly and through pgtwist with {args.txn_links} links"
+            )
+            if "connect_each" not in report:
+                say(f"pgbench -i -s 1 on {POOLED_DB}")
+                pooled_db(cluster)
+            report["txn"] = txn.run(args, cluster, POOLED_DB, say, LOGS)
+            _wait_backends_gone(cluster)
         if args.memory_clients > 0:
             say(f"memory: {args.memory_clients} idle clients")
             report["memory"] = memory_tests(args, cluster)
-        say("")
-        say(
-            f"pgbench -S, median tps of {args.rounds} round(s) x {args.seconds} s "
-            f"({os.cpu_count()} CPUs shared by pgbench, PostgreSQL and the proxy)"
-        )
-        say(format_table(rows, names))
+        if rows:
+            say("")
+            say(
+                f"pgbench -S, median tps of {args.rounds} round(s) x {args.seconds} s "
+                f"({os.cpu_count()} CPUs shared by pgbench, PostgreSQL and the proxy)"
+            )
+            say(format_table(rows, names))
         each = report.get("connect_each")
         if each:
             say("")
@@ -426,6 +486,22 @@ def main(argv=None) -> int:
                 say(f"  {name:8} {tps if tps is None else f'{tps:,.0f}'}")
             if each.get("ratio"):
                 say(f"  pgtwist/direct {each['ratio']:.2f} (session pooling reuses links)")
+        section = report.get("txn")
+        if section:
+            say("")
+            say(
+                f"{section['clients']} clients on {section['links']} links: pgbench -c "
+                f"{section['clients']} -j (listed) -n, median tps of {args.rounds} round(s) x "
+                f"{args.seconds} s on {POOLED_DB}; direct = {section['clients']} server "
+                f"connections, pgtwist = pool_mode transaction, backend_max_connections "
+                f"{section['links']}, max_pool {section['links']}; conns = client backends on "
+                "the primary from pg_stat_activity during the run"
+            )
+            if section["rows"]:
+                say(txn.format_table(section))
+            for problem in section["problems"]:
+                say(f"  problem: txn: {problem}")
+                code = 1
         for row in rows:
             for name, bad in row["problems"].items():
                 say(f"  problem: {name} -M {row['mode']} -c {row['clients']}: {bad}")

@@ -11,6 +11,8 @@ from pgtwist import devcluster as dc
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
 _PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
+_LATENCY = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
+_CONNECT = re.compile(r"^initial connection time = ([0-9.]+) ms", re.M)
 
 
 @dataclass
@@ -22,6 +24,8 @@ class Run:
     failed: int = 0
     returncode: int = 0
     errors: list[str] = field(default_factory=list)
+    latency_ms: float | None = None  # pgbench's "latency average"
+    connect_ms: float | None = None  # pgbench's "initial connection time" (all clients)
 
     @property
     def ok(self) -> bool:
@@ -32,6 +36,8 @@ def parse(stdout: str, stderr: str, returncode: int) -> Run:
     tps = _TPS.search(stdout)
     failed = _FAILED.search(stdout)
     processed = _PROCESSED.search(stdout)
+    latency = _LATENCY.search(stdout)
+    connect = _CONNECT.search(stdout)
     errors = [line for line in stderr.splitlines() if line.strip()]
     return Run(
         tps=float(tps.group(1)) if tps else None,
@@ -39,6 +45,8 @@ def parse(stdout: str, stderr: str, returncode: int) -> Run:
         failed=int(failed.group(1)) if failed else 0,
         returncode=returncode,
         errors=errors,
+        latency_ms=float(latency.group(1)) if latency else None,
+        connect_ms=float(connect.group(1)) if connect else None,
     )
 
 
@@ -92,6 +100,30 @@ def connect_each(port: int, clients: int, seconds: float, database: str) -> Run:
     found = _TPS_ALL.search(proc.stdout)
     run.tps = float(found.group(1)) if found else run.tps
     return run
+
+
+#: the built-in scripts the transaction-pool section runs, as pgbench options
+SCRIPTS = {"select": ["-S"], "tpcb": []}  # -S = -b select-only; no option = -b tpcb-like
+
+
+def many_clients(port: int, script: str, mode: str, clients: int, seconds: float,
+                 database: str, threads: int = 2) -> Run:
+    """``pgbench [-S] -n -M mode -c clients -j threads -T seconds database``.
+
+    ``script`` is a key of :data:`SCRIPTS`; ``-n`` skips pgbench's VACUUM (it would
+    run through the proxy, and the targets are compared on the same tables anyway).
+    """
+    args = [*SCRIPTS[script], "-n", "-T", str(seconds), "-M", mode, "-c", str(clients),
+            "-j", str(min(clients, threads))]
+    limit = seconds + 120  # connecting 200 clients, then every client finishing its transaction
+    try:
+        proc = pgbench(args, port, timeout=limit, database=database)
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stderr or b"")
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        return Run(tps=None, returncode=-1,
+                   errors=[f"pgbench did not finish in {limit}s", *tail.splitlines()[-5:]])
+    return parse(proc.stdout, proc.stderr, proc.returncode)
 
 
 _TPS_ALL = re.compile(r"^tps = ([0-9.]+) \(including (?:reconnection|connections) times?\)", re.M)

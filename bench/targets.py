@@ -24,6 +24,8 @@ ALL_TARGETS = ("direct", "pgtwist", "relay", "relayfast", "pgbouncer", "pgpool")
 #: what runs without --targets (relayfast is opt-in)
 DEFAULT_TARGETS = ("direct", "pgtwist", "relay", "pgbouncer", "pgpool")
 OPTIONAL_BINARIES = {"pgbouncer": "pgbouncer", "pgpool": "pgpool"}
+#: log lines from a proxy that deserve a look after the run
+_LOG_MARKERS = ("Traceback", "Unhandled", "CRITICAL", "#critical]", "#error]", "#failure]")
 
 
 class TargetError(RuntimeError):
@@ -330,6 +332,15 @@ def make_target(name: str, cluster, pgtwist_rev: str | None = None) -> Target:
     if name == "pgtwist":
         return Pgtwist(cluster, rev=pgtwist_rev)
     return classes[name](cluster)
+
+
+def log_problems(target: Target) -> list[str]:
+    """The first 20 lines of the target's log that look like errors."""
+    return [
+        line
+        for line in target.log_text().splitlines()
+        if any(marker in line for marker in _LOG_MARKERS)
+    ][:20]
 
 
 def stop_quietly(target: Target) -> None:
