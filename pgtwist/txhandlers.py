@@ -109,10 +109,17 @@ class TxnMessages:
             self._shadow(link, b"".join(map(close_statement, evicted)) + m.SYNC)
         missing = [stmt for stmt in used if not self._tx_holds(link, stmt)]
         if missing:
-            self._tx_replay(link, missing)
+            # At the head of the batch's own segment: their ParseCompletes are hidden, and
+            # an error from one reaches the client in place of the Bind it would break.
+            tail = self.ordering.tail_open()
+            if tail is not None and tail.link is not link:
+                self._close_segment(tail)
+            seg = self.ordering.segment(link)
+            seg.hide_parses += len(missing)
+            self._note_parses(link, missing)
+            self._send(link, b"".join(stmt.parse_frame for stmt in missing))
 
-    def _tx_replay(self, link, stmts: list[Statement]) -> None:
-        """Prepare ``stmts`` on ``link`` in a hidden round trip."""
+    def _note_parses(self, link, stmts: list[Statement]) -> None:
         cache = self._tx_cache(link)
         for stmt in stmts:
             link.pending_parses.append(stmt)  # ParseComplete or an error settles it
@@ -121,6 +128,10 @@ class TxnMessages:
             else:
                 cache.use(stmt.server_name)
         self.proxy.pooling.counters["statements_parsed"] += len(stmts)
+
+    def _tx_replay(self, link, stmts: list[Statement]) -> None:
+        """Prepare ``stmts`` on ``link`` in a hidden round trip of their own."""
+        self._note_parses(link, stmts)
         self._shadow(link, b"".join(stmt.parse_frame for stmt in stmts) + m.SYNC)
 
     def _tx_sql_prepared_on(self, link, prepared) -> None:

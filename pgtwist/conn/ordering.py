@@ -23,7 +23,7 @@ HOLD_LIMIT = 1 << 20
 
 class Segment:
     __slots__ = ("link", "forward", "pending", "closed", "held", "held_bytes", "swallow_z",
-                 "local", "on_done")
+                 "local", "on_done", "hide_parses")
 
     def __init__(self, link, forward: bool):
         self.link = link
@@ -35,6 +35,9 @@ class Segment:
         self.swallow_z = False    # the sync point was pgtwist's own: hide its ReadyForQuery
         self.local = False        # a response pgtwist made itself (SHOW pool_nodes...)
         self.on_done = None       # callable run when the segment completes
+        # Parses pgtwist put at the head of this segment: their ParseComplete is hidden,
+        # an error from them is the client's (it ends the batch like the client's own).
+        self.hide_parses = 0
 
     @property
     def done(self) -> bool:
@@ -162,6 +165,13 @@ class Ordering:
             events.append(item)
             if seg is None:
                 continue
+            if seg.hide_parses:
+                if code == codes.PARSE_COMPLETE:
+                    seg.hide_parses -= 1
+                    self._trim(seg, out, 5)
+                    continue
+                if code == codes.ERROR_RESPONSE:
+                    seg.hide_parses = 0  # the server skips the rest up to the Sync
             if code != codes.READY_FOR_QUERY:
                 if code == codes.NOTIFICATION_RESPONSE and not seg.forward and link is self.primary:
                     # A notification arriving during pgtwist's own traffic is still the client's.
@@ -194,6 +204,22 @@ class Ordering:
                 # else: completed while waiting its turn; released when it reaches the head
         hold = self.held_by_link.get(link, 0) > HOLD_LIMIT
         return out, events, hold
+
+    def _trim(self, seg: Segment, out: list[bytes], size: int) -> None:
+        """Remove the ``size``-byte frame that ends the bytes just routed for ``seg``."""
+        if not seg.forward:
+            return
+        target = out if (self.fifo and self.fifo[0] is seg) else seg.held
+        if not target:
+            return
+        last = target[-1]
+        if len(last) == size:
+            target.pop()
+        else:
+            target[-1] = last[:-size]
+        if target is seg.held:
+            seg.held_bytes -= size
+            self.held_by_link[seg.link] = self.held_by_link.get(seg.link, 0) - size
 
     def _trim_z(self, seg: Segment, out: list[bytes], fifo) -> None:
         """Remove our own ReadyForQuery: it ends the last chunk just produced."""

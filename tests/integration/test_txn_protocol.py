@@ -281,3 +281,24 @@ def test_simple_query_in_the_middle_of_a_batch(pooldb, pgtwist_factory):
         msgs += c.read_until()
         assert _rows(msgs) == [["10"], ["11"]], msgs
         assert not _errors(msgs)
+
+
+def test_a_replayed_parse_that_fails_shows_its_own_error(pooldb, pgtwist_factory):
+    """The statement's table was dropped after the client prepared it: the replayed Parse
+    fails, and the client sees that error (not a pgtwist-made name) in place of its Bind."""
+    pg = _daemon(pgtwist_factory, max_prepared_statements=1)
+    with _client(pg) as c:
+        c.rows("create table txn_gone (v int)")
+        c.send(parse("select v from txn_gone", "g"), parse("select 1", "o"), SYNC)
+        assert codes_of(c.read_until()) == "11Z"
+        c.send(bind(statement="o"), execute(), SYNC)  # evicts g from the link (bound 1)
+        assert _rows(c.read_until()) == [["1"]]
+        c.rows("drop table txn_gone")
+        c.send(bind(statement="g"), execute(), SYNC)
+        msgs = c.read_until()
+        assert codes_of(msgs) == "EZ"
+        assert _errors(msgs)[0]["C"] == "42P01", _errors(msgs)
+        assert "pgtwist_" not in _errors(msgs)[0]["M"]
+        # the session goes on
+        c.send(bind(statement="o"), execute(), SYNC)
+        assert _rows(c.read_until()) == [["1"]]

@@ -756,3 +756,54 @@ def test_synced_counts_sync_points():
     Ordering.synced(seg, own=True)
     assert seg.pending == 2 and seg.swallow_z
     assert not seg.done
+
+
+# -- Parses pgtwist puts at the head of a segment (transaction pooling) -------------------------
+PARSE_COMPLETE = m.frame(codes.PARSE_COMPLETE)
+BIND_COMPLETE = m.frame(codes.BIND_COMPLETE)
+
+
+def _batch_with_hidden_parses(hidden: int):
+    f = Feed()
+    seg = f.o.segment("L")
+    seg.hide_parses = hidden
+    f.o.synced(seg)
+    return f, seg
+
+
+def test_hidden_parse_completes_are_removed_from_the_head_segment():
+    f, _seg = _batch_with_hidden_parses(2)
+    stream = (PARSE_COMPLETE * 2 + BIND_COMPLETE + m.data_row(["1"])
+              + m.command_complete("SELECT 1") + RFQ)
+    f.recv("L", stream)
+    assert f.client == stream[10:]
+
+
+def test_hidden_parse_completes_split_across_reads():
+    f, _seg = _batch_with_hidden_parses(2)
+    client_part = PARSE_COMPLETE + BIND_COMPLETE + m.command_complete("SELECT 0") + RFQ
+    stream = PARSE_COMPLETE * 2 + client_part
+    for i in range(len(stream)):  # one byte at a time
+        f.recv("L", stream[i:i + 1])
+    assert f.client == client_part  # the client's own ParseComplete is kept
+
+
+def test_hidden_parse_completes_while_waiting_for_the_turn():
+    f = Feed()
+    first = f.o.segment("A")
+    f.o.synced(first)
+    second = f.o.segment("B")
+    second.hide_parses = 1
+    f.o.synced(second)
+    f.recv("B", PARSE_COMPLETE + BIND_COMPLETE + RFQ)   # held: A is first
+    assert f.client == b""
+    f.recv("A", RFQ)
+    assert f.client == RFQ + BIND_COMPLETE + RFQ
+
+
+def test_an_error_from_a_hidden_parse_reaches_the_client():
+    f, seg = _batch_with_hidden_parses(2)
+    err = m.error_response("42P01", 'relation "gone" does not exist')
+    f.recv("L", PARSE_COMPLETE + err + RFQ)
+    assert f.client == err + RFQ
+    assert seg.hide_parses == 0
