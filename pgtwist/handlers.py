@@ -455,6 +455,11 @@ class ClientMessages:
             status, self.skip_status = self.skip_status, codes.TXN_FAILED
             self._local(b"", status=status)
             return None
+        if self.txn_pooling and not self.links and self.ordering.tail_open() is None:
+            # Transaction pooling, no link held: nothing of this batch went to a server
+            # (all answered by pgtwist) and no transaction is open.
+            self._local(b"", status=codes.TXN_IDLE)
+            return None
         link = self._current_or_primary()
         if link is _WAIT:
             return _WAIT

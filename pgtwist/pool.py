@@ -185,6 +185,19 @@ class Pool:
             w.timer = self.clock.callLater(self.checkout_timeout, self._timed_out, w)
         return w.d
 
+    def would_wait(self, key: PoolKey) -> bool:
+        """Whether a checkout for ``key`` now would queue: no idle link to take or to
+        close for room, and the node at ``backend_max_connections``."""
+        kp = self._keys.get(key)
+        if kp is not None and kp.idle:
+            return False
+        if self.max_pool and kp is not None and kp.size >= self.max_pool:
+            return True
+        node = self._nodes.get(key.node_id)
+        if node is None or node.idle or not self.backend_max_connections:
+            return False
+        return node.size >= self.backend_max_connections
+
     def checkin(self, link, *, reusable: bool) -> None:
         """Take back a link the relay has reset (or could not reset: ``reusable=False``)."""
         rec = self._links.get(link)

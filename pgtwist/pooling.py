@@ -72,6 +72,13 @@ class Pooling:
                       tuple(sorted(params.items())))
         return self.pool.checkout(key, {**params, _SECRET: secret}, client=session)
 
+    def would_wait(self, session, node_id: int, pooled: bool = True) -> bool:
+        """Whether ``session`` asking for a link to ``node_id`` now would have to queue."""
+        if not pooled:
+            return False
+        return self.pool.would_wait(PoolKey(session.user, session.database, node_id,
+                                             tuple(sorted(session.startup_params.items()))))
+
     def release(self, link, clean: bool, reset: bool = True) -> None:
         """Give a session's link back: reset and cached when ``clean``, else closed.
 

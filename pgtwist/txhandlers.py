@@ -199,6 +199,9 @@ class TxnMessages:
         if name and name in s.statements:
             return self._tx_fail_extended(
                 "42P05", f'prepared statement "{name.decode("utf-8", "replace")}" already exists')
+        if name and not self.links and self._tx_lone_parses(buf, start) \
+                and self.proxy.pooling.would_wait(s, s.primary_id, self.poolable):
+            return self._tx_defer_parse(name, sql, rest, info)
         deallocating = None
         if info.deallocate_name not in (None, "*"):
             # DEALLOCATE of a protocol-level name: the server only knows pgtwist's name.
@@ -252,6 +255,32 @@ class TxnMessages:
         link.pending_parses.append(stmt)
         pooling.counters["statements_parsed"] += 1
         self._forward(link, stmt.parse_frame, 0, len(stmt.parse_frame))
+        return None
+
+    def _tx_lone_parses(self, buf: bytes, start: int) -> bool:
+        """The batch from this frame on is Parses then a Sync (a driver's "prepare")."""
+        for code, _b, _s, _e in self._tx_batch_frames(buf, start):
+            if code == codes.SYNC:
+                return True
+            if code != codes.PARSE and code != codes.FLUSH:
+                return False
+        return False
+
+    def _tx_defer_parse(self, name: bytes, sql: str, rest: bytes, info):
+        """A "prepare" while every link is busy: answered now, parsed on first use.
+
+        A driver that waits for each prepare in turn (pgbench -M prepared, one thread
+        for many connections) would otherwise wait for a link its own other connections
+        hold, and they for it.  The statement is parsed at the head of the first batch
+        that uses it, where an error in it reaches the client instead.
+        """
+        s = self.session
+        server = self.proxy.pooling.registry.name_for(rest)
+        stmt = Statement(name, sql, parse_frame(server, rest), info, set())
+        stmt.server_name = server
+        s.statements[name] = stmt
+        log.debug("session {pid}: Parse answered ahead (no free link)", pid=s.pid)
+        self._local(PARSE_COMPLETE, ready=False)
         return None
 
     def _tx_on_bind(self, code, buf, start, end):

@@ -302,3 +302,24 @@ def test_a_replayed_parse_that_fails_shows_its_own_error(pooldb, pgtwist_factory
         # the session goes on
         c.send(bind(statement="o"), execute(), SYNC)
         assert _rows(c.read_until()) == [["1"]]
+
+
+def test_prepare_while_every_link_is_busy_is_answered_at_once(pooldb, pgtwist_factory):
+    """pgbench -M prepared drives many connections from one thread and waits for each
+    prepare: a prepare must not wait for a link that the same thread's other
+    connections hold.  It is answered ahead and parsed where it is first used."""
+    pg = _daemon(pgtwist_factory, links=1, checkout_timeout=20)
+    with _client(pg) as a, _client(pg) as b:
+        a.rows("begin")
+        a.rows("select 1")  # a holds the only link
+        b.send(parse("select 'ok'::text", "later"), parse("select nope from", "bad"), SYNC)
+        assert codes_of(b.read_until()) == "11Z"   # without waiting for a's transaction
+        b.send(bind(statement="later"), execute(), SYNC)
+        a.rows("commit")
+        assert _rows(b.read_until()) == [["ok"]]
+        # the bad statement's error comes where it is first used, and only there
+        b.send(bind(statement="bad"), execute(), SYNC)
+        msgs = b.read_until()
+        assert codes_of(msgs) == "EZ" and _errors(msgs)[0]["C"] == "42601"
+        b.send(bind(statement="later"), execute(), SYNC)
+        assert _rows(b.read_until()) == [["ok"]]

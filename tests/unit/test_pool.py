@@ -514,3 +514,32 @@ def test_links_are_only_shared_by_identical_startup_settings():
     other = link_of(take(pool.checkout(b, {})))
     assert other is not first and len(conn.calls) == 2
     assert link_of(take(pool.checkout(a, {}))) is first
+
+
+# -- would_wait (transaction pooling answers a "prepare" itself rather than queue) --------------
+def test_would_wait_only_when_the_node_is_full_and_nothing_is_idle():
+    pool, _, _ = make_pool(max_pool=0, backend_max_connections=2)
+    assert not pool.would_wait(APP)  # room for a new link
+    a = link_of(take(pool.checkout(APP, {})))
+    assert not pool.would_wait(APP)
+    link_of(take(pool.checkout(APP, {})))
+    assert pool.would_wait(APP)      # both busy, node at its cap
+    other = PoolKey("bob", "shop", 1)
+    assert pool.would_wait(other)
+    pool.checkin(a, reusable=True)
+    assert not pool.would_wait(APP)  # an idle link to take
+    assert not pool.would_wait(other)  # an idle link to close for room
+
+
+def test_would_wait_for_a_full_key():
+    pool, _, _ = make_pool(max_pool=1)
+    link_of(take(pool.checkout(APP, {})))
+    assert pool.would_wait(APP)
+    assert not pool.would_wait(PoolKey("bob", "shop", 1))
+
+
+def test_no_cap_never_waits():
+    pool, _, _ = make_pool(max_pool=0, backend_max_connections=0)
+    for _ in range(5):
+        link_of(take(pool.checkout(APP, {})))
+    assert not pool.would_wait(APP)
