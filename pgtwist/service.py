@@ -70,8 +70,10 @@ class _CancelFactory(_ClientFactory):
             done()
 
     def clientConnectionFailed(self, connector, reason) -> None:
-        # The reason's type and message only: its text may embed a whole traceback.
-        why = f"{reason.type.__name__}: {str(reason.value).splitlines()[0] if str(reason.value) else ''}"
+        # The reason's type and first line only: a ConnectError's text embeds a Failure's
+        # repr (the word "Traceback" included), which reads like a crash in the log.
+        text = str(reason.value).splitlines()[0] if str(reason.value) else ""
+        why = reason.type.__name__ + (f": {text}" if "Failure instance" not in text else "")
         log.warn("could not send cancel request to {address}: {why}", address=self.address,
                  why=why)
         self.finished()

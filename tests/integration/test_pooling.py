@@ -45,10 +45,24 @@ def _pid(pg, **kw) -> int:
         return conn.execute("select pg_backend_pid()").fetchone()[0]
 
 
+def _wait_pooled(pg, idle: int = 1) -> None:
+    """Until pgtwist's pool holds ``idle`` idle links (a released link is reset first)."""
+    deadline = time.monotonic() + 5
+    while True:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:  # db postgres: not pooled
+            stats = dict(conn.execute("SHOW pgtwist_pool").fetchall())
+        if int(stats["links_idle"]) >= idle:
+            return
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.02)
+
+
 def test_links_are_reused_by_sequential_sessions(pooldb, pgtwist_factory):
     pg = pgtwist_factory()
     first = _pid(pg)
-    assert [_pid(pg) for _ in range(5)] == [first] * 5
+    for _ in range(5):
+        _wait_pooled(pg)
+        assert _pid(pg) == first
 
 
 def _wait_reset(cluster, pid: int) -> None:
