@@ -35,17 +35,15 @@ THREADS = 2  # pgbench -j
 
 
 def threads_for(script: str, mode: str, clients: int) -> int:
-    """pgbench -j for a cell: 2, except tpcb-like -M prepared, which gets a thread per client.
+    """pgbench -j for a cell: 2 for all of them.
 
-    pgbench (15) prepares each statement with a *blocking* PQprepare the first time
-    its client runs it, stalling every other client of that thread.  Through a
-    transaction pool the Parse of a client without a link waits for one, while the
-    links are held by that same thread's clients sitting in BEGIN ... END, which
-    cannot go on until the thread does: a deadlock that only checkout_timeout
-    breaks.  With a thread per client a blocked PQprepare stalls only its client.
-    Both targets run the cell alike.
+    (pgbench 15 prepares each statement with a blocking PQprepare, stalling the other
+    clients of its thread; pgtwist answers such a prepare itself when every link is
+    busy, so -M prepared with BEGIN ... END needs no thread per client.)
     """
-    return clients if (script, mode) == ("tpcb", "prepared") else THREADS
+    return THREADS
+
+
 _ACTIVITY = (
     "SELECT client_port, state FROM pg_stat_activity "
     "WHERE backend_type = 'client backend' AND datname = '{db}' AND pid <> pg_backend_pid()"
