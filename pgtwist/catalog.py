@@ -1,10 +1,10 @@
 """Catalog facts routing needs, looked up on the primary and cached per database.
 
 Pgpool-II asks the primary whether a function is volatile and whether a table
-is temporary or unlogged.  pgtwist asks once per (database, name) on a short
-connection of its own (as ``sr_check_user``, falling back to the session's
-user), with a fixed search_path and literals quoted here, and serves later
-statements from the cache.  SIGHUP clears it.
+is temporary or unlogged.  pgtwist asks once per (database, name), on the
+asking session's own link to the primary (so lookups open no connections and
+count against the pool's limits), and serves later statements from the cache.
+SIGHUP clears it.
 
 Temporary tables are session-specific: a name the catalog shows as temporary
 (in any session) is routed to the primary; tables created by the session
@@ -17,7 +17,6 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from .logs import logger
-from .protocols.backend import run_query
 from .routing.values import CatalogFacts
 
 log = logger(__name__)
@@ -26,8 +25,8 @@ _EMPTY = CatalogFacts()
 
 
 def quote_literal(text: str) -> str:
-    """A SQL string literal; the lookup connection runs with standard_conforming_strings=on."""
-    return "'" + text.replace("'", "''") + "'"
+    """An escape-string literal: the same under any standard_conforming_strings."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _split(name: str) -> tuple[str | None, str]:
@@ -46,9 +45,10 @@ def _name_conditions(names, column: str) -> str:
     conds = []
     for name in names:
         schema, base = _split(name)
-        cond = f"{column} = {quote_literal(_strip_quotes(base))}"
+        eq = "OPERATOR(pg_catalog.=)"
+        cond = f"{column} {eq} {quote_literal(_strip_quotes(base))}"
         if schema:
-            cond += f" AND n.nspname = {quote_literal(_strip_quotes(schema))}"
+            cond += f" AND n.nspname {eq} {quote_literal(_strip_quotes(schema))}"
         conds.append(f"({cond})")
     return " OR ".join(conds)
 
@@ -108,8 +108,14 @@ class CatalogCache:
         return CatalogFacts(frozenset(volatile), frozenset(temp), frozenset(unlogged))
 
     @defer.inlineCallbacks
-    def lookup(self, database: str, info, user: str, secret):
-        """Fill the cache for ``info``'s functions and tables; errors leave names unknown-but-safe."""
+    def lookup(self, database: str, info, run):
+        """Fill the cache for ``info``'s functions and tables; errors leave names unknown-but-safe.
+
+        ``run(sql)`` runs the query on the session's own link to the primary and gives its
+        rows.  It may run inside the client's transaction under the client's settings, so
+        the text depends on neither: every name is schema-qualified and every literal is an
+        escape string (the same under any standard_conforming_strings).
+        """
         self.lookups += 1
         funcs = [f for f in (info.functions if self.need_volatility else ())
                  if (database, f) not in self._volatile]
@@ -118,40 +124,27 @@ class CatalogCache:
         sql = []
         if funcs:
             sql.append(
-                "SELECT 'f', p.proname, n.nspname, p.provolatile::text FROM pg_catalog.pg_proc p "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE "
-                + _name_conditions(funcs, "p.proname")
+                "SELECT 'f', p.proname, n.nspname, p.provolatile::pg_catalog.text "
+                "FROM pg_catalog.pg_proc p "
+                "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace "
+                "WHERE " + _name_conditions(funcs, "p.proname")
             )
         if tables:
             sql.append(
-                "SELECT 't', c.relname, n.nspname, c.relpersistence::text FROM pg_catalog.pg_class c "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE "
-                + _name_conditions(tables, "c.relname")
+                "SELECT 't', c.relname, n.nspname, c.relpersistence::pg_catalog.text "
+                "FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+                "WHERE " + _name_conditions(tables, "c.relname")
             )
         rows = []
         if sql:
-            primary = self.proxy.cluster.primary
-            if primary is None:
-                return
-            config = self.proxy.config
-            attempts = [(config.sr_check_user, self.proxy.sr_secret()), (user, secret)]
-            for who, cred in attempts:
-                try:
-                    rows = yield run_query(
-                        self.proxy.reactor, primary.backend.hostname, primary.backend.port,
-                        who, database, cred, " UNION ALL ".join(sql),
-                        config.connect_timeout / 1000.0,
-                        options="-c search_path=pg_catalog -c standard_conforming_strings=on",
-                        tls=self.proxy.backend_tls(primary.backend),
-                    )
-                    break
-                except Exception as exc:  # noqa: BLE001 - any failure means "unknown"
-                    log.debug("catalog lookup as {user} failed: {why}", user=who, why=exc)
-            else:
-                log.warn("catalog lookup failed in database {db}; treating names as writes/temp",
-                         db=database)
-                for f in funcs:
-                    self._volatile[(database, f)] = True
+            try:
+                rows = yield run(" UNION ALL ".join(sql))
+            except Exception as exc:  # noqa: BLE001 - any failure means "unknown"
+                # Not cached: this statement is routed as if its functions wrote and its
+                # tables were temporary (the primary); the next one asks again.
+                log.info("catalog lookup failed in database {db} ({why}); routing to the "
+                         "primary", db=database, why=exc)
                 return
         found_f: dict[str, bool] = {}
         found_t: dict[str, str] = {}

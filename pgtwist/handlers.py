@@ -80,7 +80,7 @@ class ClientMessages:
         facts = self.router.facts(s.database, info, s)
         if facts is not None:
             return facts
-        d = self.router.lookup(s.database, info, s.user, self.proxy.secret_for(s.user))
+        d = self.router.lookup(s.database, info, self._catalog_query)
 
         def keep(facts):
             self._looked_up = (info, facts)  # used by the retry of this same frame

@@ -52,6 +52,10 @@ from .wire.errors import (
 IDLE_SESSION_TIMEOUT = "57P05"
 
 
+class CatalogUnavailable(Exception):
+    pass
+
+
 class LinkUnavailable(Exception):
     def __init__(self, error: bytes):
         super().__init__("no backend link")
@@ -279,8 +283,10 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
         self.ordering.synced(seg, own=True)
         seg.link.inflight += 1
 
-    def _shadow(self, link: BackendLink, frames: bytes, syncs: int = 1, on_done=None) -> None:
-        """Send messages whose responses the client must not see (BOTH copies, replays)."""
+    def _shadow(self, link: BackendLink, frames: bytes, syncs: int = 1, on_done=None,
+                capture: list | None = None) -> None:
+        """Send messages whose responses the client must not see (BOTH copies, replays);
+        ``capture`` collects those responses' bytes for pgtwist itself."""
         seg = self.ordering.open_segment(link)
         if seg is not None:
             self._close_segment(seg)
@@ -288,6 +294,7 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
         shadow.pending = syncs
         shadow.closed = True
         shadow.on_done = on_done
+        shadow.capture = capture
         link.inflight += syncs
         self._send(link, frames)
 
@@ -413,6 +420,29 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
             return failure
 
         return d.addCallbacks(ready, failed)
+
+    def _catalog_query(self, sql: str) -> defer.Deferred:
+        """Rows of ``sql`` run on the session's own primary link, unseen by the client.
+
+        Catalog lookups go where the session's statements go, so they need no
+        connection of their own and count against the same limits (Pgpool-II also runs
+        them on the session's backend connection, inside its transaction if one is open).
+        """
+        s = self.session
+        if s.route_status == "E" or s.failed_elsewhere:
+            return defer.fail(CatalogUnavailable("the session's transaction is aborted"))
+        try:
+            link = self._link(s.primary_id)
+        except LinkUnavailable:
+            return defer.fail(CatalogUnavailable("no link to the primary"))
+        if isinstance(link, defer.Deferred):
+            return link.addCallback(lambda _: self._catalog_query(sql))
+        captured: list[bytes] = []
+        done = defer.Deferred()
+        self._shadow(link, m.query(sql), capture=captured,
+                     on_done=lambda: done.callback(None))
+        self._flush_out()
+        return done.addCallback(lambda _: m.query_rows(b"".join(captured)))
 
     # -- backend side ----------------------------------------------------------------------------
     def backend_items(self, link: BackendLink, items: list) -> None:

@@ -83,10 +83,11 @@ class Router:
         temp = sticky.visible_temp_tables if sticky is not None else frozenset()
         return self.catalog.facts(database, body, temp)
 
-    def lookup(self, database: str, info, user: str, secret):
-        """Deferred CatalogFacts for ``info``, looked up now (temp tables are never cached)."""
+    def lookup(self, database: str, info, run):
+        """Deferred CatalogFacts for ``info``, looked up now (temp tables are never cached);
+        ``run(sql)`` runs the lookup query (on the session's link) and gives its rows."""
         body = info.prepared if info.prepared is not None else info
-        d = self.catalog.lookup(database, body, user, secret)
+        d = self.catalog.lookup(database, body, run)
         d.addCallback(lambda _: self.catalog.facts_after_lookup(database, body))
         return d
 

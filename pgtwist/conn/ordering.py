@@ -23,7 +23,7 @@ HOLD_LIMIT = 1 << 20
 
 class Segment:
     __slots__ = ("link", "forward", "pending", "closed", "held", "held_bytes", "swallow_z",
-                 "local", "on_done", "hide_parses")
+                 "local", "on_done", "hide_parses", "capture")
 
     def __init__(self, link, forward: bool):
         self.link = link
@@ -38,6 +38,7 @@ class Segment:
         # Parses pgtwist put at the head of this segment: their ParseComplete is hidden,
         # an error from them is the client's (it ends the batch like the client's own).
         self.hide_parses = 0
+        self.capture: list[bytes] | None = None  # a shadow whose bytes pgtwist reads itself
 
     @property
     def done(self) -> bool:
@@ -153,6 +154,9 @@ class Ordering:
                             self.async_held.append(item)
                         else:
                             out.append(item)
+                elif not seg.forward:
+                    if seg.capture is not None:
+                        seg.capture.append(item)
                 elif seg.forward:
                     if fifo[0] is seg:
                         out.append(item)

@@ -292,19 +292,10 @@ class _QueryCollector:
                 self._scanner_rows += item
 
     def _parse_rows(self) -> None:
-        data = self._scanner_rows
-        pos = 0
-        while pos + 5 <= len(data):
-            code = data[pos]
-            (length,) = m._I.unpack_from(data, pos + 1)
-            if code == codes.DATA_ROW:
-                r = m.Reader(data[pos + 5:pos + 1 + length], "DataRow")
-                row = []
-                for _ in range(r.int16()):
-                    size = r.int32()
-                    row.append(None if size < 0 else r.take(size).decode("utf-8", "replace"))
-                self.rows.append(row)
-            pos += 1 + length
+        try:
+            self.rows.extend(m.query_rows(self._scanner_rows))
+        except m.QueryError as exc:
+            self.error = self.error or exc.fields
 
     def link_lost(self, link, reason) -> None:
         if not self.done.called:

@@ -240,6 +240,36 @@ def decode_fields(body: bytes) -> dict[str, str]:
     return fields
 
 
+class QueryError(Exception):
+    """An ErrorResponse in a response :func:`query_rows` read."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__(fields.get("M", "query failed"))
+        self.fields = fields
+
+
+def query_rows(data: bytes) -> list[list[str | None]]:
+    """The DataRows of a whole backend response as text values; raises QueryError on an
+    ErrorResponse.  Other messages are skipped."""
+    rows: list[list[str | None]] = []
+    pos, n = 0, len(data)
+    while pos + 5 <= n:
+        code = data[pos]
+        (length,) = _I.unpack_from(data, pos + 1)
+        body = data[pos + 5:pos + 1 + length]
+        if code == codes.DATA_ROW:
+            r = Reader(body, "DataRow")
+            row = []
+            for _ in range(r.int16()):
+                size = r.int32()
+                row.append(None if size < 0 else r.take(size).decode("utf-8", "replace"))
+            rows.append(row)
+        elif code == codes.ERROR_RESPONSE:
+            raise QueryError(decode_fields(body))
+        pos += 1 + length
+    return rows
+
+
 def decode_parameter_status(body: bytes) -> tuple[str, str]:
     r = Reader(body, "ParameterStatus")
     name = r.cstring().decode("utf-8", "replace")
