@@ -30,7 +30,7 @@ from .conn.frontend import (
     SSLRequested,
     StartupReceived,
 )
-from .conn.ordering import Ordering
+from .conn.ordering import SHADOW_PARAMETER_STATUS, Ordering
 from .flow import _LinksProducer, _Valve, _ValveHandle
 from .handlers import _FATAL_MARKERS, _WAIT, ClientMessages
 from .logs import logger
@@ -62,7 +62,8 @@ class LinkUnavailable(Exception):
         self.error = error
 
 
-_RESET_ALL = m.query("RESET ALL")
+# RESET ALL leaves the role alone (GUC_NO_RESET_ALL); SET SESSION AUTHORIZATION pins.
+_RESET_ALL = m.query("RESET ALL; RESET ROLE")
 
 log = logger(__name__)
 
@@ -486,10 +487,15 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                     # transaction is aborted for it, whichever node the next statement
                     # would reach (protocol-pitfalls: 25P02 until ROLLBACK).
                     s.failed_elsewhere = True
-            elif code == codes.PARAMETER_STATUS:
-                if link is self.primary_link:
-                    name, value = m.decode_parameter_status(body)
-                    s.parameters[name] = value
+            elif code == codes.PARAMETER_STATUS or code == SHADOW_PARAMETER_STATUS:
+                name, value = m.decode_parameter_status(body)
+                link.parameters[name] = value
+                if code == codes.PARAMETER_STATUS and link is self.primary_link:
+                    s.parameters[name] = value  # what the client was told
+                    if self.txn_pooling:
+                        # set_config() and the like change reported settings without a
+                        # SET statement; the report is kept to be re-applied like one.
+                        self.router.remember_parameter(s, name, value)
             elif code == codes.PARSE_COMPLETE:
                 if link.pending_parses:
                     link.pending_parses.popleft()

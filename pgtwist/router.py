@@ -12,13 +12,14 @@ import random
 import re
 
 from . import logs
-from .catalog import _EMPTY, CatalogCache
+from .catalog import _EMPTY, CatalogCache, quote_literal
 from .logs import logger
 from .policies import build_chain, write_rules
 from .routing import balancer, stickiness
 from .routing.values import CatalogFacts, RouteDecision, RouteRequest, Target, primary
 from .sql.classify import Classifier
 from .sql.info import BOTH
+from .sql.split import split_statements
 
 log = logger(__name__)
 
@@ -28,6 +29,30 @@ _RESET_ALL = re.compile(r"\s*(RESET\s+ALL|DISCARD\s+ALL)\b", re.IGNORECASE)
 # Session-state commands a link opened later must replay.
 _REPLAYED = frozenset({"SET", "RESET", "DISCARD"})
 _MAX_REPLAY = 256
+_SET_TRANSACTION = re.compile(r"\s*SET\s+TRANSACTION\b", re.IGNORECASE)
+_MAY_SET = re.compile(r"\b(SET|RESET|DISCARD)\b", re.IGNORECASE)
+_SESSION_STATE = re.compile(r"(SET|RESET|DISCARD\s+ALL)\b", re.IGNORECASE)
+
+
+# Settings the server reports with ParameterStatus that a client may change.
+_REPORTED_SETTABLE = frozenset({"application_name", "client_encoding", "DateStyle",
+                                "IntervalStyle", "TimeZone", "standard_conforming_strings",
+                                "search_path"})
+
+
+def _remember_state(s, sql: str) -> None:
+    """Record a session-state statement for links the session uses later (in order; a
+    repeated one moves to the end, so setting a value back is kept)."""
+    if _SET_LOCAL.match(sql) or _SET_TRANSACTION.match(sql):
+        return
+    if _RESET_ALL.match(sql):
+        s.replay.clear()
+        return
+    if sql in s.replay:
+        s.replay.remove(sql)
+    s.replay.append(sql)
+    del s.replay[:-_MAX_REPLAY]
+
 _DECISION_CACHE_MAX = 4096
 _NO_FACTS = CatalogFacts()
 
@@ -175,19 +200,25 @@ class Router:
         if command == "BEGIN":
             s.route_status = "T"
             s.txn_begin_for_standby = info.standby_text or sql
+            s.replay_before_txn = list(s.replay)
         elif info.is_transaction_end:
+            if s.replay_before_txn is not None and (command == "ROLLBACK"
+                                                    or s.route_status == "E"):
+                s.replay[:] = s.replay_before_txn  # its SETs were rolled back too
+            s.replay_before_txn = None
             s.route_status = "I"
             s.txn_begin_for_standby = None
-        if command in _REPLAYED and info.route == BOTH and not _SET_LOCAL.match(sql):
-            if _RESET_ALL.match(sql):
-                s.replay.clear()
-            elif sql not in s.replay:
-                s.replay.append(sql)
-                del s.replay[:-_MAX_REPLAY]
+        if command in _REPLAYED and info.route == BOTH:
+            _remember_state(s, sql)
+        elif info.multi_statement and _MAY_SET.search(sql):
+            for part in split_statements(sql):
+                if _SESSION_STATE.match(part):
+                    _remember_state(s, part)
         if info.prepare_name is not None and info.prepared is not None:
             from .session import SqlPrepared
 
-            s.sql_prepared[info.prepare_name] = SqlPrepared(sql, info.prepared, {node_id})
+            s.sql_prepared[info.prepare_name] = SqlPrepared(sql, info.prepared, {node_id},
+                                                            info.prepare_name)
         elif info.deallocate_name is not None:
             if info.deallocate_name == "*":
                 s.sql_prepared.clear()
@@ -197,6 +228,11 @@ class Router:
             s.sql_prepared.clear()
         if info.temp_tables_created or info.tables_dropped:
             self.catalog.forget_tables(s.database, info.temp_tables_created + info.tables_dropped)
+
+    def remember_parameter(self, s, name: str, value: str) -> None:
+        """A reported setting changed in the client's view: keep it for later links."""
+        if name in _REPORTED_SETTABLE:
+            _remember_state(s, f"SET {name} TO {quote_literal(value)}")
 
     def after_ready(self, s, status: int, settled: bool) -> None:
         """A ReadyForQuery from the primary; ``settled``: nothing else is in flight there."""

@@ -30,6 +30,7 @@ class SqlPrepared:
     sql: str
     info: QueryInfo
     nodes: set[int]
+    name: str = ""
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Session:
     sql_prepared: dict[str, SqlPrepared] = field(default_factory=dict)
     # Session-state statements (SET, RESET...) a link opened later must replay first.
     replay: list[str] = field(default_factory=list)
+    # ``replay`` as it was at BEGIN: a rolled-back transaction's SETs never happened.
+    replay_before_txn: list[str] | None = None
     # The BEGIN a standby link joining mid-transaction must run first.
     txn_begin_for_standby: str | None = None
     # Routing state (pgtwist.routing.stickiness), replaced on every statement.

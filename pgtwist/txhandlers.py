@@ -138,8 +138,8 @@ class TxnMessages:
         """SQL EXECUTE on ``link``: PREPARE the session's statement there unless it has it."""
         if prepared is None:
             return
-        name = prepared.info.prepare_name
-        if name is None or link.sql_prepared.get(name) == prepared.sql:
+        name = prepared.name
+        if not name or link.sql_prepared.get(name) == prepared.sql:
             return
         frames = []
         if name in link.sql_prepared:  # another session's statement of that name

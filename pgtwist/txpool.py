@@ -168,12 +168,17 @@ def batch_needs(frames: Iterable[tuple[int, bytes, int, int]]) -> list[bytes]:
 
 # -- pins -------------------------------------------------------------------------------------
 PIN_REASONS = ("listen", "advisory_lock", "temp_table", "with_hold_cursor",
-               "session_authorization")
+               "session_authorization", "set_config")
 _ADVISORY_SESSION_LOCKS = frozenset({
     "pg_advisory_lock", "pg_advisory_lock_shared",
     "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
 })
 _WITH_HOLD = re.compile(r"\bWITH\s+HOLD\b", re.IGNORECASE)
+_SET_CONFIG_LOCAL = re.compile(r"set_config\s*\((?:[^;]*?),\s*true\s*\)", re.IGNORECASE)
+_SET_CONFIG_NAME = re.compile(r"set_config\s*\(\s*'([^']*)'", re.IGNORECASE)
+# Settings the server reports (ParameterStatus): the relay tracks them without a SET.
+_REPORTED = frozenset({"application_name", "client_encoding", "datestyle", "intervalstyle",
+                       "timezone", "standard_conforming_strings", "search_path"})
 _SESSION_AUTH = re.compile(r"^\s*SET\s+(SESSION\s+)?SESSION\s+AUTHORIZATION\b", re.IGNORECASE)
 
 
@@ -182,7 +187,8 @@ def pin_reason(info, sql: str) -> str | None:
 
     These are session features a server keeps and a different link would not have:
     LISTEN registrations, session-level advisory locks, temporary tables, cursors WITH
-    HOLD (they outlive the transaction) and SET SESSION AUTHORIZATION (RESET ALL keeps it).
+    HOLD (they outlive the transaction), SET SESSION AUTHORIZATION (RESET ALL keeps it)
+    and session-level set_config() calls (not SET statements, so not tracked).
     """
     command = info.command
     if command == "LISTEN":
@@ -194,6 +200,13 @@ def pin_reason(info, sql: str) -> str | None:
     if command == "SET" and _SESSION_AUTH.match(sql):
         return "session_authorization"
     for fn in info.functions:
-        if fn.rpartition(".")[2] in _ADVISORY_SESSION_LOCKS:
+        base = fn.rpartition(".")[2]
+        if base in _ADVISORY_SESSION_LOCKS:
             return "advisory_lock"
+        if base == "set_config" and not _SET_CONFIG_LOCAL.search(sql):
+            # A session-level set_config() is invisible to SET tracking: keep the link,
+            # unless it names a reported setting (tracked through ParameterStatus).
+            names = {n.lower() for n in _SET_CONFIG_NAME.findall(sql)}
+            if not names or not names <= _REPORTED:
+                return "set_config"
     return None

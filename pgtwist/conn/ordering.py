@@ -17,6 +17,9 @@ from collections import deque
 
 from ..wire import codes
 
+# Event code of a ParameterStatus the client does not see (from pgtwist's own traffic).
+SHADOW_PARAMETER_STATUS = 0x100 | codes.PARAMETER_STATUS
+
 # Held bytes above which the caller should stop reading that link.
 HOLD_LIMIT = 1 << 20
 
@@ -166,7 +169,10 @@ class Ordering:
                         self.held_by_link[link] = self.held_by_link.get(link, 0) + len(item)
                 continue
             code, body = item
-            events.append(item)
+            if code == codes.PARAMETER_STATUS and seg is not None and not seg.forward:
+                events.append((SHADOW_PARAMETER_STATUS, body))
+            else:
+                events.append(item)
             if seg is None:
                 continue
             if seg.hide_parses:

@@ -1,0 +1,89 @@
+"""Session-state bookkeeping for links a session uses later: statement splitting and the
+SET/RESET record (pgtwist.router._remember_state)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from pgtwist.router import _remember_state
+from pgtwist.sql.classify import Classifier
+from pgtwist.sql.split import split_statements
+from pgtwist.txpool import pin_reason
+
+
+@pytest.mark.parametrize("sql, parts", [
+    ("SET a = 1; SET b = 2", ["SET a = 1", "SET b = 2"]),
+    ("select 1;", ["select 1"]),
+    (";; select 1 ;;", ["select 1"]),
+    ("select 'a;b'; select 2", ["select 'a;b'", "select 2"]),
+    ("select 'it''s;'; x", ["select 'it''s;'", "x"]),
+    ("select E'\\';'; y", ["select E'\\';'", "y"]),
+    ("select '\\'; z", ["select '\\'", "z"]),  # standard strings: the backslash is literal
+    ('select "a;""b"; w', ['select "a;""b"', "w"]),
+    ("select $$a;b$$; v", ["select $$a;b$$", "v"]),
+    ("select $f$ $$; $f$; u", ["select $f$ $$; $f$", "u"]),
+    ("select a$1; t", ["select a$1", "t"]),
+    ("select 1 -- c;d\n; s", ["select 1 -- c;d", "s"]),
+    ("select /* a /* b; */ c; */ 1; r", ["select /* a /* b; */ c; */ 1", "r"]),
+    ("select 'unterminated; q", ["select 'unterminated; q"]),
+])
+def test_split_statements(sql, parts):
+    assert split_statements(sql) == parts
+
+
+def _session(*replay):
+    return SimpleNamespace(replay=list(replay))
+
+
+def test_state_is_recorded_in_order():
+    s = _session()
+    _remember_state(s, "SET a = 1")
+    _remember_state(s, "SET b = 2")
+    assert s.replay == ["SET a = 1", "SET b = 2"]
+
+
+def test_setting_a_value_back_moves_its_statement_last():
+    s = _session()
+    for sql in ("SET t = '5s'", "SET t = '0'", "SET t = '5s'"):
+        _remember_state(s, sql)
+    assert s.replay == ["SET t = '0'", "SET t = '5s'"]  # replayed in order: ends at 5s
+
+
+@pytest.mark.parametrize("sql", ["SET LOCAL a = 1", "set transaction isolation level serializable",
+                                 "  SET   LOCAL x TO 2"])
+def test_transaction_scoped_settings_are_not_recorded(sql):
+    s = _session("SET a = 0")
+    _remember_state(s, sql)
+    assert s.replay == ["SET a = 0"]
+
+
+@pytest.mark.parametrize("sql", ["RESET ALL", "discard all", " Reset  All;"])
+def test_reset_all_clears_the_record(sql):
+    s = _session("SET a = 0", "SET b = 1")
+    _remember_state(s, sql)
+    assert s.replay == []
+
+
+def test_single_resets_are_recorded():
+    s = _session("SET a = 0")
+    _remember_state(s, "RESET a")
+    assert s.replay == ["SET a = 0", "RESET a"]
+
+
+@pytest.fixture(scope="module")
+def classify():
+    return Classifier().classify
+
+
+@pytest.mark.parametrize("sql, pinned", [
+    ("select set_config('work_mem', '64MB', false)", True),
+    ("select set_config('myapp.user', $1, false)", True),
+    ("select set_config($1, $2, false)", True),
+    ("select set_config('TimeZone', $1, false)", False),      # reported: tracked
+    ("select set_config('application_name', 'x', false)", False),
+    ("select set_config('work_mem', '64MB', true)", False),   # transaction-local
+])
+def test_set_config_pins_unless_tracked_or_local(classify, sql, pinned):
+    assert (pin_reason(classify(sql), sql) == "set_config") is pinned
