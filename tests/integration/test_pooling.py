@@ -240,7 +240,8 @@ def test_client_idle_limit_disconnects_idle_clients(pooldb, pgtwist_factory):
         conn.execute("select 1")
 
 
-def test_500_clients_share_a_capped_pool(pooldb, pgtwist_factory, cluster):
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_500_clients_share_a_capped_pool(pooldb, pgtwist_factory, cluster, driver):
     """500 concurrent clients, max_pool 10, at most 20 links per backend: all succeed."""
     pg = pgtwist_factory(replica_weight=1,
                          extra={"max_pool": 10, "backend_max_connections": 20,
@@ -248,7 +249,7 @@ def test_500_clients_share_a_capped_pool(pooldb, pgtwist_factory, cluster):
     peak = {"primary": 0, "replica": 0}
     stop = threading.Event()
 
-    async def client(i: int):
+    async def client_asyncpg(i: int):
         conn = await asyncpg.connect(host=pg.host, port=pg.port, user="postgres",
                                      database=DB, timeout=60)
         try:
@@ -258,6 +259,20 @@ def test_500_clients_share_a_capped_pool(pooldb, pgtwist_factory, cluster):
             await conn.fetchval("select count(*) from pool_items")
         finally:
             await conn.close()
+
+    async def client_psycopg(i: int):
+        conn = await psycopg.AsyncConnection.connect(pg.dsn(dbname=DB), connect_timeout=60,
+                                                     autocommit=True)
+        try:
+            if i % 3 == 0:
+                async with conn.transaction():
+                    await conn.execute("insert into pool_items (v) values (%s)", (f"p{i}",))
+            cur = await conn.execute("select count(*) from pool_items where v <> %s", ("",))
+            assert (await cur.fetchone())[0] >= 0
+        finally:
+            await conn.close()
+
+    client = client_asyncpg if driver == "asyncpg" else client_psycopg
 
     async def main():
         results = await asyncio.gather(*(client(i) for i in range(500)), return_exceptions=True)
