@@ -145,6 +145,17 @@ def cluster():
         c.stop()
 
 
+POOL_DB = "pooldb"
+
+
+@pytest.fixture(scope="session")
+def pool_database(cluster) -> str:
+    """A database for pooling tests (postgres, template0/1 and regression are never pooled)."""
+    if cluster.psql(f"select count(*) from pg_database where datname = '{POOL_DB}'") == "0":
+        cluster.psql(f"create database {POOL_DB}")
+    return POOL_DB
+
+
 @pytest.fixture
 def pgtwist_factory(cluster, tmp_path):
     """``factory(extra=None, passwd=TEST_USERS, env=None)`` -> a started Pgtwist, stopped and

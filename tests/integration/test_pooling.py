@@ -18,9 +18,7 @@ DB = "pooldb"
 
 
 @pytest.fixture(scope="module")
-def pooldb(cluster):
-    if cluster.psql(f"select count(*) from pg_database where datname = '{DB}'") == "0":
-        cluster.psql(f"create database {DB}")
+def pooldb(pool_database, cluster):
     _psql_db(cluster, "create table if not exists pool_items (id serial, v text)")
     cluster.wait_replayed()
     return DB

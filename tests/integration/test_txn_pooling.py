@@ -61,9 +61,7 @@ def _psql_db(cluster, sql):
 
 
 @pytest.fixture(scope="module")
-def pooldb(cluster):
-    if cluster.psql(f"select count(*) from pg_database where datname = '{DB}'") == "0":
-        cluster.psql(f"create database {DB}")
+def pooldb(pool_database, cluster):
     stmts = [
         "create table if not exists txn_items (tag text, client int, i int)",
         "create table if not exists public.txn_where (v text)",

@@ -29,13 +29,6 @@ pytestmark = pytest.mark.integration
 DB = "pooldb"
 
 
-@pytest.fixture(scope="module")
-def pooldb(cluster):
-    if cluster.psql(f"select count(*) from pg_database where datname = '{DB}'") == "0":
-        cluster.psql(f"create database {DB}")
-    return DB
-
-
 def _daemon(factory, links=1, **extra):
     return factory({"pool_mode": "transaction", "backend_max_connections": links,
                     "max_pool": links, **extra})
@@ -63,7 +56,7 @@ def _tags(msgs) -> list[str]:
     return [b[:-1].decode() for c, b in msgs if c == "C"]
 
 
-def test_two_sessions_same_statement_name_different_queries(pooldb, pgtwist_factory):
+def test_two_sessions_same_statement_name_different_queries(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory)
     with _client(pg) as a, _client(pg) as b:
         a.send(parse("select 'a'::text", "s1"), SYNC)
@@ -78,7 +71,7 @@ def test_two_sessions_same_statement_name_different_queries(pooldb, pgtwist_fact
     assert_log_clean(pg)
 
 
-def test_same_text_different_parameter_types(pooldb, pgtwist_factory):
+def test_same_text_different_parameter_types(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory)
     with _client(pg) as c:
         c.send(parse("select pg_typeof($1)::text", "int", (23,)),
@@ -89,7 +82,7 @@ def test_same_text_different_parameter_types(pooldb, pgtwist_factory):
         assert _rows(c.read_until()) == [["integer"], ["text"]]
 
 
-def test_parse_of_a_statement_the_link_holds_inside_a_batch(pooldb, pgtwist_factory):
+def test_parse_of_a_statement_the_link_holds_inside_a_batch(pool_database, pgtwist_factory):
     """Two names for one text in one batch, on a link that already has that text."""
     pg = _daemon(pgtwist_factory)
     with _client(pg) as a, _client(pg) as b:
@@ -105,7 +98,7 @@ def test_parse_of_a_statement_the_link_holds_inside_a_batch(pooldb, pgtwist_fact
         assert _rows(msgs) == [["7"], ["42"], ["42"]]
 
 
-def test_parse_answered_by_pgtwist_when_the_link_has_the_statement(pooldb, pgtwist_factory):
+def test_parse_answered_by_pgtwist_when_the_link_has_the_statement(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory)
     with _client(pg) as a, _client(pg) as b:
         a.send(parse("select 5", "p"), SYNC)
@@ -116,7 +109,7 @@ def test_parse_answered_by_pgtwist_when_the_link_has_the_statement(pooldb, pgtwi
         assert _rows(b.read_until()) == [["5"]]
 
 
-def test_close_is_answered_and_other_sessions_keep_the_statement(pooldb, pgtwist_factory):
+def test_close_is_answered_and_other_sessions_keep_the_statement(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory)
     with _client(pg) as a, _client(pg) as b:
         a.send(parse("select 'shared'", "s"), SYNC)
@@ -138,7 +131,7 @@ def test_close_is_answered_and_other_sessions_keep_the_statement(pooldb, pgtwist
         assert '"s"' in _errors(msgs)[0]["M"]
 
 
-def test_unnamed_statement_survives_a_link_change(pooldb, pgtwist_factory):
+def test_unnamed_statement_survives_a_link_change(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=2)
     with _client(pg) as a, _client(pg) as b:
         a.send(parse("select pg_backend_pid()"), SYNC)
@@ -154,7 +147,7 @@ def test_unnamed_statement_survives_a_link_change(pooldb, pgtwist_factory):
             assert not _errors(a.read_until())
 
 
-def test_duplicate_statement_name_is_refused_like_postgres(pooldb, pgtwist_factory):
+def test_duplicate_statement_name_is_refused_like_postgres(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory)
     with _client(pg) as c:
         c.send(parse("select 1", "dup"), SYNC)
@@ -168,7 +161,7 @@ def test_duplicate_statement_name_is_refused_like_postgres(pooldb, pgtwist_facto
         assert _rows(c.read_until()) == [["1"]]
 
 
-def test_deallocate_of_protocol_statements(pooldb, pgtwist_factory):
+def test_deallocate_of_protocol_statements(pool_database, pgtwist_factory):
     """psycopg evicts its prepared statements with DEALLOCATE name (simple or extended)."""
     pg = _daemon(pgtwist_factory)
     with _client(pg) as c:
@@ -188,7 +181,7 @@ def test_deallocate_of_protocol_statements(pooldb, pgtwist_factory):
         assert _rows(c.read_until()) == [["3"]]
 
 
-def test_deallocate_all_and_discard_all(pooldb, pgtwist_factory):
+def test_deallocate_all_and_discard_all(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory)
     with _client(pg) as c, _client(pg) as other:
         other.send(parse("select 'other'", "o"), SYNC)
@@ -210,7 +203,7 @@ def test_deallocate_all_and_discard_all(pooldb, pgtwist_factory):
         assert _rows(other.read_until()) == [["other"]]
 
 
-def test_lru_bound_evicts_and_statements_come_back(pooldb, pgtwist_factory):
+def test_lru_bound_evicts_and_statements_come_back(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory, max_prepared_statements=3)
     with _client(pg) as c:
         for i in range(10):
@@ -228,7 +221,7 @@ def test_lru_bound_evicts_and_statements_come_back(pooldb, pgtwist_factory):
     assert_log_clean(pg)
 
 
-def test_batch_on_a_link_lacking_its_statements_stays_one_transaction(pooldb, pgtwist_factory):
+def test_batch_on_a_link_lacking_its_statements_stays_one_transaction(pool_database, pgtwist_factory):
     """pgtwist prepares the batch's statements first, in a round of their own: the
     client's batch is not split, so an error later in it rolls back its earlier part."""
     pg = _daemon(pgtwist_factory, links=2)
@@ -252,7 +245,7 @@ def test_batch_on_a_link_lacking_its_statements_stays_one_transaction(pooldb, pg
         a.rows("drop table txn_batch")
 
 
-def test_state_follows_the_session_across_links(pooldb, pgtwist_factory):
+def test_state_follows_the_session_across_links(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=2)
     with _client(pg) as a, _client(pg) as b:
         a.rows("SET search_path = a_schema, public")
@@ -270,7 +263,7 @@ def test_state_follows_the_session_across_links(pooldb, pgtwist_factory):
         assert a.rows("SHOW application_name") == [[""]]
 
 
-def test_simple_query_in_the_middle_of_a_batch(pooldb, pgtwist_factory):
+def test_simple_query_in_the_middle_of_a_batch(pool_database, pgtwist_factory):
     pg = _daemon(pgtwist_factory)
     with _client(pg) as c:
         c.send(parse("select 10", "ten"), SYNC)
@@ -283,7 +276,7 @@ def test_simple_query_in_the_middle_of_a_batch(pooldb, pgtwist_factory):
         assert not _errors(msgs)
 
 
-def test_a_replayed_parse_that_fails_shows_its_own_error(pooldb, pgtwist_factory):
+def test_a_replayed_parse_that_fails_shows_its_own_error(pool_database, pgtwist_factory):
     """The statement's table was dropped after the client prepared it: the replayed Parse
     fails, and the client sees that error (not a pgtwist-made name) in place of its Bind."""
     pg = _daemon(pgtwist_factory, max_prepared_statements=1)
@@ -304,7 +297,7 @@ def test_a_replayed_parse_that_fails_shows_its_own_error(pooldb, pgtwist_factory
         assert _rows(c.read_until()) == [["1"]]
 
 
-def test_prepare_while_every_link_is_busy_is_answered_at_once(pooldb, pgtwist_factory):
+def test_prepare_while_every_link_is_busy_is_answered_at_once(pool_database, pgtwist_factory):
     """pgbench -M prepared drives many connections from one thread and waits for each
     prepare: a prepare must not wait for a link that the same thread's other
     connections hold.  It is answered ahead and parsed where it is first used."""
