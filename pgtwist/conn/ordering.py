@@ -157,9 +157,6 @@ class Ordering:
                             self.async_held.append(item)
                         else:
                             out.append(item)
-                elif not seg.forward:
-                    if seg.capture is not None:
-                        seg.capture.append(item)
                 elif seg.forward:
                     if fifo[0] is seg:
                         out.append(item)
@@ -167,6 +164,8 @@ class Ordering:
                         seg.held.append(item)
                         seg.held_bytes += len(item)
                         self.held_by_link[link] = self.held_by_link.get(link, 0) + len(item)
+                elif seg.capture is not None:
+                    seg.capture.append(item)
                 continue
             code, body = item
             if code == codes.PARAMETER_STATUS and seg is not None and not seg.forward:
