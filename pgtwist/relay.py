@@ -306,7 +306,10 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
             self._close_segment(tail)
         self._flush_out()
         if ready:
-            data += m.ready_for_query(self.session.txn_status if status is None else status)
+            if status is None:
+                s = self.session
+                status = codes.TXN_FAILED if s.failed_elsewhere else s.txn_status
+            data += m.ready_for_query(status)
         out = self.ordering.local(data)
         if out:
             self.write(b"".join(out))
@@ -434,7 +437,9 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
             return defer.fail(CatalogUnavailable("the session's transaction is aborted"))
         try:
             link = self._link(s.primary_id)
-        except LinkUnavailable:
+        except LinkUnavailable as exc:
+            # The frame waiting for these facts needs that link too: it gets the error.
+            self.link_errors[s.primary_id] = exc.error
             return defer.fail(CatalogUnavailable("no link to the primary"))
         if isinstance(link, defer.Deferred):
             return link.addCallback(lambda _: self._catalog_query(sql))
@@ -474,6 +479,9 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                     link.inflight -= 1
                 status = body[0]
                 idle = status == codes.TXN_IDLE
+                link.ready_seen += 1
+                if link.pending_prepare is not None and link.ready_seen >= link.pending_prepare[2]:
+                    link.pending_prepare = None
                 link.txn_status = status
                 if link is self.copy_link:
                     self.copy_link = None
@@ -498,14 +506,25 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                         self.router.remember_parameter(s, name, value)
             elif code == codes.PARSE_COMPLETE:
                 if link.pending_parses:
-                    link.pending_parses.popleft()
+                    link.pending_parses.popleft().confirmed = True
             elif code == codes.ERROR_RESPONSE:
                 if link.pending_parses:
                     # The server skips to Sync: the Parses not yet answered never happened.
                     for stmt in link.pending_parses:
                         stmt.nodes.discard(link.node_id)
                         link.forget(stmt)
+                        if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
+                            del s.statements[stmt.name]  # its Parse failed: no such name
                     link.pending_parses.clear()
+                pending = link.pending_prepare
+                if pending is not None and link.ready_seen == pending[2] - 1:
+                    # The SQL PREPARE (answered by the next ReadyForQuery) failed: the name
+                    # stays free.
+                    name, prepared, _ready = pending
+                    link.pending_prepare = None
+                    if s.sql_prepared.get(name) is prepared:
+                        del s.sql_prepared[name]
+                    link.sql_prepared.pop(name, None)
                 if body.startswith(_FATAL_MARKERS) or b"\0SFATAL\0" in body \
                         or b"\0SPANIC\0" in body:
                     link.fatal_seen = True

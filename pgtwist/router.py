@@ -224,8 +224,8 @@ class Router:
                 s.sql_prepared.clear()
             else:
                 s.sql_prepared.pop(info.deallocate_name, None)
-        if command == "DISCARD" and _RESET_ALL.match(sql):
-            s.sql_prepared.clear()
+        if command == "DISCARD" and _RESET_ALL.match(sql) and s.route_status == "I":
+            s.sql_prepared.clear()  # (DISCARD ALL fails inside a transaction block)
         if info.temp_tables_created or info.tables_dropped:
             self.catalog.forget_tables(s.database, info.temp_tables_created + info.tables_dropped)
 

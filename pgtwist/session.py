@@ -21,6 +21,8 @@ class Statement:
     placed: tuple | None = None
     # Transaction pooling: the pgtwist-owned name it has on the servers (None: unnamed).
     server_name: bytes | None = None
+    # A server said ParseComplete for it (or pgtwist did, for a text the link held).
+    confirmed: bool = False
 
 
 @dataclass

@@ -109,17 +109,15 @@ class TxnMessages:
             self._shadow(link, b"".join(map(close_statement, evicted)) + m.SYNC)
         missing = [stmt for stmt in used if not self._tx_holds(link, stmt)]
         if missing:
-            # At the head of the batch's own segment: their ParseCompletes are hidden, and
-            # an error from one reaches the client in place of the Bind it would break.
-            tail = self.ordering.tail_open()
-            if tail is not None and tail.link is not link:
-                self._close_segment(tail)
-            seg = self.ordering.segment(link)
-            seg.hide_parses += len(missing)
-            self._note_parses(link, missing)
-            self._send(link, b"".join(stmt.parse_frame for stmt in missing))
+            self._tx_insert_parses(link, missing)
 
-    def _note_parses(self, link, stmts: list[Statement]) -> None:
+    def _tx_insert_parses(self, link, stmts: list[Statement]) -> None:
+        """Parse ``stmts`` on ``link`` as part of the client's batch, right where they are
+        needed: their ParseCompletes are hidden, an error from one is the client's."""
+        tail = self.ordering.tail_open()
+        if tail is not None and tail.link is not link:
+            self._close_segment(tail)
+        seg = self.ordering.segment(link)
         cache = self._tx_cache(link)
         for stmt in stmts:
             link.pending_parses.append(stmt)  # ParseComplete or an error settles it
@@ -127,12 +125,9 @@ class TxnMessages:
                 link.unnamed = stmt
             else:
                 cache.use(stmt.server_name)
+            self.ordering.parse_sent(seg, hidden=True)
         self.proxy.pooling.counters["statements_parsed"] += len(stmts)
-
-    def _tx_replay(self, link, stmts: list[Statement]) -> None:
-        """Prepare ``stmts`` on ``link`` in a hidden round trip of their own."""
-        self._note_parses(link, stmts)
-        self._shadow(link, b"".join(stmt.parse_frame for stmt in stmts) + m.SYNC)
+        self._send(link, b"".join(stmt.parse_frame for stmt in stmts))
 
     def _tx_sql_prepared_on(self, link, prepared) -> None:
         """SQL EXECUTE on ``link``: PREPARE the session's statement there unless it has it."""
@@ -150,9 +145,9 @@ class TxnMessages:
 
     def _tx_statement_link(self, stmt: Statement | None, buf: bytes, start: int):
         """The link for a Bind / Describe 'S' of ``stmt``, holding it by the time it arrives."""
+        s = self.session
         if stmt is None:
             return self._current_or_primary()
-        s = self.session
         decision, prepared = self._follow(stmt.info, stmt.sql)
         if decision is _WAIT:
             return _WAIT
@@ -172,10 +167,8 @@ class TxnMessages:
             if s.route_status == "E" and not stmt.info.is_transaction_end:
                 return _SKIP
             # Not foreseen when the batch began (it arrived later, or was parsed on
-            # another link): prepare it now, which ends the open part of the batch.
-            log.debug("session {pid}: statement prepared on node {node} mid-batch",
-                      pid=s.pid, node=link.node_id)
-            self._tx_replay(link, [stmt])
+            # another link): parsed now, just before its use.
+            self._tx_insert_parses(link, [stmt])
         self._tx_sql_prepared_on(link, prepared)
         s.last_statement = stmt
         return link
@@ -222,7 +215,7 @@ class TxnMessages:
             self._tx_prepare_batch(link, buf, start)
         if deallocating is not None:
             if not self._tx_holds(link, deallocating):
-                self._tx_replay(link, [deallocating])
+                self._tx_insert_parses(link, [deallocating])
             sql = f"DEALLOCATE {deallocating.server_name.decode()}"
             rest = sql.encode() + b"\0\0\0"
             cache.discard(deallocating.server_name)
@@ -235,15 +228,17 @@ class TxnMessages:
             link.unnamed = stmt
             link.pending_parses.append(stmt)
             self._forward(link, stmt.parse_frame, 0, len(stmt.parse_frame))
+            self.ordering.parse_sent(self.ordering.open_segment(link))
             return None
         pooling = self.proxy.pooling
         server = pooling.registry.name_for(rest)
         if server in cache:
-            if fresh and self.ordering.tail_open() is None:
+            if fresh and self.ordering.tail_open() is None and s.route_status != "E":
                 # The link has it already: ParseComplete from pgtwist, nothing to send.
                 cache.touch(server)
                 stmt.server_name = server
                 stmt.parse_frame = parse_frame(server, rest)
+                stmt.confirmed = True
                 s.statements[name] = stmt
                 self._local(PARSE_COMPLETE, ready=False)
                 return None
@@ -255,6 +250,7 @@ class TxnMessages:
         link.pending_parses.append(stmt)
         pooling.counters["statements_parsed"] += 1
         self._forward(link, stmt.parse_frame, 0, len(stmt.parse_frame))
+        self.ordering.parse_sent(self.ordering.open_segment(link))
         return None
 
     def _tx_lone_parses(self, buf: bytes, start: int) -> bool:
@@ -289,6 +285,8 @@ class TxnMessages:
             return self._skip(code)
         portal, name = _cstr_pair(buf, start)
         stmt = s.statements.get(name)
+        if stmt is None and self._tx_unknown_statement(name):
+            return None
         link = self._tx_statement_link(stmt, buf, start)
         if link is _WAIT:
             return _WAIT
@@ -296,6 +294,8 @@ class TxnMessages:
             return self._skip(code)
         if stmt is not None and stmt.info.route == "both" and self._both_extended(stmt, buf, start):
             return _WAIT
+        if stmt is None:  # a name the session PREPAREd in SQL
+            self._tx_sql_prepared_on(link, s.sql_prepared.get(name.decode("utf-8", "replace")))
         s.portals[portal] = link.node_id
         server = stmt.server_name if stmt is not None else None
         if server is not None:
@@ -315,7 +315,10 @@ class TxnMessages:
             return self._skip(code)
         if buf[start] != 0x53:  # a portal: where it was bound
             return ClientMessages._on_describe(self, code, buf, start, end)
-        stmt = s.statements.get(buf[start + 1:end - 1])
+        name = buf[start + 1:end - 1]
+        stmt = s.statements.get(name)
+        if stmt is None and self._tx_unknown_statement(name):
+            return None
         link = self._tx_statement_link(stmt, buf, start)
         if link is _WAIT:
             return _WAIT
@@ -344,6 +347,18 @@ class TxnMessages:
             frame = close_statement(NO_STATEMENT)
             self._forward(tail.link, frame, 0, len(frame))
         return None
+
+    def _tx_unknown_statement(self, name: bytes) -> bool:
+        """A Bind/Describe of a statement this session has not prepared: the server may
+        hold that name for someone else (a previous session's unnamed statement, another
+        session's SQL PREPARE), so PostgreSQL's error is answered here.  False for a
+        name the session PREPAREd in SQL, which the protocol may use too."""
+        if name and name.decode("utf-8", "replace") in self.session.sql_prepared:
+            return False
+        what = f'prepared statement "{name.decode("utf-8", "replace")}"' if name \
+            else "unnamed prepared statement"
+        self._tx_fail_extended("26000", f"{what} does not exist")
+        return True
 
     def _tx_fail_extended(self, sqlstate: str, message: str):
         """An error PostgreSQL would raise for this message; the batch is skipped to Sync."""
@@ -418,8 +433,10 @@ class TxnMessages:
         s = self.session
         if info.prepare_name is not None and info.prepared is not None:
             link.sql_prepared[info.prepare_name] = sql
+            link.pending_prepare = (info.prepare_name, s.sql_prepared.get(info.prepare_name),
+                                    link.ready_seen + link.inflight)
         command = info.command
-        if command == "DISCARD" and _DISCARD_ALL.match(sql):
+        if command == "DISCARD" and _DISCARD_ALL.match(sql) and s.route_status == "I":
             link.forget_statements()
             link.unnamed = None
             s.statements.clear()

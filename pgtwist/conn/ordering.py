@@ -26,7 +26,7 @@ HOLD_LIMIT = 1 << 20
 
 class Segment:
     __slots__ = ("link", "forward", "pending", "closed", "held", "held_bytes", "swallow_z",
-                 "local", "on_done", "hide_parses", "capture")
+                 "local", "on_done", "parses", "parses_seen", "hidden", "capture")
 
     def __init__(self, link, forward: bool):
         self.link = link
@@ -38,9 +38,12 @@ class Segment:
         self.swallow_z = False    # the sync point was pgtwist's own: hide its ReadyForQuery
         self.local = False        # a response pgtwist made itself (SHOW pool_nodes...)
         self.on_done = None       # callable run when the segment completes
-        # Parses pgtwist put at the head of this segment: their ParseComplete is hidden,
-        # an error from them is the client's (it ends the batch like the client's own).
-        self.hide_parses = 0
+        # Parse messages sent in this segment, ParseCompletes received, and the ordinals
+        # of those that answer pgtwist's own Parses: hidden from the client (an error from
+        # one is the client's: it ends the batch like one of its own would).
+        self.parses = 0
+        self.parses_seen = 0
+        self.hidden: set[int] | None = None
         self.capture: list[bytes] | None = None  # a shadow whose bytes pgtwist reads itself
 
     @property
@@ -89,6 +92,15 @@ class Ordering:
             self.fifo.append(seg)
         self.by_link.setdefault(link, deque()).append(seg)
         return seg
+
+    @staticmethod
+    def parse_sent(seg: Segment, hidden: bool = False) -> None:
+        """A Parse joined ``seg``; ``hidden``: pgtwist's own, its ParseComplete not shown."""
+        seg.parses += 1
+        if hidden:
+            if seg.hidden is None:
+                seg.hidden = set()
+            seg.hidden.add(seg.parses)
 
     @staticmethod
     def synced(seg: Segment, own: bool = False) -> None:
@@ -174,13 +186,14 @@ class Ordering:
                 events.append(item)
             if seg is None:
                 continue
-            if seg.hide_parses:
-                if code == codes.PARSE_COMPLETE:
-                    seg.hide_parses -= 1
+            if code == codes.PARSE_COMPLETE:
+                seg.parses_seen += 1
+                if seg.hidden and seg.parses_seen in seg.hidden:
+                    seg.hidden.discard(seg.parses_seen)
                     self._trim(seg, out, 5)
                     continue
-                if code == codes.ERROR_RESPONSE:
-                    seg.hide_parses = 0  # the server skips the rest up to the Sync
+            elif code == codes.ERROR_RESPONSE and seg.hidden:
+                seg.hidden = None  # the server skips the rest up to the Sync
             if code != codes.READY_FOR_QUERY:
                 if code == codes.NOTIFICATION_RESPONSE and not seg.forward and link is self.primary:
                     # A notification arriving during pgtwist's own traffic is still the client's.

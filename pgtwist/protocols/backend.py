@@ -59,6 +59,9 @@ class BackendLink(Protocol):
         self.statements = None
         self.sql_prepared: dict[str, str] = {}
         self.unnamed = None
+        # (name, SqlPrepared, number of its ReadyForQuery) of a SQL PREPARE not yet answered
+        self.pending_prepare = None
+        self.ready_seen = 0        # ReadyForQuery messages received
         self.cancelling = 0        # cancel requests for this backend still being delivered
         self.after_cancel = None   # run once they are: a release that had to wait
         self.write = None

@@ -101,9 +101,6 @@ def _count(cluster, table: str) -> int:
 # -- batches that meet a link lacking their statements -----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a statement first seen in a later TCP chunk of a batch "
-                   "is re-parsed with pgtwist's own Sync, splitting the client's implicit "
-                   "transaction: the first half commits although the batch failed")
 def test_batch_split_across_writes_stays_one_transaction(pooldb, pgtwist_factory, cluster):
     _truncate(cluster, "txr_items")
     pg = _daemon(pgtwist_factory, links=1)
@@ -166,8 +163,6 @@ def test_describe_and_bind_in_separate_batches_on_different_links(pooldb, pgtwis
             assert _rows(msgs) == [["101"]], _errors(msgs)
 
 
-@pytest.mark.xfail(strict=True, reason="another session's unnamed statement stays on the link "
-                   "and a Bind of '' without a Parse of its own runs it instead of 26000")
 def test_unnamed_statement_of_another_session_is_not_visible(pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=1)
     with _client(pg) as a, _client(pg) as b:
@@ -179,8 +174,6 @@ def test_unnamed_statement_of_another_session_is_not_visible(pooldb, pgtwist_fac
         assert _sqlstates(msgs) == ["26000"]
 
 
-@pytest.mark.xfail(strict=True, reason="a failed Parse leaves its name in the session: the "
-                   "corrected Parse under that name is refused with 42P05")
 def test_failed_parse_does_not_reserve_its_name(pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=1)
     with _client(pg) as c:
@@ -193,8 +186,6 @@ def test_failed_parse_does_not_reserve_its_name(pooldb, pgtwist_factory):
         assert _rows(msgs) == [["fixed"]]
 
 
-@pytest.mark.xfail(strict=True, reason="a Parse in an aborted transaction whose text the link "
-                   "holds is answered ParseComplete by pgtwist instead of 25P02")
 def test_parse_in_an_aborted_transaction_is_refused(pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=1)
     with _client(pg) as c:
@@ -211,8 +202,6 @@ def test_parse_in_an_aborted_transaction_is_refused(pooldb, pgtwist_factory):
         assert _sqlstates(c.read_until()) == ["26000"]
 
 
-@pytest.mark.xfail(strict=True, reason="a failed SQL PREPARE is remembered: PREPARE of the "
-                   "same name once the statement is fixed is refused with 42P05")
 def test_failed_sql_prepare_does_not_reserve_its_name(pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=1)
     with _client(pg) as c:
@@ -263,8 +252,6 @@ def test_two_sessions_prepare_and_deallocate_one_sql_name(pooldb, pgtwist_factor
             b.rows("DEALLOCATE same")
 
 
-@pytest.mark.xfail(strict=True, reason="DISCARD ALL inside a transaction block fails (25001) but "
-                   "pgtwist already forgot the session's prepared statements")
 def test_failed_discard_all_keeps_the_prepared_statements(pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=1)
     with _client(pg) as c:
@@ -278,8 +265,6 @@ def test_failed_discard_all_keeps_the_prepared_statements(pooldb, pgtwist_factor
         assert _rows(msgs) == [["kept"]], _errors(msgs)
 
 
-@pytest.mark.xfail(strict=True, reason="a DISCARD ALL that fails inside a transaction block still "
-                   "unpins the session: its link, temp table included, goes to other clients")
 def test_failed_discard_all_keeps_the_pin(pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=2)
     with _client(pg) as a, _client(pg) as b:
@@ -413,12 +398,7 @@ def test_error_on_the_replica_aborts_the_transaction_until_rollback(
     assert_log_clean(pg)
 
 
-@pytest.mark.parametrize("mode", [
-    pytest.param("transaction", marks=pytest.mark.xfail(strict=True, reason=(
-        "the 25P02 pgtwist answers itself after a replica's error ends with ReadyForQuery 'T' "
-        "(the primary's status) instead of 'E'"))),
-    pytest.param("session", marks=pytest.mark.xfail(strict=True, reason="same in session mode")),
-])
+@pytest.mark.parametrize("mode", ["transaction", "session"])
 def test_readyforquery_after_a_replica_error_says_failed(pooldb, pgtwist_factory, cluster, mode):
     pg = _lb_daemon(pgtwist_factory, cluster, links=2, pool_mode=mode)
     with _client(pg) as a:
@@ -519,9 +499,6 @@ def test_function_call(pooldb, pgtwist_factory):
             assert b.rows("select 1") == [["1"]]  # the link came back after the call
 
 
-@pytest.mark.xfail(strict=True, reason="when the statement needs a catalog lookup, the lookup "
-                   "consumes the checkout error (LinkUnavailable) and the statement checks out "
-                   "again, forever: the client never gets 53300")
 def test_checkout_timeout_reaches_a_statement_that_needs_a_catalog_lookup(
         pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=1, checkout_timeout=1)

@@ -766,7 +766,9 @@ BIND_COMPLETE = m.frame(codes.BIND_COMPLETE)
 def _batch_with_hidden_parses(hidden: int):
     f = Feed()
     seg = f.o.segment("L")
-    seg.hide_parses = hidden
+    for _ in range(hidden):
+        f.o.parse_sent(seg, hidden=True)
+    f.o.parse_sent(seg)  # the client's own Parse follows
     f.o.synced(seg)
     return f, seg
 
@@ -793,7 +795,7 @@ def test_hidden_parse_completes_while_waiting_for_the_turn():
     first = f.o.segment("A")
     f.o.synced(first)
     second = f.o.segment("B")
-    second.hide_parses = 1
+    f.o.parse_sent(second, hidden=True)
     f.o.synced(second)
     f.recv("B", PARSE_COMPLETE + BIND_COMPLETE + RFQ)   # held: A is first
     assert f.client == b""
@@ -806,4 +808,22 @@ def test_an_error_from_a_hidden_parse_reaches_the_client():
     err = m.error_response("42P01", 'relation "gone" does not exist')
     f.recv("L", PARSE_COMPLETE + err + RFQ)
     assert f.client == err + RFQ
-    assert seg.hide_parses == 0
+    assert seg.hidden is None
+
+
+def test_a_hidden_parse_in_the_middle_of_a_batch():
+    """Client Parse, then pgtwist's Parse before a Bind, then another client Parse: only
+    the second ParseComplete is pgtwist's, whenever the bytes arrive."""
+    f = Feed()
+    seg = f.o.segment("L")
+    f.o.parse_sent(seg)
+    f.o.parse_sent(seg, hidden=True)
+    f.o.parse_sent(seg)
+    f.o.synced(seg)
+    stream = (PARSE_COMPLETE + BIND_COMPLETE + m.command_complete("SELECT 0")
+              + PARSE_COMPLETE + BIND_COMPLETE + PARSE_COMPLETE + RFQ)
+    expect = stream[:5 + 5 + len(m.command_complete("SELECT 0"))] + stream[-(5 + 5 + 6):]
+    f.recv("L", stream[:7])
+    f.recv("L", stream[7:30])
+    f.recv("L", stream[30:])
+    assert f.client == expect
