@@ -356,6 +356,8 @@ class ClientMessages:
         s.portals[portal] = link.node_id
         self._forward(link, buf, start - 5, end)
         if stmt is not None:
+            if stmt.info.copy_from_stdin:
+                link.copy_started()
             self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
         return None
 
@@ -463,8 +465,26 @@ class ClientMessages:
         link = self._current_or_primary()
         if link is _WAIT:
             return _WAIT
+        if link.copy_execute and self._copy_sync(link, buf, start, end):
+            return None
         self._forward(link, buf, start - 5, end, sync=True)
         return None
+
+    def _copy_sync(self, link, buf, start, end) -> bool:
+        """A Sync around an extended-protocol COPY FROM STDIN.  The server ignores Syncs
+        that reach it in copy-in mode (libpq sends one right after the Execute, and
+        another after CopyDone): True when this one gets no ReadyForQuery of its own."""
+        if self.copy_link is link and not link.copy_client_done:
+            self._send_frame(link, buf, start - 5, end)  # in copy-in: ignored
+            return True
+        if link.syncs_owed:
+            # The copy is over; this Sync's ReadyForQuery answers one sent before the copy
+            # began, which the server ignored.
+            link.syncs_owed -= 1
+            self._send_frame(link, buf, start - 5, end)
+            return True
+        link.copy_syncs += 1  # counted; if the COPY starts, the server will ignore it
+        return False
 
     def _on_flush(self, code, buf, start, end):
         tail = self.ordering.tail_open()
@@ -482,6 +502,8 @@ class ClientMessages:
     def _on_copy(self, code, buf, start, end):
         link = self.copy_link or self.primary_link
         if link is not None and not link.closed:
+            if code != codes.COPY_DATA:
+                link.copy_client_done = True  # CopyDone / CopyFail: copy-in ends
             self._send_frame(link, buf, start - 5, end)
         return None
 

@@ -485,6 +485,7 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                 link.txn_status = status
                 if link is self.copy_link:
                     self.copy_link = None
+                    link.copy_execute = False
                 if link is self.primary_link:
                     s.txn_status = status
                     self.router.after_ready(s, status, not self.ordering.busy(link))
@@ -534,6 +535,9 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                     self.proxy.cluster.suspect_primary(link.node_id)
             elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
                 self.copy_link = link
+                if link.copy_execute:
+                    # The Syncs sent since the Execute reached a server in copy-in: ignored.
+                    link.syncs_owed, link.copy_syncs = link.copy_syncs, 0
         if idle and self.txn_pooling:
             self._tx_release_idle(link)
 

@@ -305,6 +305,8 @@ class TxnMessages:
         else:
             self._forward(link, buf, start - 5, end)
         if stmt is not None:
+            if stmt.info.copy_from_stdin:
+                link.copy_started()
             self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
             self._tx_after(stmt.info, stmt.sql, link)
         return None

@@ -62,10 +62,21 @@ class BackendLink(Protocol):
         # (name, SqlPrepared, number of its ReadyForQuery) of a SQL PREPARE not yet answered
         self.pending_prepare = None
         self.ready_seen = 0        # ReadyForQuery messages received
+        # Extended-protocol COPY FROM STDIN (see ClientMessages._copy_sync).
+        self.copy_execute = False  # a COPY FROM STDIN portal was bound here
+        self.copy_syncs = 0        # Syncs sent since, before the server entered copy-in
+        self.syncs_owed = 0        # of those, ignored by the server: later Syncs answer them
+        self.copy_client_done = False
         self.cancelling = 0        # cancel requests for this backend still being delivered
         self.after_cancel = None   # run once they are: a release that had to wait
         self.write = None
         self._leftover: list = []
+
+    def copy_started(self) -> None:
+        self.copy_execute = True
+        self.copy_syncs = 0
+        self.syncs_owed = 0
+        self.copy_client_done = False
 
     def forget(self, stmt) -> None:
         """A Parse of ``stmt`` sent here failed (or was skipped): the server lacks it."""

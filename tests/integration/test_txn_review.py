@@ -416,10 +416,6 @@ def _pbe(sql: str) -> bytes:
     return parse(sql) + bind() + execute()
 
 
-@pytest.mark.xfail(strict=True, reason="libpq's extended COPY FROM STDIN (Sync before the copy "
-                   "data, ignored by the server, then Sync again) leaves a segment waiting for "
-                   "a ReadyForQuery that never comes: the link is never released, other "
-                   "clients wait for it")
 def test_extended_copy_from_stdin_with_early_sync_releases_the_link(
         pooldb, pgtwist_factory, cluster):
     _truncate(cluster, "txr_copy")
