@@ -179,6 +179,8 @@ class ClientMessages:
             self._tx_before_query(link, info)
         self._forward(link, buf, start - 5, end, sync=True)
         self.router.after_statement(s, info, decision, link.node_id, sql)
+        if s.implicit_undo is not None:
+            self._file_undo(link, synced=True)
         if self.txn_pooling:
             self._tx_after(info, sql, link)
         return None
@@ -246,6 +248,8 @@ class ClientMessages:
             self._tx_before_query(primary, info)
         self._forward(primary, buf, start - 5, end, sync=True)
         self.router.after_statement(s, info, None, primary.node_id, sql)
+        if s.implicit_undo is not None:
+            self._file_undo(primary, synced=True)
         if self.txn_pooling:
             self._tx_after(info, sql, primary)
         return None
@@ -359,6 +363,8 @@ class ClientMessages:
             if stmt.info.copy_from_stdin:
                 link.copy_started()
             self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
+            if s.implicit_undo is not None:
+                self._file_undo(link, synced=False)
         return None
 
     def _both_extended(self, stmt: Statement, buf: bytes, start: int) -> bool:

@@ -480,8 +480,8 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                 status = body[0]
                 idle = status == codes.TXN_IDLE
                 link.ready_seen += 1
-                if link.pending_prepare is not None and link.ready_seen >= link.pending_prepare[2]:
-                    link.pending_prepare = None
+                if link.undo:
+                    link.undo = [u for u in link.undo if u[0] > link.ready_seen]
                 link.txn_status = status
                 if link is self.copy_link:
                     self.copy_link = None
@@ -517,15 +517,8 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                         if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
                             del s.statements[stmt.name]  # its Parse failed: no such name
                     link.pending_parses.clear()
-                pending = link.pending_prepare
-                if pending is not None and link.ready_seen == pending[2] - 1:
-                    # The SQL PREPARE (answered by the next ReadyForQuery) failed: the name
-                    # stays free.
-                    name, prepared, _ready = pending
-                    link.pending_prepare = None
-                    if s.sql_prepared.get(name) is prepared:
-                        del s.sql_prepared[name]
-                    link.sql_prepared.pop(name, None)
+                if link.undo:
+                    self._undo(link)
                 if body.startswith(_FATAL_MARKERS) or b"\0SFATAL\0" in body \
                         or b"\0SPANIC\0" in body:
                     link.fatal_seen = True
@@ -540,6 +533,23 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                     link.syncs_owed, link.copy_syncs = link.copy_syncs, 0
         if idle and self.txn_pooling:
             self._tx_release_idle(link)
+
+    def _file_undo(self, link: BackendLink, synced: bool) -> None:
+        """After a statement went to ``link``: a SET it made outside an explicit
+        transaction is undone if an error ends its implicit transaction."""
+        s = self.session
+        snapshot, s.implicit_undo = s.implicit_undo, None
+        target = link.ready_seen + link.inflight + (0 if synced else 1)
+        link.undo.append((target, lambda: s.replay.__setitem__(slice(None), snapshot)))
+
+    @staticmethod
+    def _undo(link: BackendLink) -> None:
+        """An error before the next ReadyForQuery: what its statements recorded is void."""
+        due = link.ready_seen + 1
+        for target, undo in reversed(link.undo):  # the oldest snapshot is restored last
+            if target == due:
+                undo()
+        link.undo = [u for u in link.undo if u[0] != due]
 
     def _tx_release_idle(self, link: BackendLink) -> None:
         """Transaction pooling: a link idle with nothing more to do goes back to the pool."""

@@ -40,6 +40,32 @@ _REPORTED_SETTABLE = frozenset({"application_name", "client_encoding", "DateStyl
                                 "search_path"})
 
 
+_SAVEPOINT_NAME = re.compile(
+    r"^\s*(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+WORK|\s+TRANSACTION)?\s+TO"
+    r"(?:\s+SAVEPOINT)?)\s+(\"(?:[^\"]|\"\")+\"|[^\s;]+)", re.IGNORECASE)
+
+
+def _savepoint(s, command: str, sql: str) -> None:
+    """SAVEPOINT / ROLLBACK TO / RELEASE: the SETs made after a savepoint rolled back to
+    never happened (PostgreSQL undoes them too)."""
+    found = _SAVEPOINT_NAME.match(sql)
+    if found is None:
+        return
+    name = found.group(1)
+    name = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+    if command == "SAVEPOINT":
+        s.savepoints.append((name, list(s.replay)))
+        return
+    for i in range(len(s.savepoints) - 1, -1, -1):
+        if s.savepoints[i][0] == name:
+            if command == "ROLLBACK TO":
+                s.replay[:] = s.savepoints[i][1]
+                del s.savepoints[i + 1:]  # the savepoint itself stays
+            else:
+                del s.savepoints[i:]
+            return
+
+
 def _remember_state(s, sql: str) -> None:
     """Record a session-state statement for links the session uses later (in order; a
     repeated one moves to the end, so setting a value back is kept)."""
@@ -206,11 +232,19 @@ class Router:
                                                     or s.route_status == "E"):
                 s.replay[:] = s.replay_before_txn  # its SETs were rolled back too
             s.replay_before_txn = None
+            s.savepoints.clear()
             s.route_status = "I"
             s.txn_begin_for_standby = None
+        elif command in ("SAVEPOINT", "ROLLBACK TO", "RELEASE") and s.route_status != "I":
+            _savepoint(s, command, sql)
+        implicit = s.route_status == "I" and command != "BEGIN"
         if command in _REPLAYED and info.route == BOTH:
+            if implicit and s.implicit_undo is None:
+                s.implicit_undo = list(s.replay)
             _remember_state(s, sql)
         elif info.multi_statement and _MAY_SET.search(sql):
+            if implicit and s.implicit_undo is None:
+                s.implicit_undo = list(s.replay)
             for part in split_statements(sql):
                 if _SESSION_STATE.match(part):
                     _remember_state(s, part)

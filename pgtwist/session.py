@@ -69,6 +69,11 @@ class Session:
     replay: list[str] = field(default_factory=list)
     # ``replay`` as it was at BEGIN: a rolled-back transaction's SETs never happened.
     replay_before_txn: list[str] | None = None
+    # ... and at each open SAVEPOINT, oldest first: [(name, replay then)].
+    savepoints: list[tuple[str, list[str]]] = field(default_factory=list)
+    # ``replay`` before a SET outside an explicit transaction, until the relay files it
+    # with the link: an error in that statement's implicit transaction undoes the SET.
+    implicit_undo: list[str] | None = None
     # The BEGIN a standby link joining mid-transaction must run first.
     txn_begin_for_standby: str | None = None
     # Routing state (pgtwist.routing.stickiness), replaced on every statement.

@@ -308,6 +308,8 @@ class TxnMessages:
             if stmt.info.copy_from_stdin:
                 link.copy_started()
             self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
+            if s.implicit_undo is not None:
+                self._file_undo(link, synced=False)
             self._tx_after(stmt.info, stmt.sql, link)
         return None
 
@@ -403,6 +405,7 @@ class TxnMessages:
             s.statements.clear()
             s.portals.clear()
             self.router.after_statement(s, info, None, s.primary_id, sql)
+            s.implicit_undo = None  # answered here: it cannot fail
             self._local(m.command_complete("DISCARD ALL"))
             return None
         return _GO
@@ -435,8 +438,15 @@ class TxnMessages:
         s = self.session
         if info.prepare_name is not None and info.prepared is not None:
             link.sql_prepared[info.prepare_name] = sql
-            link.pending_prepare = (info.prepare_name, s.sql_prepared.get(info.prepare_name),
-                                    link.ready_seen + link.inflight)
+            # If it fails, the name stays free.
+            name, prepared = info.prepare_name, s.sql_prepared.get(info.prepare_name)
+
+            def unprepare():
+                if s.sql_prepared.get(name) is prepared:
+                    del s.sql_prepared[name]
+                link.sql_prepared.pop(name, None)
+
+            link.undo.append((link.ready_seen + link.inflight, unprepare))
         command = info.command
         if command == "DISCARD" and _DISCARD_ALL.match(sql) and s.route_status == "I":
             link.forget_statements()

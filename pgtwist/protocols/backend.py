@@ -59,9 +59,10 @@ class BackendLink(Protocol):
         self.statements = None
         self.sql_prepared: dict[str, str] = {}
         self.unnamed = None
-        # (name, SqlPrepared, number of its ReadyForQuery) of a SQL PREPARE not yet answered
-        self.pending_prepare = None
         self.ready_seen = 0        # ReadyForQuery messages received
+        # (number of a ReadyForQuery, callable): bookkeeping to undo if an error comes
+        # before that ReadyForQuery (the statement's implicit transaction failed).
+        self.undo: list = []
         # Extended-protocol COPY FROM STDIN (see ClientMessages._copy_sync).
         self.copy_execute = False  # a COPY FROM STDIN portal was bound here
         self.copy_syncs = 0        # Syncs sent since, before the server entered copy-in

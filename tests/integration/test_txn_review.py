@@ -303,8 +303,6 @@ def _work_mem(c) -> str:
     return c.rows("select current_setting('work_mem')")[0][0]
 
 
-@pytest.mark.xfail(strict=True, reason="a SET in a multi-statement Query that failed (rolled "
-                   "back by PostgreSQL) is still recorded and replayed on the next link")
 def test_set_in_a_failed_multi_statement_query_stays_rolled_back(pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=1)
     with _client(pg) as a, _client(pg) as b:
@@ -315,8 +313,6 @@ def test_set_in_a_failed_multi_statement_query_stays_rolled_back(pooldb, pgtwist
         assert _work_mem(a) == default
 
 
-@pytest.mark.xfail(strict=True, reason="a SET undone by ROLLBACK TO SAVEPOINT is still recorded "
-                   "and replayed on the next link")
 def test_set_rolled_back_to_a_savepoint_stays_rolled_back(pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=1)
     with _client(pg) as a, _client(pg) as b:
@@ -329,8 +325,6 @@ def test_set_rolled_back_to_a_savepoint_stays_rolled_back(pooldb, pgtwist_factor
         assert _work_mem(a) == default
 
 
-@pytest.mark.xfail(strict=True, reason="a SET in an extended-protocol batch that failed (one "
-                   "implicit transaction) is still recorded and replayed on the next link")
 def test_set_in_a_failed_extended_batch_stays_rolled_back(pooldb, pgtwist_factory):
     pg = _daemon(pgtwist_factory, links=1)
     with _client(pg) as a, _client(pg) as b:

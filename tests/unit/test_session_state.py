@@ -87,3 +87,35 @@ def classify():
 ])
 def test_set_config_pins_unless_tracked_or_local(classify, sql, pinned):
     assert (pin_reason(classify(sql), sql) == "set_config") is pinned
+
+
+def _txn_session(*replay):
+    return SimpleNamespace(replay=list(replay), savepoints=[])
+
+
+def test_rollback_to_a_savepoint_forgets_later_sets():
+    from pgtwist.router import _savepoint
+
+    s = _txn_session("SET a = 1")
+    _savepoint(s, "SAVEPOINT", "SAVEPOINT sp1")
+    _remember_state(s, "SET b = 2")
+    _savepoint(s, "SAVEPOINT", 'savepoint "Sp2"')
+    _remember_state(s, "SET c = 3")
+    _savepoint(s, "ROLLBACK TO", 'ROLLBACK TO SAVEPOINT "Sp2"')
+    assert s.replay == ["SET a = 1", "SET b = 2"]
+    _remember_state(s, "SET d = 4")
+    _savepoint(s, "ROLLBACK TO", "rollback work to sp1")
+    assert s.replay == ["SET a = 1"]
+    assert [name for name, _ in s.savepoints] == ["sp1"]  # a savepoint outlives ROLLBACK TO
+
+
+def test_release_keeps_the_sets_and_drops_the_savepoint():
+    from pgtwist.router import _savepoint
+
+    s = _txn_session()
+    _savepoint(s, "SAVEPOINT", "SAVEPOINT sp")
+    _remember_state(s, "SET a = 1")
+    _savepoint(s, "RELEASE", "RELEASE SAVEPOINT sp")
+    assert s.replay == ["SET a = 1"] and s.savepoints == []
+    _savepoint(s, "ROLLBACK TO", "ROLLBACK TO sp")  # unknown now: nothing happens
+    assert s.replay == ["SET a = 1"]
