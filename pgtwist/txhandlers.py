@@ -9,8 +9,11 @@ transactions is carried by the session and put back on whatever link serves it n
   (Relay._link_opened);
 - named prepared statements: prepared under pgtwist-owned names (pgtwist.txpool), on
   each link the first time that link needs them.  Before the first message of a batch
-  goes to a link, the rest of the batch is read ahead so every statement it uses is
-  prepared first, in its own round trip, without splitting the client's batch;
+  goes to a link, the rest of the batch is read ahead and the Parses of every statement
+  it uses that the link lacks go first; one needed later (not yet received, or parsed
+  on another link) is parsed right before its use.  Either way the Parses are part of
+  the client's batch (one implicit transaction), their ParseCompletes hidden and an
+  error from one shown in place of the message it would break;
 - Close of a statement and SQL DEALLOCATE only forget the session's name: the server
   copy stays for other sessions and leaves by the per-link LRU;
 - SQL PREPAREd statements: re-PREPAREd on a link that lacks them before EXECUTE.
@@ -89,10 +92,8 @@ class TxnMessages:
                     yield code, ebuf, s0, e0
 
     def _tx_prepare_batch(self, link, buf: bytes, start: int) -> None:
-        """A batch is about to start on ``link``: prepare what it uses that ``link`` lacks.
-
-        Runs before anything of the batch is sent there, so pgtwist's own Parses go in a
-        round trip of their own and the client's batch stays one implicit transaction.
+        """A batch is about to start on ``link``: prepare what it uses that ``link`` lacks,
+        at the head of the batch's segment, after closing what the link's LRU bound evicts.
         """
         s = self.session
         if s.route_status == "E":
