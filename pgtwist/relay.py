@@ -135,6 +135,9 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                     self.backlog.append([event.buf, event.frames, 0])
                     if not self.waiting:
                         self._drain()
+                    else:
+                        # More input while a frame waits: stop reading until it is routed.
+                        self.client_valve.hold(self)
                 elif type(event) is StartupReceived:
                     self._startup(event)
                 elif type(event) is SSLRequested:
@@ -201,9 +204,10 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
             self._draining = False
 
     def _wait(self, d: defer.Deferred):
-        """Pause the client until ``d`` fires, then resume routing."""
+        """Route nothing more until ``d`` fires, then resume routing.  (The client is
+        only paused if it sends more meanwhile: most waits, for a pooled link, end
+        before it does, and pausing costs two epoll calls.)"""
         self.waiting = True
-        self.client_valve.hold(self)
 
         def resume(result):
             self.waiting = False
