@@ -360,12 +360,17 @@ class ClientMessages:
         s.portals[portal] = link.node_id
         self._forward(link, buf, start - 5, end)
         if stmt is not None:
-            if stmt.info.copy_from_stdin:
-                link.copy_started()
-            self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
-            if s.implicit_undo is not None:
-                self._file_undo(link, synced=False)
+            self._after_bind(stmt, link)
         return None
+
+    def _after_bind(self, stmt: Statement, link) -> None:
+        """Bookkeeping once ``stmt`` is bound on ``link`` (it runs there at Execute)."""
+        s = self.session
+        if stmt.info.copy_from_stdin:
+            link.copy_started()
+        self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
+        if s.implicit_undo is not None:
+            self._file_undo(link, synced=False)
 
     def _both_extended(self, stmt: Statement, buf: bytes, start: int) -> bool:
         """A BOTH statement's Bind: copy it to the open LB link; True while that must finish

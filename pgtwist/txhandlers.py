@@ -280,19 +280,27 @@ class TxnMessages:
         self._local(PARSE_COMPLETE, ready=False)
         return None
 
+    def _tx_named_link(self, code: int, name: bytes, buf: bytes, start: int):
+        """(statement, link) for a Bind / Describe 'S' naming ``name``; or (None, answer)
+        when the frame is answered already (_WAIT, an error, a skip)."""
+        stmt = self.session.statements.get(name)
+        if stmt is None and self._tx_unknown_statement(name):
+            return None, None
+        link = self._tx_statement_link(stmt, buf, start)
+        if link is _WAIT:
+            return None, _WAIT
+        if link is _SKIP:
+            return None, self._skip(code)
+        return stmt, link
+
     def _tx_on_bind(self, code, buf, start, end):
         s = self.session
         if s.failed_elsewhere or self.skip_until_sync:
             return self._skip(code)
         portal, name = _cstr_pair(buf, start)
-        stmt = s.statements.get(name)
-        if stmt is None and self._tx_unknown_statement(name):
-            return None
-        link = self._tx_statement_link(stmt, buf, start)
-        if link is _WAIT:
-            return _WAIT
-        if link is _SKIP:
-            return self._skip(code)
+        stmt, link = self._tx_named_link(code, name, buf, start)
+        if link is None or link is _WAIT:
+            return link
         if stmt is not None and stmt.info.route == "both" and self._both_extended(stmt, buf, start):
             return _WAIT
         if stmt is None:  # a name the session PREPAREd in SQL
@@ -306,11 +314,7 @@ class TxnMessages:
         else:
             self._forward(link, buf, start - 5, end)
         if stmt is not None:
-            if stmt.info.copy_from_stdin:
-                link.copy_started()
-            self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
-            if s.implicit_undo is not None:
-                self._file_undo(link, synced=False)
+            self._after_bind(stmt, link)
             self._tx_after(stmt.info, stmt.sql, link)
         return None
 
@@ -320,15 +324,9 @@ class TxnMessages:
             return self._skip(code)
         if buf[start] != 0x53:  # a portal: where it was bound
             return ClientMessages._on_describe(self, code, buf, start, end)
-        name = buf[start + 1:end - 1]
-        stmt = s.statements.get(name)
-        if stmt is None and self._tx_unknown_statement(name):
-            return None
-        link = self._tx_statement_link(stmt, buf, start)
-        if link is _WAIT:
-            return _WAIT
-        if link is _SKIP:
-            return self._skip(code)
+        stmt, link = self._tx_named_link(code, buf[start + 1:end - 1], buf, start)
+        if link is None or link is _WAIT:
+            return link
         if stmt is not None and stmt.server_name is not None:
             frame = describe_statement(stmt.server_name)
             self._forward(link, frame, 0, len(frame))

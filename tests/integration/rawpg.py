@@ -203,6 +203,14 @@ class RawClient:
         return True
 
 
+def rows_of(msgs: list[tuple[str, bytes]]) -> list[list[str | None]]:
+    return [data_row(b) for c, b in msgs if c == "D"]
+
+
+def errors_of(msgs: list[tuple[str, bytes]]) -> list[dict[str, str]]:
+    return [error_fields(b) for c, b in msgs if c == "E"]
+
+
 def codes_of(msgs: list[tuple[str, bytes]]) -> str:
     return "".join(c for c, _ in msgs)
 

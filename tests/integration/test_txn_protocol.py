@@ -15,13 +15,13 @@ from .rawpg import (
     bind,
     codes_of,
     cstr,
-    data_row,
     describe,
-    error_fields,
+    errors_of,
     execute,
     msg,
     parse,
     query,
+    rows_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,6 @@ def close_statement(name: str) -> bytes:
     return msg(b"C", b"S" + cstr(name))
 
 
-def _rows(msgs) -> list[list[str | None]]:
-    return [data_row(b) for c, b in msgs if c == "D"]
-
-
-def _errors(msgs) -> list[dict[str, str]]:
-    return [error_fields(b) for c, b in msgs if c == "E"]
 
 
 def _tags(msgs) -> list[str]:
@@ -66,8 +60,8 @@ def test_two_sessions_same_statement_name_different_queries(pool_database, pgtwi
         for _ in range(3):
             a.send(bind(statement="s1"), execute(), SYNC)
             b.send(bind(statement="s1"), execute(), SYNC)
-            assert _rows(a.read_until()) == [["a"]]
-            assert _rows(b.read_until()) == [["b"]]
+            assert rows_of(a.read_until()) == [["a"]]
+            assert rows_of(b.read_until()) == [["b"]]
     assert_log_clean(pg)
 
 
@@ -79,7 +73,7 @@ def test_same_text_different_parameter_types(pool_database, pgtwist_factory):
         assert codes_of(c.read_until()) == "11Z"
         c.send(bind([b"1"], statement="int"), execute(),
                bind([b"1"], statement="txt"), execute(), SYNC)
-        assert _rows(c.read_until()) == [["integer"], ["text"]]
+        assert rows_of(c.read_until()) == [["integer"], ["text"]]
 
 
 def test_parse_of_a_statement_the_link_holds_inside_a_batch(pool_database, pgtwist_factory):
@@ -94,8 +88,8 @@ def test_parse_of_a_statement_the_link_holds_inside_a_batch(pool_database, pgtwi
                parse("select 41 + 1", "y"), bind(statement="y"), execute(),
                parse("select 41 + 1", "z"), bind(statement="z"), execute(), SYNC)
         msgs = b.read_until()
-        assert codes_of(msgs) == "12DC12DC12DCZ", _errors(msgs)
-        assert _rows(msgs) == [["7"], ["42"], ["42"]]
+        assert codes_of(msgs) == "12DC12DC12DCZ", errors_of(msgs)
+        assert rows_of(msgs) == [["7"], ["42"], ["42"]]
 
 
 def test_parse_answered_by_pgtwist_when_the_link_has_the_statement(pool_database, pgtwist_factory):
@@ -106,7 +100,7 @@ def test_parse_answered_by_pgtwist_when_the_link_has_the_statement(pool_database
         b.send(parse("select 5", "q"), describe(b"S", "q"), SYNC)
         assert codes_of(b.read_until()) == "1tTZ"
         b.send(bind(statement="q"), execute(), SYNC)
-        assert _rows(b.read_until()) == [["5"]]
+        assert rows_of(b.read_until()) == [["5"]]
 
 
 def test_close_is_answered_and_other_sessions_keep_the_statement(pool_database, pgtwist_factory):
@@ -119,7 +113,7 @@ def test_close_is_answered_and_other_sessions_keep_the_statement(pool_database, 
         a.send(close_statement("s"), SYNC)
         assert codes_of(a.read_until()) == "3Z"
         b.send(bind(statement="s"), execute(), SYNC)
-        assert _rows(b.read_until()) == [["shared"]]
+        assert rows_of(b.read_until()) == [["shared"]]
         # Inside a batch the CloseComplete comes in its place.
         b.send(bind(statement="s"), execute(), close_statement("s"), close_statement("nope"),
                SYNC)
@@ -127,8 +121,8 @@ def test_close_is_answered_and_other_sessions_keep_the_statement(pool_database, 
         # The client's name is gone, as after a real Close.
         a.send(bind(statement="s"), execute(), SYNC)
         msgs = a.read_until()
-        assert _errors(msgs)[0]["C"] == "26000"
-        assert '"s"' in _errors(msgs)[0]["M"]
+        assert errors_of(msgs)[0]["C"] == "26000"
+        assert '"s"' in errors_of(msgs)[0]["M"]
 
 
 def test_unnamed_statement_survives_a_link_change(pool_database, pgtwist_factory):
@@ -140,11 +134,11 @@ def test_unnamed_statement_survives_a_link_change(pool_database, pgtwist_factory
         b.rows("begin")
         b.rows("select 1")
         a.send(bind(), execute(), SYNC)
-        assert len(_rows(a.read_until())) == 1
+        assert len(rows_of(a.read_until())) == 1
         b.rows("commit")
         for _ in range(3):
             a.send(bind(), execute(), SYNC)
-            assert not _errors(a.read_until())
+            assert not errors_of(a.read_until())
 
 
 def test_duplicate_statement_name_is_refused_like_postgres(pool_database, pgtwist_factory):
@@ -155,10 +149,10 @@ def test_duplicate_statement_name_is_refused_like_postgres(pool_database, pgtwis
         c.send(parse("select 2", "dup"), bind(statement="dup"), execute(), SYNC)
         msgs = c.read_until()
         assert codes_of(msgs) == "EZ"
-        assert _errors(msgs)[0]["C"] == "42P05"
+        assert errors_of(msgs)[0]["C"] == "42P05"
         assert msgs[-1][1] == b"I"
         c.send(bind(statement="dup"), execute(), SYNC)
-        assert _rows(c.read_until()) == [["1"]]
+        assert rows_of(c.read_until()) == [["1"]]
 
 
 def test_deallocate_of_protocol_statements(pool_database, pgtwist_factory):
@@ -170,15 +164,15 @@ def test_deallocate_of_protocol_statements(pool_database, pgtwist_factory):
         assert _tags(c.simple("DEALLOCATE _pg3_0")) == ["DEALLOCATE"]
         c.send(parse("DEALLOCATE _pg3_1"), bind(), execute(), SYNC)
         msgs = c.read_until()
-        assert codes_of(msgs) == "12CZ", _errors(msgs)
+        assert codes_of(msgs) == "12CZ", errors_of(msgs)
         assert _tags(msgs) == ["DEALLOCATE"]
         for name in ("_pg3_0", "_pg3_1"):
             c.send(bind(statement=name), execute(), SYNC)
-            assert _errors(c.read_until())[0]["C"] == "26000"
-        assert _errors(c.simple("DEALLOCATE nothing_here"))[0]["C"] == "26000"
+            assert errors_of(c.read_until())[0]["C"] == "26000"
+        assert errors_of(c.simple("DEALLOCATE nothing_here"))[0]["C"] == "26000"
         # the names are free again
         c.send(parse("select 3", "_pg3_0"), bind(statement="_pg3_0"), execute(), SYNC)
-        assert _rows(c.read_until()) == [["3"]]
+        assert rows_of(c.read_until()) == [["3"]]
 
 
 def test_deallocate_all_and_discard_all(pool_database, pgtwist_factory):
@@ -190,17 +184,17 @@ def test_deallocate_all_and_discard_all(pool_database, pgtwist_factory):
         c.read_until()
         c.rows("PREPARE sq AS SELECT 2")
         assert _tags(c.simple("DEALLOCATE ALL")) == ["DEALLOCATE ALL"]
-        assert _errors(c.simple("EXECUTE sq"))[0]["C"] == "26000"
+        assert errors_of(c.simple("EXECUTE sq"))[0]["C"] == "26000"
         c.send(parse("select 4", "a"), bind(statement="a"), execute(), SYNC)
-        assert _rows(c.read_until()) == [["4"]]
+        assert rows_of(c.read_until()) == [["4"]]
         c.rows("SET application_name = 'discarded'")
         assert _tags(c.simple("DISCARD ALL")) == ["DISCARD ALL"]
         assert c.rows("SHOW application_name") == [[""]]
         c.send(bind(statement="a"), execute(), SYNC)
-        assert _errors(c.read_until())[0]["C"] == "26000"
+        assert errors_of(c.read_until())[0]["C"] == "26000"
         # another session's statements are untouched
         other.send(bind(statement="o"), execute(), SYNC)
-        assert _rows(other.read_until()) == [["other"]]
+        assert rows_of(other.read_until()) == [["other"]]
 
 
 def test_lru_bound_evicts_and_statements_come_back(pool_database, pgtwist_factory):
@@ -213,7 +207,7 @@ def test_lru_bound_evicts_and_statements_come_back(pool_database, pgtwist_factor
             for i in range(10):
                 c.send(bind(statement=f"s{i}"), execute(), SYNC)
                 msgs = c.read_until()
-                assert _rows(msgs) == [[str(i)]], _errors(msgs)
+                assert rows_of(msgs) == [[str(i)]], errors_of(msgs)
         held = c.rows("select count(*) from pg_prepared_statements")
         assert int(held[0][0]) <= 4  # the bound, plus the one in use
         stats = dict(tuple(r) for r in c.rows("SHOW pgtwist_pool"))
@@ -239,7 +233,7 @@ def test_batch_on_a_link_lacking_its_statements_stays_one_transaction(pool_datab
                    bind([b"0"], statement="div"), execute(), SYNC)
             msgs = a.read_until()
             assert codes_of(msgs) == "2CEZ", msgs
-            assert _errors(msgs)[0]["C"] == "22012"
+            assert errors_of(msgs)[0]["C"] == "22012"
             b.rows("commit")
         assert a.rows("select count(*) from txn_batch") == [["0"]]
         a.rows("drop table txn_batch")
@@ -272,8 +266,8 @@ def test_simple_query_in_the_middle_of_a_batch(pool_database, pgtwist_factory):
         msgs = c.read_until()
         c.send(SYNC)
         msgs += c.read_until()
-        assert _rows(msgs) == [["10"], ["11"]], msgs
-        assert not _errors(msgs)
+        assert rows_of(msgs) == [["10"], ["11"]], msgs
+        assert not errors_of(msgs)
 
 
 def test_a_replayed_parse_that_fails_shows_its_own_error(pool_database, pgtwist_factory):
@@ -285,16 +279,16 @@ def test_a_replayed_parse_that_fails_shows_its_own_error(pool_database, pgtwist_
         c.send(parse("select v from txn_gone", "g"), parse("select 1", "o"), SYNC)
         assert codes_of(c.read_until()) == "11Z"
         c.send(bind(statement="o"), execute(), SYNC)  # evicts g from the link (bound 1)
-        assert _rows(c.read_until()) == [["1"]]
+        assert rows_of(c.read_until()) == [["1"]]
         c.rows("drop table txn_gone")
         c.send(bind(statement="g"), execute(), SYNC)
         msgs = c.read_until()
         assert codes_of(msgs) == "EZ"
-        assert _errors(msgs)[0]["C"] == "42P01", _errors(msgs)
-        assert "pgtwist_" not in _errors(msgs)[0]["M"]
+        assert errors_of(msgs)[0]["C"] == "42P01", errors_of(msgs)
+        assert "pgtwist_" not in errors_of(msgs)[0]["M"]
         # the session goes on
         c.send(bind(statement="o"), execute(), SYNC)
-        assert _rows(c.read_until()) == [["1"]]
+        assert rows_of(c.read_until()) == [["1"]]
 
 
 def test_prepare_while_every_link_is_busy_is_answered_at_once(pool_database, pgtwist_factory):
@@ -309,10 +303,10 @@ def test_prepare_while_every_link_is_busy_is_answered_at_once(pool_database, pgt
         assert codes_of(b.read_until()) == "11Z"   # without waiting for a's transaction
         b.send(bind(statement="later"), execute(), SYNC)
         a.rows("commit")
-        assert _rows(b.read_until()) == [["ok"]]
+        assert rows_of(b.read_until()) == [["ok"]]
         # the bad statement's error comes where it is first used, and only there
         b.send(bind(statement="bad"), execute(), SYNC)
         msgs = b.read_until()
-        assert codes_of(msgs) == "EZ" and _errors(msgs)[0]["C"] == "42601"
+        assert codes_of(msgs) == "EZ" and errors_of(msgs)[0]["C"] == "42601"
         b.send(bind(statement="later"), execute(), SYNC)
-        assert _rows(b.read_until()) == [["ok"]]
+        assert rows_of(b.read_until()) == [["ok"]]

@@ -24,13 +24,14 @@ from .rawpg import (
     bind,
     codes_of,
     copy_data,
-    data_row,
     describe,
     error_fields,
+    errors_of,
     execute,
     msg,
     parse,
     query,
+    rows_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -68,16 +69,10 @@ def _client(pg, **params) -> RawClient:
     return client
 
 
-def _rows(msgs) -> list[list[str | None]]:
-    return [data_row(b) for c, b in msgs if c == "D"]
-
-
-def _errors(msgs) -> list[dict[str, str]]:
-    return [error_fields(b) for c, b in msgs if c == "E"]
 
 
 def _sqlstates(msgs) -> list[str]:
-    return [e["C"] for e in _errors(msgs)]
+    return [e["C"] for e in errors_of(msgs)]
 
 
 def _status(msgs) -> str:
@@ -139,8 +134,8 @@ def test_pipelined_batches_with_parses_and_binds_across_syncs(pooldb, pgtwist_fa
                bind([b"5"], statement="dbl"), execute(), SYNC,
                describe(b"S", "e1"), bind(statement="e1"), execute(), SYNC)
         msgs = a.read_until(count=4)
-        assert codes_of(msgs) == "1Z" "2DC2DCZ" "12DC2DCZ" "tT2DCZ", _errors(msgs)
-        assert _rows(msgs) == [["42"], ["early"], ["late"], ["10"], ["early"]]
+        assert codes_of(msgs) == "1Z" "2DC2DCZ" "12DC2DCZ" "tT2DCZ", errors_of(msgs)
+        assert rows_of(msgs) == [["42"], ["early"], ["late"], ["10"], ["early"]]
         assert [s for c, s in msgs if c == "Z"] == [b"I"] * 4
     assert_log_clean(pg)
 
@@ -156,11 +151,11 @@ def test_describe_and_bind_in_separate_batches_on_different_links(pooldb, pgtwis
             holder.rows("select 1")
             a.send(describe(b"S", "p"), SYNC)
             msgs = a.read_until()
-            assert codes_of(msgs) == "tTZ", _errors(msgs)
+            assert codes_of(msgs) == "tTZ", errors_of(msgs)
             holder.rows("commit")
             a.send(bind([b"1"], statement="p"), execute(), SYNC)
             msgs = a.read_until()
-            assert _rows(msgs) == [["101"]], _errors(msgs)
+            assert rows_of(msgs) == [["101"]], errors_of(msgs)
 
 
 def test_unnamed_statement_of_another_session_is_not_visible(pooldb, pgtwist_factory):
@@ -170,7 +165,7 @@ def test_unnamed_statement_of_another_session_is_not_visible(pooldb, pgtwist_fac
         assert codes_of(a.read_until()) == "1Z"
         b.send(bind(), execute(), SYNC)
         msgs = b.read_until()
-        assert _rows(msgs) == [], msgs
+        assert rows_of(msgs) == [], msgs
         assert _sqlstates(msgs) == ["26000"]
 
 
@@ -182,8 +177,8 @@ def test_failed_parse_does_not_reserve_its_name(pooldb, pgtwist_factory):
         assert _sqlstates(msgs) == ["42601"]
         c.send(parse("select 'fixed'::text", "s"), bind(statement="s"), execute(), SYNC)
         msgs = c.read_until()
-        assert codes_of(msgs) == "12DCZ", _errors(msgs)
-        assert _rows(msgs) == [["fixed"]]
+        assert codes_of(msgs) == "12DCZ", errors_of(msgs)
+        assert rows_of(msgs) == [["fixed"]]
 
 
 def test_parse_in_an_aborted_transaction_is_refused(pooldb, pgtwist_factory):
@@ -207,7 +202,7 @@ def test_failed_sql_prepare_does_not_reserve_its_name(pooldb, pgtwist_factory):
     with _client(pg) as c:
         assert _sqlstates(c.simple("PREPARE q AS SELECT * FROM txr_no_such_table")) == ["42P01"]
         msgs = c.simple("PREPARE q AS SELECT 'fixed'::text")
-        assert _sqlstates(msgs) == [], _errors(msgs)
+        assert _sqlstates(msgs) == [], errors_of(msgs)
         assert c.rows("EXECUTE q") == [["fixed"]]
 
 
@@ -215,9 +210,9 @@ def test_prepare_in_a_multi_statement_query_can_be_executed_later(pooldb, pgtwis
     pg = _daemon(pgtwist_factory, links=1)
     with _client(pg) as c:
         msgs = c.simple("PREPARE mq AS SELECT 'multi'::text; EXECUTE mq")
-        assert _rows(msgs) == [["multi"]], _errors(msgs)
+        assert rows_of(msgs) == [["multi"]], errors_of(msgs)
         msgs = c.simple("EXECUTE mq")
-        assert _rows(msgs) == [["multi"]], _errors(msgs)
+        assert rows_of(msgs) == [["multi"]], errors_of(msgs)
 
 
 def test_more_statements_in_one_batch_than_the_link_bound(pooldb, pgtwist_factory):
@@ -231,7 +226,7 @@ def test_more_statements_in_one_batch_than_the_link_bound(pooldb, pgtwist_factor
                 h.rows("select 1")
             a.send(*(b for i in range(6) for b in (bind(statement=f"m{i}"), execute())), SYNC)
             msgs = a.read_until()
-            assert _rows(msgs) == [[str(i)] for i in range(6)], _errors(msgs)
+            assert rows_of(msgs) == [[str(i)] for i in range(6)], errors_of(msgs)
             if round_ == 1:
                 h.rows("commit")
         held = int(a.rows("select count(*) from pg_prepared_statements")[0][0])
@@ -262,7 +257,7 @@ def test_failed_discard_all_keeps_the_prepared_statements(pooldb, pgtwist_factor
         c.rows("rollback")
         c.send(bind(statement="k"), execute(), SYNC)
         msgs = c.read_until()
-        assert _rows(msgs) == [["kept"]], _errors(msgs)
+        assert rows_of(msgs) == [["kept"]], errors_of(msgs)
 
 
 def test_failed_discard_all_keeps_the_pin(pooldb, pgtwist_factory):
@@ -287,7 +282,7 @@ def test_statement_level_load_balance(pooldb, pgtwist_factory, cluster):
         for _ in range(3):
             a.send(bind(statement="w"), execute(), SYNC)
             msgs = a.read_until()
-            assert _rows(msgs) == [["3MB", "on"]], _errors(msgs)
+            assert rows_of(msgs) == [["3MB", "on"]], errors_of(msgs)
             assert a.rows("select current_setting('work_mem')") == [["3MB"]]
             b.rows("select 1")
         a.rows("begin")
@@ -422,7 +417,7 @@ def test_extended_copy_from_stdin_with_early_sync_releases_the_link(
         msgs = a.read_until()
         assert codes_of(msgs) == "CZ" and _status(msgs) == "I"
         msgs = b.simple("select 42")  # no table: no catalog lookup (see below)
-        assert _rows(msgs) == [["42"]], _errors(msgs)
+        assert rows_of(msgs) == [["42"]], errors_of(msgs)
         assert _count(cluster, "txr_copy") == 2
 
 
@@ -438,11 +433,11 @@ def test_copy_in_and_out_through_a_freshly_checked_out_link(pooldb, pgtwist_fact
             assert codes_of(a.read_until("G")) == "G"
             a.send(copy_data(f"{k}\n".encode()), copy_data(b"100\n"), COPY_DONE)
             msgs = a.read_until()
-            assert codes_of(msgs) == "CZ", _errors(msgs)
+            assert codes_of(msgs) == "CZ", errors_of(msgs)
             b.rows("select 1")
             a.send(_pbe("COPY (select current_setting('application_name')) TO STDOUT"), SYNC)
             msgs = a.read_until()
-            assert codes_of(msgs) == "12HdcCZ", _errors(msgs)
+            assert codes_of(msgs) == "12HdcCZ", errors_of(msgs)
             assert [body for c, body in msgs if c == "d"] == [b"txr_copier\n"]
         b.rows("select 1")
         a.send(query("COPY txr_copy FROM STDIN"))
@@ -483,7 +478,7 @@ def test_function_call(pooldb, pgtwist_factory):
         for _ in range(2):
             a.send(_function_call(oid, b"40", b"2"))
             msgs = a.read_until()
-            assert codes_of(msgs) == "VZ", _errors(msgs)
+            assert codes_of(msgs) == "VZ", errors_of(msgs)
             (size,) = struct.unpack_from("!i", msgs[0][1])
             assert msgs[0][1][4:4 + size] == b"42"
             assert b.rows("select 1") == [["1"]]  # the link came back after the call
@@ -514,8 +509,8 @@ def test_terminated_idle_link_is_not_handed_out(pooldb, pgtwist_factory, cluster
         direct.execute("select pg_terminate_backend(%s)", [pid])
         time.sleep(0.3)
         msgs = a.simple("select pg_backend_pid()")
-        assert not _errors(msgs), msgs
-        assert int(_rows(msgs)[0][0]) != pid
+        assert not errors_of(msgs), msgs
+        assert int(rows_of(msgs)[0][0]) != pid
     assert_log_clean(pg)
 
 
@@ -533,8 +528,8 @@ def test_client_gone_mid_transaction_leaves_no_open_transaction(pooldb, pgtwist_
                         "(select count(*) from pg_locks where locktype = 'relation' and "
                         "relation = 'txr_lock'::regclass and pid <> pg_backend_pid())")
         assert _status(msgs) == "I"
-        assert _rows(msgs)[0][1] == "0"
-        assert _rows(msgs)[0][0] != "9MB"
+        assert rows_of(msgs)[0][1] == "0"
+        assert rows_of(msgs)[0][0] != "9MB"
     assert_log_clean(pg)
 
 
@@ -546,7 +541,7 @@ def test_client_gone_mid_batch_without_sync(pooldb, pgtwist_factory):
     a.close()
     with _client(pg) as b:
         msgs = b.simple("select count(*) from txr_items where v = 777")
-        assert _rows(msgs) == [["0"]] and _status(msgs) == "I", msgs
+        assert rows_of(msgs) == [["0"]] and _status(msgs) == "I", msgs
 
 
 def test_client_idle_limit_in_transaction_mode(pooldb, pgtwist_factory):
@@ -561,7 +556,7 @@ def test_client_idle_limit_in_transaction_mode(pooldb, pgtwist_factory):
     with _client(pg) as b:
         msgs = b.simple("select current_setting('work_mem')")
         assert _status(msgs) == "I"
-        assert _rows(msgs)[0][0] != "11MB"
+        assert rows_of(msgs)[0][0] != "11MB"
 
 
 def test_listen_pins_and_notify_arrives(pooldb, pgtwist_factory):
