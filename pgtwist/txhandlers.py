@@ -56,6 +56,14 @@ CLOSE_COMPLETE = m.frame(codes.CLOSE_COMPLETE)
 _NOT_ENDED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
 
 
+def _raise_sql(sqlstate: str, message: str) -> str:
+    """A statement the server fails with ``sqlstate`` and ``message`` (aborting the
+    transaction it runs in, as the error pgtwist stands in for would)."""
+    text = message.replace("'", "''")
+    return (f"DO $pgtwist$BEGIN RAISE EXCEPTION '%', '{text}' "
+            f"USING ERRCODE = '{sqlstate}'; END$pgtwist$")
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -364,11 +372,26 @@ class TxnMessages:
         return True
 
     def _tx_fail_extended(self, sqlstate: str, message: str):
-        """An error PostgreSQL would raise for this message; the batch is skipped to Sync."""
+        """An error PostgreSQL would raise for this message; the batch is skipped to Sync.
+
+        Inside an explicit transaction the error must abort it on the server too (or a
+        later COMMIT would commit what PostgreSQL rolls back): the server raises it,
+        from a Query that ends this part of the batch (its ReadyForQuery is pgtwist's).
+        """
+        s = self.session
         self.skip_until_sync = True
-        self.skip_status = codes.TXN_IDLE if self.session.route_status == "I" \
-            else codes.TXN_FAILED
-        self._local(m.error_response(sqlstate, message), ready=False)
+        self.skip_status = codes.TXN_IDLE if s.route_status == "I" else codes.TXN_FAILED
+        link = self.links.get(s.primary_id) if s.route_status == "T" else None
+        if link is None or link.closed:
+            self._local(m.error_response(sqlstate, message), ready=False)
+            return None
+        tail = self.ordering.tail_open()
+        if tail is not None and tail.link is not link:
+            self._close_segment(tail)
+        seg = self.ordering.segment(link)
+        self._send(link, m.query(_raise_sql(sqlstate, message)))
+        self.ordering.synced(seg, own=True)
+        link.inflight += 1
         return None
 
     # -- simple Query hooks (called by ClientMessages._on_query) -------------------------------
@@ -414,13 +437,10 @@ class TxnMessages:
         if self.session.route_status == "I":
             self._local(m.error_response(sqlstate, message))
             return None
-        text = message.replace("'", "''")
-        raised = (f"DO $pgtwist$BEGIN RAISE EXCEPTION '%', '{text}' "
-                  f"USING ERRCODE = '{sqlstate}'; END$pgtwist$")
         link = self._target_link(self.router.PRIMARY)
         if link is _WAIT:
             return _WAIT
-        frame = m.query(raised)
+        frame = m.query(_raise_sql(sqlstate, message))
         self._forward(link, frame, 0, len(frame), sync=True)
         return None
 

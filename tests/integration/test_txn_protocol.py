@@ -310,3 +310,22 @@ def test_prepare_while_every_link_is_busy_is_answered_at_once(pool_database, pgt
         assert codes_of(msgs) == "EZ" and errors_of(msgs)[0]["C"] == "42601"
         b.send(bind(statement="later"), execute(), SYNC)
         assert rows_of(b.read_until()) == [["ok"]]
+
+
+def test_unknown_statement_inside_a_transaction_aborts_it(pool_database, pgtwist_factory):
+    """PostgreSQL aborts the transaction on that error: a later COMMIT must not commit
+    what came before it."""
+    pg = _daemon(pgtwist_factory)
+    with _client(pg) as c:
+        c.rows("create table if not exists txn_abort (v int)")
+        c.rows("truncate txn_abort")
+        c.rows("begin")
+        c.rows("insert into txn_abort values (1)")
+        c.send(bind(statement="never_prepared"), execute(), SYNC)
+        msgs = c.read_until()
+        assert codes_of(msgs) == "EZ" and errors_of(msgs)[0]["C"] == "26000"
+        assert msgs[-1][1] == b"E"
+        assert errors_of(c.simple("select 1"))[0]["C"] == "25P02"
+        c.simple("commit")  # answered ROLLBACK, as PostgreSQL does
+        assert c.rows("select count(*) from txn_abort") == [["0"]]
+        c.rows("drop table txn_abort")
