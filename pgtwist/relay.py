@@ -3,7 +3,8 @@
 The relay forwards the client's raw frames to the link(s) the routing chain
 chooses and streams the servers' bytes back unchanged; it reads only the
 frames that change its state (ReadyForQuery, ErrorResponse, ParameterStatus,
-Copy*).  A session holds links to several backends, keyed by node id: the
+Copy*; see linkevents.py).  Per-message routing is in handlers.py, and what
+transaction pooling changes in txhandlers.py.  A session holds links to several backends, keyed by node id: the
 primary's is opened at startup, the load-balance node's when first needed.
 :class:`~pgtwist.conn.ordering.Ordering` keeps responses in the client's order.
 
@@ -30,9 +31,10 @@ from .conn.frontend import (
     SSLRequested,
     StartupReceived,
 )
-from .conn.ordering import SHADOW_PARAMETER_STATUS, Ordering
+from .conn.ordering import Ordering
 from .flow import _LinksProducer, _Valve, _ValveHandle
-from .handlers import _FATAL_MARKERS, _WAIT, ClientMessages
+from .handlers import _WAIT, ClientMessages
+from .linkevents import LinkEvents
 from .logs import logger
 from .pool import PoolExhausted
 from .protocols.backend import BackendLink
@@ -68,7 +70,7 @@ _RESET_ALL = m.query("RESET ALL; RESET ROLE")
 log = logger(__name__)
 
 
-class Relay(SessionStartup, TxnMessages, ClientMessages):
+class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
     """Application logic for one client connection."""
 
     def __init__(self, proxy, transport):
@@ -453,161 +455,6 @@ class Relay(SessionStartup, TxnMessages, ClientMessages):
                      on_done=lambda: done.callback(None))
         self._flush_out()
         return done.addCallback(lambda _: m.query_rows(b"".join(captured)))
-
-    # -- backend side ----------------------------------------------------------------------------
-    def backend_items(self, link: BackendLink, items: list) -> None:
-        if self.closed:
-            return
-        try:
-            out, events, hold = self.ordering.receive(link, items)
-            if out:
-                self.write(out[0] if len(out) == 1 else b"".join(out))
-            if events:
-                self._events(link, events)
-            if hold and not self.closed:
-                link.transport.pauseProducing()
-                link.held = True
-                self._holding = True
-            if self._holding:
-                self._resume_held()
-        except Exception:
-            log.failure("unexpected error relaying server data")
-            self.fatal(INTERNAL_ERROR, "internal error in pgtwist; the session was closed")
-
-    def _events(self, link: BackendLink, events) -> None:
-        s = self.session
-        idle = False
-        for code, body in events:
-            if code == codes.READY_FOR_QUERY:
-                if link.inflight:
-                    link.inflight -= 1
-                status = body[0]
-                idle = status == codes.TXN_IDLE
-                link.ready_seen += 1
-                if link.undo:
-                    link.undo = [u for u in link.undo if u[0] > link.ready_seen]
-                link.txn_status = status
-                if link is self.copy_link:
-                    self.copy_link = None
-                    link.copy_execute = False
-                if link is self.primary_link:
-                    s.txn_status = status
-                    self.router.after_ready(s, status, not self.ordering.busy(link))
-                    if status == codes.TXN_IDLE:
-                        s.failed_elsewhere = False
-                elif status == codes.TXN_FAILED and link in self.ordering.failed:
-                    # The client saw this standby's error inside its transaction: the
-                    # transaction is aborted for it, whichever node the next statement
-                    # would reach (protocol-pitfalls: 25P02 until ROLLBACK).
-                    s.failed_elsewhere = True
-            elif code == codes.PARAMETER_STATUS or code == SHADOW_PARAMETER_STATUS:
-                name, value = m.decode_parameter_status(body)
-                link.parameters[name] = value
-                if code == codes.PARAMETER_STATUS and link is self.primary_link:
-                    s.parameters[name] = value  # what the client was told
-                    if self.txn_pooling:
-                        # set_config() and the like change reported settings without a
-                        # SET statement; the report is kept to be re-applied like one.
-                        self.router.remember_parameter(s, name, value)
-            elif code == codes.PARSE_COMPLETE:
-                if link.pending_parses:
-                    link.pending_parses.popleft().confirmed = True
-            elif code == codes.ERROR_RESPONSE:
-                if link.pending_parses:
-                    # The server skips to Sync: the Parses not yet answered never happened.
-                    for stmt in link.pending_parses:
-                        stmt.nodes.discard(link.node_id)
-                        link.forget(stmt)
-                        if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
-                            del s.statements[stmt.name]  # its Parse failed: no such name
-                    link.pending_parses.clear()
-                if link.undo:
-                    self._undo(link)
-                if body.startswith(_FATAL_MARKERS) or b"\0SFATAL\0" in body \
-                        or b"\0SPANIC\0" in body:
-                    link.fatal_seen = True
-                if link is self.primary_link and b"\0C25006\0" in body:
-                    # "read-only transaction" from the node we took for the primary: after a
-                    # failover the old writer comes back as a reader under the same name.
-                    self.proxy.cluster.suspect_primary(link.node_id)
-            elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
-                self.copy_link = link
-                if link.copy_execute:
-                    # The Syncs sent since the Execute reached a server in copy-in: ignored.
-                    link.syncs_owed, link.copy_syncs = link.copy_syncs, 0
-        if idle and self.txn_pooling:
-            self._tx_release_idle(link)
-
-    def _file_undo(self, link: BackendLink, synced: bool) -> None:
-        """After a statement went to ``link``: a SET it made outside an explicit
-        transaction is undone if an error ends its implicit transaction."""
-        s = self.session
-        snapshot, s.implicit_undo = s.implicit_undo, None
-        target = link.ready_seen + link.inflight + (0 if synced else 1)
-        link.undo.append((target, lambda: s.replay.__setitem__(slice(None), snapshot)))
-
-    @staticmethod
-    def _undo(link: BackendLink) -> None:
-        """An error before the next ReadyForQuery: what its statements recorded is void."""
-        due = link.ready_seen + 1
-        for target, undo in reversed(link.undo):  # the oldest snapshot is restored last
-            if target == due:
-                undo()
-        link.undo = [u for u in link.undo if u[0] != due]
-
-    def _tx_release_idle(self, link: BackendLink) -> None:
-        """Transaction pooling: a link idle with nothing more to do goes back to the pool."""
-        if (self.pinned is not None or link.closed or link.inflight or link is self.copy_link
-                or link.txn_status != codes.TXN_IDLE or self.ordering.busy(link)
-                or self.links.get(link.node_id) is not link or link.pending_parses):
-            return
-        del self.links[link.node_id]
-        if link is self.primary_link:
-            self.primary_link = None
-            self.ordering.primary = None
-        self.ordering.drop_link(link)
-        if link.state_owner is self.session:
-            link.state = tuple(self.session.replay)
-        self.proxy.pooling.release(link, clean=True, reset=False)
-
-    def _resume_held(self) -> None:
-        """Resume links paused for holding too much, once their turn has come."""
-        fifo = self.ordering.fifo
-        head = fifo[0].link if fifo else None
-        still = False
-        for other in self.links.values():
-            if other.held and not other.closed:
-                if other is head or head is None:
-                    other.held = False
-                    if not self.links_paused:
-                        other.transport.resumeProducing()
-                else:
-                    still = True
-        self._holding = still
-
-    def link_lost(self, link: BackendLink, reason) -> None:
-        if self.links.get(link.node_id) is link:
-            del self.links[link.node_id]
-        if self.closed:
-            return
-        owed = any(seg.forward for seg in self.ordering.by_link.get(link, ()))
-        released = self.ordering.drop_link(link)
-        if released:
-            self.write(b"".join(released))
-        if link is self.primary_link or owed:
-            if not link.fatal_seen:
-                self._send_and_close(m.error_response(
-                    CONNECTION_FAILURE,
-                    f"server closed the connection unexpectedly (node {link.node_id})", "FATAL",
-                ))
-            else:
-                self.close()
-            return
-        log.warn("session {pid}: link to node {node} lost; reads go to the primary",
-                 pid=self.session.pid, node=link.node_id)
-        self.proxy.cluster.mark_down(link.node_id)
-        if self.session.lb_node == link.node_id:
-            self.session.lb_node = self.session.primary_id
 
     # -- cancel & shutdown -----------------------------------------------------------------------
     def cancel_backends(self) -> None:

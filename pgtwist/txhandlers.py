@@ -182,6 +182,21 @@ class TxnMessages:
         s.last_statement = stmt
         return link
 
+    def _tx_release_idle(self, link) -> None:
+        """Transaction pooling: a link idle with nothing more to do goes back to the pool."""
+        if (self.pinned is not None or link.closed or link.inflight or link is self.copy_link
+                or link.txn_status != codes.TXN_IDLE or self.ordering.busy(link)
+                or self.links.get(link.node_id) is not link or link.pending_parses):
+            return
+        del self.links[link.node_id]
+        if link is self.primary_link:
+            self.primary_link = None
+            self.ordering.primary = None
+        self.ordering.drop_link(link)
+        if link.state_owner is self.session:
+            link.state = tuple(self.session.replay)
+        self.proxy.pooling.release(link, clean=True, reset=False)
+
     # -- handlers ----------------------------------------------------------------------------
     def _tx_on_parse(self, code, buf, start, end):
         if self.skip_until_sync:
