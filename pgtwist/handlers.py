@@ -288,7 +288,21 @@ class ClientMessages:
         s.statements[name] = stmt
         link.pending_parses.append(stmt)  # confirmed by its ParseComplete
         self._forward(link, buf, start - 5, end)
+        self.ordering.parse_sent(self.ordering.open_segment(link))
         return None
+
+    def _insert_parses(self, link, stmts: list[Statement]) -> None:
+        """Parse ``stmts`` on ``link`` as part of the client's batch, right where they are
+        needed: their ParseCompletes are hidden (Ordering counts Parses per segment), an
+        error from one reaches the client in place of the message it breaks."""
+        tail = self.ordering.tail_open()
+        if tail is not None and tail.link is not link:
+            self._close_segment(tail)
+        seg = self.ordering.segment(link)
+        for stmt in stmts:
+            link.pending_parses.append(stmt)  # ParseComplete or an error settles it
+            self.ordering.parse_sent(seg, hidden=True)
+        self._send(link, b"".join(stmt.parse_frame for stmt in stmts))
 
     def _statement_link(self, stmt: Statement | None):
         """Where a statement's next use goes: re-routed now, re-parsed there if missing."""
@@ -320,10 +334,10 @@ class ClientMessages:
                 # An aborted transaction refuses the Parse; the client must see what
                 # PostgreSQL would say of the statement itself: 25P02.
                 return _SKIP
-            # Parse it there first; its ParseComplete is not the client's business.
-            self._shadow(link, stmt.parse_frame + m.SYNC)
-            link.pending_parses.append(stmt)
+            # Parse it there first, inside the client's batch; its ParseComplete is not the
+            # client's business, an error from it is.
             stmt.nodes.add(link.node_id)
+            self._insert_parses(link, [stmt])
         self._prepared_on(link, prepared)
         s.last_statement = stmt
         info = stmt.info

@@ -123,20 +123,14 @@ class TxnMessages:
     def _tx_insert_parses(self, link, stmts: list[Statement]) -> None:
         """Parse ``stmts`` on ``link`` as part of the client's batch, right where they are
         needed: their ParseCompletes are hidden, an error from one is the client's."""
-        tail = self.ordering.tail_open()
-        if tail is not None and tail.link is not link:
-            self._close_segment(tail)
-        seg = self.ordering.segment(link)
         cache = self._tx_cache(link)
         for stmt in stmts:
-            link.pending_parses.append(stmt)  # ParseComplete or an error settles it
             if stmt.server_name is None:
                 link.unnamed = stmt
             else:
                 cache.use(stmt.server_name)
-            self.ordering.parse_sent(seg, hidden=True)
         self.proxy.pooling.counters["statements_parsed"] += len(stmts)
-        self._send(link, b"".join(stmt.parse_frame for stmt in stmts))
+        self._insert_parses(link, stmts)
 
     def _tx_sql_prepared_on(self, link, prepared) -> None:
         """SQL EXECUTE on ``link``: PREPARE the session's statement there unless it has it."""
