@@ -129,3 +129,48 @@ def make_request(query: QueryInfo | str | None = None, *, session: SessionView |
     return RouteRequest(query=query, session=session or fake_session(),
                         cluster=cluster or fake_cluster(), catalog=catalog or CatalogFacts(),
                         sql=sql, now=now, draw=draw)
+
+
+_REPORTING_PLUGIN = '''
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from pgtwist.interfaces import IRoutingPolicy, IRoutingPolicyFactory
+from pgtwist.routing.values import UNDECIDED, node
+
+
+@implementer(IRoutingPolicy)
+class ReportingReads:
+    name = "{name}"
+
+    def __init__(self, node_id):
+        self.node_id = node_id
+
+    def route(self, request):
+        if request.query.is_read and request.session.application_name == "reporting":
+            return node(self.node_id, f"node {{self.node_id}}: reporting reads")
+        return UNDECIDED
+
+
+@implementer(IPlugin, IRoutingPolicyFactory)
+class ReportingFactory:
+    name = "{name}"
+
+    def parse_config(self, raw, path):
+        from pgtwist.config import ConfigError
+        if not isinstance(raw.get("node", 1), int):
+            raise ConfigError(f"{{path}}.node: expected a node id")
+        return raw.get("node", 1)
+
+    def build(self, config):
+        return ReportingReads(config)
+
+
+reporting = ReportingFactory()
+'''
+
+
+def reporting_plugin_source(name: str) -> str:
+    """Source of a routing-policy plugin module (as a user would write one): reads whose
+    application_name is "reporting" go to the configured node (``node``, default 1)."""
+    return _REPORTING_PLUGIN.format(name=name)

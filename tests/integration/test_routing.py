@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from pgtwist import devcluster as dc
+from pgtwist.testing import reporting_plugin_source
 from tests.integration.conftest import backends, log_problems, start_pgtwist
 
 pytestmark = pytest.mark.integration
@@ -458,40 +459,7 @@ def test_unreachable_lb_node_falls_back_to_the_primary(schema, pgtwist_factory):
 
 # -- routing policy plugins ---------------------------------------------------------------------------
 
-REPORTING_PLUGIN = '''
-from twisted.plugin import IPlugin
-from zope.interface import implementer
-
-from pgtwist.interfaces import IRoutingPolicy, IRoutingPolicyFactory
-from pgtwist.routing.values import UNDECIDED, node
-
-
-@implementer(IRoutingPolicy)
-class ReportingReads:
-    name = "rt_reporting"
-
-    def __init__(self, node_id):
-        self.node_id = node_id
-
-    def route(self, request):
-        if request.query.is_read and request.session.application_name == "reporting":
-            return node(self.node_id, f"node {self.node_id}: reporting reads")
-        return UNDECIDED
-
-
-@implementer(IPlugin, IRoutingPolicyFactory)
-class ReportingFactory:
-    name = "rt_reporting"
-
-    def parse_config(self, raw, path):
-        return raw.get("node", 1)
-
-    def build(self, config):
-        return ReportingReads(config)
-
-
-reporting = ReportingFactory()
-'''
+REPORTING_PLUGIN = reporting_plugin_source("rt_reporting")
 
 BOOM_PLUGIN = '''
 from twisted.plugin import IPlugin

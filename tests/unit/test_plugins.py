@@ -14,49 +14,20 @@ from pgtwist.interfaces import IRoutingPolicy, IRoutingPolicyFactory
 from pgtwist.policies import build_chain, load_factories, write_rules
 from pgtwist.routing.builtin import DEFAULT_ORDER
 from pgtwist.routing.values import RouteDecision, Target
-from pgtwist.testing import FakeFactory, FakePolicy, fake_cluster, fake_session, make_request
+from pgtwist.testing import (
+    FakeFactory,
+    FakePolicy,
+    fake_cluster,
+    fake_session,
+    make_request,
+    reporting_plugin_source,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTINS = ("statement", "pattern_list", "function_list", "temp_tables", "stickiness",
             "weighted_balancer")
 
-REPORTING_PLUGIN = '''
-from twisted.plugin import IPlugin
-from zope.interface import implementer
-
-from pgtwist.interfaces import IRoutingPolicy, IRoutingPolicyFactory
-from pgtwist.routing.values import UNDECIDED, node
-
-
-@implementer(IRoutingPolicy)
-class ReportingReads:
-    name = "reporting_to_node1"
-
-    def __init__(self, node_id):
-        self.node_id = node_id
-
-    def route(self, request):
-        if request.query.is_read and request.session.application_name == "reporting":
-            return node(self.node_id, f"node {self.node_id}: reporting reads")
-        return UNDECIDED
-
-
-@implementer(IPlugin, IRoutingPolicyFactory)
-class ReportingFactory:
-    name = "reporting_to_node1"
-
-    def parse_config(self, raw, path):
-        from pgtwist.config import ConfigError
-        if not isinstance(raw.get("node", 1), int):
-            raise ConfigError(f"{path}.node: expected a node id")
-        return raw.get("node", 1)
-
-    def build(self, config):
-        return ReportingReads(config)
-
-
-reporting = ReportingFactory()
-'''
+REPORTING_PLUGIN = reporting_plugin_source("reporting_to_node1")
 
 BROKEN_PLUGIN = '''
 from twisted.plugin import IPlugin
