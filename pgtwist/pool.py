@@ -99,9 +99,10 @@ class _Tracked:
 
 
 class _Waiter:
-    __slots__ = ("kp", "params", "client", "seq", "d", "timer", "queued")
+    __slots__ = ("kp", "params", "client", "seq", "d", "timer", "queued", "fresh")
 
-    def __init__(self, kp: _KeyPool, params: dict, client: Any, seq: int):
+    def __init__(self, kp: _KeyPool, params: dict, client: Any, seq: int, fresh: bool = False):
+        self.fresh = fresh  # needs a new login: an idle link must not stand in for it
         self.kp = kp
         self.params = params
         self.client = client
@@ -169,15 +170,21 @@ class Pool:
         return self._reset_frames[txn_status in _IDLE_STATUS]
 
     # -- public API ------------------------------------------------------------------------
-    def checkout(self, key: PoolKey, startup_params: dict, *, client=None) -> defer.Deferred:
-        """Deferred firing with a logged-in link for ``key``, or PoolExhausted / login error."""
+    def checkout(self, key: PoolKey, startup_params: dict, *, client=None,
+                 fresh: bool = False) -> defer.Deferred:
+        """Deferred firing with a logged-in link for ``key``, or PoolExhausted / login error.
+
+        ``fresh``: the link must come from a new login (the server judging the client's
+        credentials), never from the idle links; it still counts against
+        ``backend_max_connections`` and the connect pacing, and is checked in as usual.
+        """
         kp = self._keys.get(key) or self._new_key(key)
-        if kp.idle:
+        if kp.idle and not fresh:
             link = self._take_idle(kp, client)
             if link is not None:
                 return defer.succeed(link)
             kp = self._keys.get(key) or self._new_key(key)  # all were dead: kp may be gone
-        w = _Waiter(kp, startup_params, client, next(self._seq))
+        w = _Waiter(kp, startup_params, client, next(self._seq), fresh)
         w.d = defer.Deferred(lambda _d: self._cancelled(w))
         self._enqueue(w)
         self._pump(kp.node)
@@ -336,10 +343,10 @@ class Pool:
         """A reusable link: to the oldest waiter of its key, else idle."""
         kp = rec.kp
         node = kp.node
-        if kp.waiters:
+        w = next((w for w in kp.waiters if not w.fresh), None) if kp.waiters else None
+        if w is not None:
             if self._rebalance(link, rec):
                 return
-            w = next(iter(kp.waiters))
             self._dequeue(w)
             rec.client = w.client
             link.owner = None
@@ -480,6 +487,8 @@ class Pool:
             for kp in keys:
                 if (reuse and kp.idle) or (slot and (not max_pool or kp.size < max_pool)):
                     head = next(iter(kp.waiters))
+                    if head.fresh and not (slot and (not max_pool or kp.size < max_pool)):
+                        continue  # only an idle link is at hand, and it may not stand in
                     if best is None or head.seq < best.seq:
                         best = head
             if best is not None:
@@ -489,7 +498,7 @@ class Pool:
 
     def _serve(self, w: _Waiter) -> bool:
         kp = w.kp
-        link = self._take_idle(kp, w.client) if kp.idle else None
+        link = self._take_idle(kp, w.client) if kp.idle and not w.fresh else None
         if link is not None:
             self._dequeue(w)
             w.d.callback(link)
