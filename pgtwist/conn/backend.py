@@ -42,6 +42,18 @@ class LoginFailed(Exception):
         return self.fields.get("C", PROTOCOL_VIOLATION)
 
 
+class SecretMissing(LoginFailed):
+    """The server asked for a password-based ``method`` that pgtwist holds no secret for.
+
+    Its message is for the log only: sent to a client it would tell pool_passwd members
+    from other users.
+    """
+
+    def __init__(self, method: str, message: str):
+        super().__init__({"S": "FATAL", "C": INVALID_PASSWORD, "M": message})
+        self.method = method
+
+
 def _failure(sqlstate: str, message: str) -> LoginFailed:
     return LoginFailed({"S": "FATAL", "C": sqlstate, "M": message})
 
@@ -117,21 +129,14 @@ class BackendLogin:
         if self.secret is None or self.secret.plaintext is None:
             self.state = LoginState.FAILED
             if self.secret is not None and self.secret.can_scram_pass_through:
-                raise _failure(
-                    INVALID_PASSWORD,
-                    f'the server asks for {method} authentication for user "{self.user}", '
-                    "but only a SCRAM key (SCRAM pass-through) is known, which cannot drive it",
-                )
-            if self.secret is not None and self.secret.md5:
-                raise _failure(
-                    INVALID_PASSWORD,
-                    f'the server asks for {method} authentication for user "{self.user}", '
-                    "but pool_passwd holds only an md5 hash, which cannot drive it",
-                )
-            raise _failure(
-                INVALID_PASSWORD,
-                f'the server asks for {method} authentication for user "{self.user}", '
-                "but pool_passwd has no password for that user",
+                why = "only a SCRAM key (SCRAM pass-through) is known, which cannot drive it"
+            elif self.secret is not None and self.secret.md5:
+                why = "pool_passwd holds only an md5 hash, which cannot drive it"
+            else:
+                why = "pool_passwd has no password for that user"
+            raise SecretMissing(
+                self.auth_method,
+                f'the server asks for {method} authentication for user "{self.user}", but {why}',
             )
         return self.secret.plaintext
 
@@ -204,4 +209,4 @@ class BackendLogin:
         )
 
 
-__all__ = ["BackendLogin", "LoginFailed", "LoginState", "ProtocolViolation"]
+__all__ = ["BackendLogin", "LoginFailed", "LoginState", "ProtocolViolation", "SecretMissing"]

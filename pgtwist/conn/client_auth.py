@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hashlib
 import hmac
 import secrets
@@ -56,6 +57,11 @@ _ZERO_KEY = bytes(scram.KEY_LENGTH)
 # Per process unless the caller passes one: workers sharing a port should share it,
 # or an unknown user's fake salt would change with the worker that answers.
 _PROCESS_MOCK_SECRET = secrets.token_bytes(32)
+
+
+# PBKDF2 costs milliseconds; a stream of startups naming one user must not keep the event
+# loop hashing, so the verifier derived from a (password, salt, iterations) is kept.
+_derived_verifier = functools.lru_cache(maxsize=1024)(scram.derive_verifier)
 
 
 @dataclass(frozen=True)
@@ -348,7 +354,7 @@ class ClientAuthenticator:
                 self._doomed = f'User "{self.user}" does not have a valid SCRAM secret: {exc}.'
         elif plaintext is not None:
             # A stable salt (like a stored verifier's) so known and unknown users look alike.
-            self._verifier = scram.derive_verifier(plaintext, self._mock_salt(), self._iterations)
+            self._verifier = _derived_verifier(plaintext, self._mock_salt(), self._iterations)
         elif self._field("md5"):
             self._doomed = (
                 f'User "{self.user}" does not have a valid SCRAM secret: only an md5 hash of '
