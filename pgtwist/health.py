@@ -176,17 +176,16 @@ class Cluster:
     def changed(self) -> None:
         self.version += 1
 
-    def primary_for(self, user: str, secret: Secret | None) -> defer.Deferred:
-        """Deferred NodeState of the primary, checking roles if not yet known."""
+    def primary_for(self) -> defer.Deferred:
+        """Deferred NodeState of the primary, checking roles if not yet known.
+
+        The check logs in as sr_check_user only: the client asking has not
+        authenticated yet, so its claimed name and pool_passwd secret are never used.
+        """
         node = self.primary
         if node is not None:
             return defer.succeed(node)
         d = self.check_roles(self.config.sr_check_user, self._sr_secret())
-
-        def retry(_):
-            if self.primary is not None or user == self.config.sr_check_user:
-                return None
-            return self.check_roles(user, secret)
 
         def answer(_):
             found = self.primary
@@ -201,7 +200,6 @@ class Cluster:
                 )
             return found
 
-        d.addBoth(retry)
         d.addBoth(answer)
         return d
 
