@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from .catalog import quote_literal
 from .conn.auth import Secret
+from .conn.backend import LoginFailed
 from .conn.client_auth import AuthSecret, ClientAuthenticator, ClientAuthFailed
 from .hba import match as hba_match
 from .logs import logger
-from .protocols.backend import run_query
 from .tls import peer_common_name
 from .wire import codes
 from .wire import messages as m
@@ -31,7 +30,15 @@ from .wire.errors import INVALID_AUTHORIZATION, INVALID_PASSWORD, ProtocolViolat
 
 log = logger(__name__)
 
-_SAFE_SEARCH_PATH = "-c search_path=pg_catalog -c standard_conforming_strings=on"
+_AUTH_QUERY_PARAMS = {
+    "application_name": "pgtwist",
+    "client_encoding": "UTF8",
+    "options": "-c search_path=pg_catalog -c standard_conforming_strings=on",
+}
+
+
+class SecretLookupFailed(Exception):
+    """auth_query could not run (auth_user refused, server full, timeout...)."""
 
 
 class AuthRefused(Exception):
@@ -83,11 +90,17 @@ class SessionAuth:
         self._result: defer.Deferred | None = None
         self._collect: defer.Deferred | None = None
         self.secret: AuthSecret | None = None
+        self._gated: defer.Deferred | None = None
 
     # -- the secret ----------------------------------------------------------------------
     @defer.inlineCallbacks
     def lookup_secret(self):
-        """The user's AuthSecret: pool_passwd first, then auth_query on the primary."""
+        """The user's AuthSecret: pool_passwd first, then auth_query on the primary.
+
+        None means the user has no usable secret (no entry, no row, expired, NOLOGIN,
+        PASSWORD NULL).  An auth_query that could not run raises SecretLookupFailed:
+        the caller must refuse, never treat it as "no password needed".
+        """
         user = self.session.user
         found = auth_secret_from_entry(self.proxy.passwd_entry(user))
         if found is not None:
@@ -98,20 +111,8 @@ class SessionAuth:
             return None
         primary = self.proxy.cluster.primary
         if primary is None:
-            return None
-        # $1 is substituted as a quoted literal; the dedicated connection runs with a
-        # fixed search_path and standard_conforming_strings, so the user name is data.
-        sql = str(config.params["auth_query"]).replace("$1", quote_literal(user))
-        try:
-            rows = yield run_query(
-                self.proxy.reactor, primary.backend.hostname, primary.backend.port,
-                auth_user, self.session.database, self.proxy.secret_for(auth_user), sql,
-                config.connect_timeout / 1000.0, options=_SAFE_SEARCH_PATH,
-                tls=self.proxy.backend_tls(primary.backend),
-            )
-        except Exception as exc:  # noqa: BLE001 - any failure: no secret, generic refusal
-            log.warn("auth_query as {auth_user} failed: {why}", auth_user=auth_user, why=exc)
-            return None
+            raise SecretLookupFailed("no primary is known to run auth_query on")
+        rows = yield self._auth_query(primary, auth_user, str(config.params["auth_query"]))
         if not rows or len(rows[0]) < 2 or not rows[0][1]:
             return None  # unknown user, expired (VALID UNTIL), or no password
         stored = rows[0][1]
@@ -120,6 +121,48 @@ class SessionAuth:
         if stored.startswith("md5") and len(stored) == 35:
             return AuthSecret(md5=stored)
         return None
+
+    @defer.inlineCallbacks
+    def _auth_query(self, primary, auth_user: str, sql: str):
+        """Rows of auth_query, the client's user name bound as $1 (never spliced into SQL).
+
+        It runs on a pooled link of auth_user's (pgtwist's own, never a client's), so it
+        counts against backend_max_connections and the connect pacing; and it holds one
+        of the claimed user's pre-authentication slots while it runs.
+        """
+        pooling, user = self.proxy.pooling, self.session.user
+        yield self.gate()
+        try:
+            link = yield pooling.checkout_internal(
+                auth_user, self.session.database, primary, self.proxy.secret_for(auth_user),
+                _AUTH_QUERY_PARAMS, "auth_query")
+            rows = yield _BoundQuery(link, pooling).run(sql, user)
+        except Exception as exc:  # noqa: BLE001 - any failure refuses the client
+            log.warn("auth_query as {auth_user} failed: {why}", auth_user=auth_user,
+                     why=getattr(exc, "message", None) or exc)
+            raise SecretLookupFailed(str(exc)) from None
+        finally:
+            self.ungate()
+        return rows
+
+    def gate(self) -> defer.Deferred:
+        """Wait for one of the claimed user's pre-authentication server slots."""
+        d = self.proxy.pooling.pre_auth.acquire(self.session.user)
+        self._gated = d
+        return d
+
+    def ungate(self) -> None:
+        d, self._gated = self._gated, None
+        if d is None:
+            return
+        if d.called:
+            self.proxy.pooling.pre_auth.release(self.session.user)
+        else:
+            d.cancel()
+
+    def release(self) -> None:
+        """The session ends: give back a pre-authentication slot it still holds."""
+        self.ungate()
 
     # -- the exchange ------------------------------------------------------------------------
     def method_for_session(self) -> str | None:
@@ -213,3 +256,56 @@ class SessionAuth:
     def _finish(self) -> None:
         if not self._result.called:
             self._result.callback(backend_secret(self.secret, self.authenticator))
+
+
+class _BoundQuery:
+    """Owner of a pooled link while one extended-protocol query with one text parameter
+    runs on it; the link goes back to the pool if it ends idle and unharmed."""
+
+    def __init__(self, link, pooling):
+        self.link = link
+        self.pooling = pooling
+        self.data: list[bytes] = []
+        self.error: dict[str, str] | None = None
+        self.done: defer.Deferred = defer.Deferred()
+
+    def run(self, sql: str, value: str) -> defer.Deferred:
+        value_bytes = value.encode("utf-8")
+        self.link.attach(self)
+        self.link.write(b"".join((
+            m.frame(codes.PARSE, b"\0" + m.cstr(sql) + b"\0\0"),
+            m.frame(codes.BIND, b"\0\0" + b"\0\0" + b"\0\1"
+                    + len(value_bytes).to_bytes(4, "big") + value_bytes + b"\0\0"),
+            m.frame(codes.EXECUTE, b"\0" + b"\0\0\0\0"),
+            m.SYNC,
+        )))
+        return self.done
+
+    def backend_items(self, link, items) -> None:
+        for item in items:
+            if type(item) is not tuple:
+                self.data.append(item)
+                continue
+            code, body = item
+            if code == codes.ERROR_RESPONSE:
+                self.error = m.decode_fields(body)
+            elif code == codes.READY_FOR_QUERY:
+                link.txn_status = body[0]
+                self._finish(link)
+                return
+
+    def _finish(self, link) -> None:
+        ok = self.error is None and self.link.txn_status == codes.TXN_IDLE
+        self.pooling.release(link, clean=ok, reset=False)
+        if self.error is not None:
+            self.done.errback(LoginFailed(self.error))
+            return
+        try:
+            self.done.callback(m.query_rows(b"".join(self.data)))
+        except m.QueryError as exc:
+            self.done.errback(LoginFailed(exc.fields))
+
+    def link_lost(self, link, reason=None) -> None:
+        self.pooling.release(link, clean=False)
+        if not self.done.called:
+            self.done.errback(ConnectionError("the auth_query connection was lost"))

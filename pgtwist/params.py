@@ -237,6 +237,9 @@ _add("int", "max_prepared_statements", 200, lo=1)
 _add("float", "backend_connect_rate", 200.0, lo=0)
 _add("int", "backend_connect_burst", 50, lo=1)
 _add("str", "auth_user", "")
+# Server connections made for one claimed user name before its client has authenticated
+# (learning the server's method, honouring its trust, running auth_query); more wait.
+_add("int", "pre_auth_connections_per_user", 4, lo=1)
 # Schema-qualified throughout: it runs with search_path fixed to pg_catalog anyway, but a
 # verifier lookup is a security boundary (see protocol-pitfalls: CVE-2025-12819).
 _add("str", "auth_query",

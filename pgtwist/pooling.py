@@ -11,6 +11,10 @@ another client.
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
+
+from twisted.internet import defer
+
 from .logs import logger
 from .pool import Pool, PoolKey
 from .protocols.backend import connect_backend
@@ -22,6 +26,84 @@ log = logger(__name__)
 # Startup-parameter slot that carries the session's backend secret to Pool.connect;
 # it is removed before anything is sent and never part of a pool key.
 _SECRET = "\0pgtwist-secret"
+# Pool-key parameter of pgtwist's own links (auth_query): no client startup packet can
+# name it (keys are C strings), so no client ever shares those links.
+_INTERNAL = "\0pgtwist-internal"
+
+
+class ServerMethods:
+    """The password method the primary last asked for, per (user, database).
+
+    It only chooses which challenge a client gets; ``trust`` is never kept, so a
+    server's trust is honoured only through a login made for that client.  Bounded.
+    """
+
+    def __init__(self, size: int = 10000):
+        self.size = size
+        self._methods: OrderedDict = OrderedDict()
+
+    def get(self, user: str, database: str) -> str | None:
+        return self._methods.get((user, database))
+
+    def put(self, user: str, database: str, method: str) -> None:
+        key = (user, database)
+        if method == "trust":
+            self._methods.pop(key, None)
+            return
+        self._methods[key] = method
+        self._methods.move_to_end(key)
+        while len(self._methods) > self.size:
+            self._methods.popitem(last=False)
+
+    def clear(self) -> None:
+        self._methods.clear()
+
+
+class PreAuthGate:
+    """Bounds the server connections made for clients that have not authenticated yet.
+
+    Learning the server's method, honouring its ``trust``, or running ``auth_query``
+    needs a server connection before the client proved anything.  Those connections
+    are limited per claimed user name (``pre_auth_connections_per_user``), so clients
+    that never authenticate cannot fill the primary; callers beyond the limit wait in a
+    FIFO (bounded by ``authentication_timeout``, which closes their session).
+    """
+
+    def __init__(self, per_user: int):
+        self.per_user = per_user
+        self.active: dict[str, int] = {}
+        self.waiters: dict[str, deque] = {}
+
+    def acquire(self, user: str) -> defer.Deferred:
+        """Fires (with None) once ``user`` has a slot; cancelling it leaves the queue."""
+        if self.per_user <= 0 or self.active.get(user, 0) < self.per_user:
+            self.active[user] = self.active.get(user, 0) + 1
+            return defer.succeed(None)
+        queue = self.waiters.setdefault(user, deque())
+        d = defer.Deferred(lambda d: self._leave(user, d))
+        queue.append(d)
+        return d
+
+    def release(self, user: str) -> None:
+        queue = self.waiters.get(user)
+        if queue:
+            d = queue.popleft()
+            if not queue:
+                del self.waiters[user]
+            d.callback(None)  # the slot passes on: ``active`` stays
+            return
+        left = self.active.get(user, 0) - 1
+        if left > 0:
+            self.active[user] = left
+        else:
+            self.active.pop(user, None)
+
+    def _leave(self, user: str, d: defer.Deferred) -> None:
+        queue = self.waiters.get(user)
+        if queue is not None and d in queue:
+            queue.remove(d)
+            if not queue:
+                del self.waiters[user]
 
 
 class Pooling:
@@ -47,6 +129,8 @@ class Pooling:
         self.max_prepared_statements = int(p.get("max_prepared_statements", 200))
         self.counters = {"statements_parsed": 0, "statements_evicted": 0, "pinned": 0}
         self.counters.update({f"pinned_{reason}": 0 for reason in PIN_REASONS})
+        self.server_methods = ServerMethods()
+        self.pre_auth = PreAuthGate(int(p.get("pre_auth_connections_per_user", 4)))
 
     def pin(self, reason: str) -> None:
         self.counters["pinned"] += 1
@@ -55,22 +139,33 @@ class Pooling:
     def _connect(self, key: PoolKey, params: dict):
         params = dict(params)
         secret = params.pop(_SECRET, None)
+        params.pop(_INTERNAL, None)
         node = self.proxy.cluster.nodes[key.node_id]
         return connect_backend(
             self.proxy.reactor, key.node_id, node.backend.hostname, node.backend.port,
             key.user, params, secret, self.timeout, self.proxy.backend_tls(node.backend),
         )
 
-    def checkout(self, session, node, secret, pooled: bool = True):
-        """Deferred link to ``node`` for ``session``: reused if one is cached, else new."""
+    def checkout(self, session, node, secret, pooled: bool = True, fresh: bool = False):
+        """Deferred link to ``node`` for ``session``: reused if one is cached, else new.
+
+        ``fresh``: a new login that the server judges (it may say ``trust``); counted and
+        paced like any other, and pooled afterwards.  ``pooled=False``: a new login that
+        is never cached (the client's own clear-text password).
+        """
         params = dict(session.startup_params)
-        if not pooled:
-            link_d = self._connect(PoolKey(session.user, session.database, node.node_id),
-                                   {**params, _SECRET: secret})
-            return link_d.addCallback(_mark_unpooled)
         key = PoolKey(session.user, session.database, node.node_id,
                       tuple(sorted(params.items())))
-        return self.pool.checkout(key, {**params, _SECRET: secret}, client=session)
+        d = self.pool.checkout(key, {**params, _SECRET: secret}, client=session,
+                               fresh=fresh or not pooled)
+        return d if pooled else d.addCallback(_mark_unpooled)
+
+    def checkout_internal(self, user: str, database: str, node, secret, params: dict,
+                          purpose: str):
+        """A link for pgtwist's own queries (``purpose``), pooled apart from clients'."""
+        params = {**params, "database": database, _INTERNAL: purpose}
+        key = PoolKey(user, database, node.node_id, tuple(sorted(params.items())))
+        return self.pool.checkout(key, {**params, _SECRET: secret}, client=purpose)
 
     def would_wait(self, session, node_id: int, pooled: bool = True) -> bool:
         """Whether ``session`` asking for a link to ``node_id`` now would have to queue."""
@@ -89,7 +184,7 @@ class Pooling:
         """
         if getattr(link, "unpooled", False):
             link.owner = None
-            link.terminate()
+            self.pool.discard(link)  # frees its slot under backend_max_connections
             return
         transport = link.transport
         if transport is not None and not link.closed:
@@ -149,6 +244,7 @@ class _Reset:
         link.pending_parses.clear()
         link.forget_statements()      # DISCARD ALL drops them all
         link.state = ()
+        link.last_session = None      # DISCARD ALL: nothing of it is left
         link.unnamed = None
         link.inflight = 0
         self.timer = pooling.proxy.reactor.callLater(pooling.timeout, self._timeout)

@@ -64,8 +64,9 @@ class LinkUnavailable(Exception):
         self.error = error
 
 
-# RESET ALL leaves the role alone (GUC_NO_RESET_ALL); SET SESSION AUTHORIZATION pins.
-_RESET_ALL = m.query("RESET ALL; RESET ROLE")
+# RESET ALL leaves the role and the session user alone (GUC_NO_RESET_ALL).  A SET SESSION
+# AUTHORIZATION the session sent itself pins it; one run inside a function is undone here.
+_RESET_ALL = m.query("SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL")
 
 log = logger(__name__)
 
@@ -358,12 +359,19 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
         # carries another session's), then the open transaction.
         want = tuple(s.replay)
         replay = []
-        if link.state != want:
+        if link.last_session is not None and link.last_session is not s:
+            # Another session ran statements here since the last reset.  What they
+            # changed is not all visible to pgtwist (DO blocks, functions with SET
+            # clauses, set_config inside functions): put everything back first.
+            replay.append(_RESET_ALL)
+            replay.extend(m.query(sql) for sql in want)
+        elif link.state != want:
             if link.state:
                 replay.append(_RESET_ALL)
             replay.extend(m.query(sql) for sql in want)
-            link.state = want
+        link.state = want
         link.state_owner = s
+        link.last_session = s
         if self.txn_pooling and node_id == s.primary_id:
             self.primary_link = link
             self.ordering.primary = link
@@ -409,27 +417,33 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
             self.skip_status = ord(self.session.route_status)
             self._local(error, ready=False)
 
-    def open_link(self, node, secret):
-        d = self.proxy.pooling.checkout(self.session, node, secret, pooled=self.poolable)
+    def open_link(self, node, secret, fresh: bool = False):
+        d = self.proxy.pooling.checkout(self.session, node, secret, pooled=self.poolable,
+                                        fresh=fresh)
+        return d.addCallbacks(self._adopt, self._open_failed, callbackArgs=(node,),
+                              errbackArgs=(node,))
 
-        def ready(link: BackendLink):
-            self.proxy.cluster.mark_up(node.node_id)
-            if self.closed:
-                self.proxy.pooling.release(link, clean=True, reset=not self.txn_pooling)
-                return None
-            self.links[node.node_id] = link
-            link.transport.registerProducer(_ValveHandle(self.client_valve), True)
-            if self.links_paused:
-                link.transport.pauseProducing()
-            link.attach(self)
-            return link
+    def _adopt(self, link: BackendLink, node):
+        """A link checked out for this session becomes one of its links."""
+        self.proxy.cluster.mark_up(node.node_id)
+        if self.closed:
+            self.proxy.pooling.release(link, clean=True, reset=not self.txn_pooling)
+            return None
+        self.links[node.node_id] = link
+        link.transport.registerProducer(_ValveHandle(self.client_valve), True)
+        if self.links_paused:
+            link.transport.pauseProducing()
+        link.attach(self)
+        return link
 
-        def failed(failure: Failure):
-            if failure.check(LoginFailed) and failure.value.sqlstate == CONNECTION_FAILURE:
-                self.proxy.cluster.mark_down(node.node_id)
-            return failure
+    def _open_failed(self, failure: Failure, node):
+        if failure.check(LoginFailed):
+            self._login_failed(node, failure.value)
+        return failure
 
-        return d.addCallbacks(ready, failed)
+    def _login_failed(self, node, exc: LoginFailed) -> None:
+        if exc.sqlstate == CONNECTION_FAILURE:
+            self.proxy.cluster.mark_down(node.node_id)
 
     def _catalog_query(self, sql: str) -> defer.Deferred:
         """Rows of ``sql`` run on the session's own primary link, unseen by the client.
@@ -498,6 +512,8 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
         if self.idle_timer is not None and self.idle_timer.active():
             self.idle_timer.cancel()
         self.proxy.end_session(self.session)
+        if self.auth is not None:
+            self.auth.release()  # a pre-authentication slot it holds or waits for
         for d in list(self.opening.values()):
             d.cancel()  # leave the pool's queue: nobody will use that link now
         for link in list(self.links.values()):

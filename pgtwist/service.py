@@ -239,6 +239,7 @@ class Proxy:
                 log.warn("backend {n} address change needs a restart", n=node.node_id)
         self.cluster.changed()
         self.router.catalog.clear()
+        self.pooling.server_methods.clear()  # pg_hba.conf may have changed too
         self.router = router
         self.passwd = passwd
         self.hba_rules = hba_rules

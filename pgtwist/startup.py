@@ -5,8 +5,8 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from .auth import AuthRefused, SessionAuth, backend_secret
-from .conn.backend import LoginFailed
+from .auth import AuthRefused, SecretLookupFailed, SessionAuth, backend_secret
+from .conn.backend import LoginFailed, SecretMissing
 from .conn.frontend import (
     FrontendState,
     StartupReceived,
@@ -21,7 +21,6 @@ from .wire.errors import (
     FEATURE_NOT_SUPPORTED,
     INTERNAL_ERROR,
     INVALID_AUTHORIZATION,
-    INVALID_PASSWORD,
     PROTOCOL_VIOLATION,
     ProtocolViolation,
 )
@@ -41,7 +40,9 @@ class SessionStartup:
             raise ProtocolViolation("pgtwist does not proxy replication connections",
                                     FEATURE_NOT_SUPPORTED)
         s.user = params.pop("user")
-        s.database = params.setdefault("database", s.user)
+        # PostgreSQL: a missing or empty database is the user's name, before hba
+        # matching, pool keys and the backend login see it.
+        s.database = params["database"] = params.get("database") or s.user
         s.startup_params = params
         if event.minor_version > 0 or event.unsupported_options:
             # PostgreSQL puts the whole newest version (3.0) here; libpq 18 reads it so.
@@ -57,26 +58,52 @@ class SessionStartup:
 
     @defer.inlineCallbacks
     def _authenticate(self):
-        """Authenticate the client and log in to the primary; fires with the primary link."""
+        """Authenticate the client and log in to the primary; fires with the primary link.
+
+        A client gets in only by proving a secret to pgtwist, by a fresh login of its
+        own that the server judged (its ``trust``, or its clear-text password with
+        allow_clear_text_frontend_auth), or by pool_hba.conf's own trust/cert.  A cached
+        link never stands in for any of these.
+        """
         auth, s, proxy = self.auth, self.session, self.proxy
         method = auth.method_for_session()  # pool_hba.conf, or None: follow the primary
-        primary = yield proxy.cluster.primary_for(s.user, proxy.secret_for(s.user))
-        if method is not None:
-            if method == "cert":
-                auth.check_cert()
-                backend = proxy.secret_for(s.user)
-            elif method == "trust":
-                backend = proxy.secret_for(s.user)
-            else:
-                secret = yield auth.lookup_secret()
-                first, done = auth.begin(method, secret)
-                self.write(first)
-                backend = yield done
-            self.backend_secret = backend
-            link = yield self._open_primary(primary, backend)
+        primary = yield proxy.cluster.primary_for()
+        if method is None:
+            link = yield self._follow_primary(primary)
             return link
-        # Pgpool-II without pool_hba: ask the client for what the primary asks for.
-        secret = yield auth.lookup_secret()
+        if method == "cert":
+            auth.check_cert()
+            backend = proxy.secret_for(s.user)
+        elif method == "trust":
+            backend = proxy.secret_for(s.user)
+        else:
+            try:
+                secret = yield auth.lookup_secret()
+            except SecretLookupFailed:
+                secret = None  # the exchange is doomed: refused with 28P01 when it ends
+            first, done = auth.begin(method, secret)
+            self.write(first)
+            backend = yield done
+        self.backend_secret = backend
+        link = yield self._open_primary(primary, backend)
+        return link
+
+    @defer.inlineCallbacks
+    def _follow_primary(self, primary):
+        """Pgpool-II without pool_hba: challenge the client the way the primary asks.
+
+        The server's method for (user, database) is learned from a fresh login and
+        remembered; ``trust`` is never remembered, so each client it admits has had a
+        login of its own.  A client with no secret known is challenged all the same
+        (members of pool_passwd and others look alike) and refused, unless
+        allow_clear_text_frontend_auth lets the server judge its clear-text password.
+        """
+        auth, s = self.auth, self.session
+        try:
+            secret = yield auth.lookup_secret()
+            lookup_failed = False
+        except SecretLookupFailed:
+            secret, lookup_failed = None, True
         if secret is not None and secret.plaintext is None and secret.scram_verifier:
             # Pass-through: only the client's own SCRAM proof can open the backends.
             first, done = auth.begin("scram-sha-256", secret)
@@ -85,27 +112,70 @@ class SessionStartup:
             link = yield self._open_primary(primary, self.backend_secret)
             return link
         backend = backend_secret(secret)
+        methods = self.proxy.pooling.server_methods
+        method = methods.get(s.user, s.database)
+        if method is None:
+            try:
+                link = yield self._fresh_login(primary, backend)
+            except SecretMissing as exc:
+                method = exc.method
+                log.info("session {pid}: {why}", pid=s.pid, why=exc.fields.get("M", ""))
+            else:
+                if link is None:
+                    return None
+                method = link.login.auth_method
+                if method == "trust":
+                    self.backend_secret = backend
+                    return self._adopt(link, primary)
+                # Logged in with pgtwist's secret, but the client has proved nothing
+                # yet: the link waits in the pool, not in this session.
+                self.proxy.pooling.release(link, clean=True, reset=False)
+            methods.put(s.user, s.database, method)
+        if secret is None:
+            if self.config.params.get("allow_clear_text_frontend_auth"):
+                link = yield self._clear_text_login(primary)
+                return link
+            if lookup_failed:
+                log.info("session {pid}: no secret for {user}: auth_query failed",
+                         pid=s.pid, user=s.user)
+        first, done = auth.begin(method, secret)
+        self.write(first)
+        yield done  # with no secret the exchange is doomed: AuthRefused 28P01
+        self.backend_secret = backend
+        link = yield self._open_primary(primary, backend)
+        return link
+
+    @defer.inlineCallbacks
+    def _fresh_login(self, node, secret):
+        """A new login as the client's user, made before the client authenticated:
+        it holds one of that user's pre-authentication slots while it runs."""
+        yield self.auth.gate()
+        try:
+            link = yield self.proxy.pooling.checkout(self.session, node, secret, fresh=True)
+        except LoginFailed as exc:
+            self._login_failed(node, exc)
+            raise
+        finally:
+            self.auth.ungate()
+        if self.closed:
+            self.proxy.pooling.release(link, clean=True, reset=False)
+            return None
+        return link
+
+    @defer.inlineCallbacks
+    def _clear_text_login(self, primary):
+        """allow_clear_text_frontend_auth: the client's clear-text password goes on, and
+        only a fresh, never-cached login may judge it."""
+        first, done = self.auth.begin("password", None, collect_only=True)
+        self.write(first)
+        backend = yield done
+        self.poolable = False
+        yield self.auth.gate()
         try:
             link = yield self._open_primary(primary, backend)
-        except LoginFailed as exc:
-            if not (exc.sqlstate == INVALID_PASSWORD and backend is None
-                    and self.config.params.get("allow_clear_text_frontend_auth")):
-                raise
-            # allow_clear_text_frontend_auth: the client's clear-text password goes on,
-            # and only a fresh login (never a cached link) may judge it.
-            first, done = auth.begin("password", None, collect_only=True)
-            self.write(first)
-            backend = yield done
-            self.poolable = False
-            link = yield self._open_primary(primary, backend)
-            self.backend_secret = backend
-            return link
+        finally:
+            self.auth.ungate()
         self.backend_secret = backend
-        method = link.login.auth_method
-        if method != "trust" and secret is not None:
-            first, done = auth.begin(method, secret)
-            self.write(first)
-            yield done
         return link
 
     def _open_primary(self, node, secret):

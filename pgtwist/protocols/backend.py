@@ -54,6 +54,7 @@ class BackendLink(Protocol):
         # Session state applied here: the SET/RESET statements, in order (see Relay).
         self.state: tuple = ()
         self.state_owner = None    # the session that keeps ``state`` up to date, if any
+        self.last_session = None   # the last session that ran statements here since a reset
         # Transaction pooling (pgtwist.txpool): pgtwist statements this server holds,
         # SQL PREPAREd names -> their PREPARE text, and whose unnamed statement it has.
         self.statements = None

@@ -73,14 +73,18 @@ def test_md5_hash_entry_drives_md5_login(pgtwist_factory, tmp_path):
         assert conn.execute("select current_user").fetchone() == ("md5_user",)
 
 
-def test_md5_hash_cannot_drive_scram_and_says_so(pgtwist_factory, tmp_path):
+def test_md5_hash_cannot_drive_scram_and_the_log_says_so(pgtwist_factory, tmp_path):
+    """The client sees only 28P01 (finding 13: no hint about pool_passwd); the log says why."""
     digest = "md5" + hashlib.md5(b"scram secret 3scram_user").hexdigest()
     pg = pgtwist_factory(extra={"pool_passwd": _write_passwd(tmp_path, [f"scram_user:{digest}"])})
     with pytest.raises(psycopg.OperationalError) as info:
         psycopg.connect(pg.dsn(user="scram_user", password="scram secret 3"), connect_timeout=10)
     text = str(info.value)
-    assert "md5 hash" in text and "SCRAM" in text
-    assert digest not in text and digest not in pg.log_text()
+    assert 'password authentication failed for user "scram_user"' in text
+    assert "pool_passwd" not in text and "md5" not in text
+    log = pg.log_text()
+    assert "md5 hash" in log and "SCRAM" in log
+    assert digest not in text and digest not in log
 
 
 @pytest.mark.parametrize("user", ["pw_user", "md5_user", "scram_user"])
@@ -88,7 +92,9 @@ def test_missing_password_is_a_clear_error(pgtwist_factory, user):
     pg = pgtwist_factory(passwd={})
     sqlstate, message = _login_sqlstate(pg, user)
     assert sqlstate == "28P01"
-    assert "pool_passwd has no password" in message
+    # The same answer as for a wrong password: pool_passwd membership is not revealed.
+    assert message == f'password authentication failed for user "{user}"'
+    assert "pool_passwd has no password" in pg.log_text()
 
 
 @pytest.mark.parametrize("user", ["pw_user", "md5_user", "scram_user"])
