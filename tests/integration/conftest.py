@@ -84,16 +84,29 @@ def assert_log_clean(pg: Pgtwist | str) -> None:
         )
 
 
+# pool_hba.conf trusting the tests' clients: pgtwist's own trust, under which a login may
+# take a cached link.  With pool_hba off a server's trust is honoured only through a fresh
+# login per client (security review S3), so tests about link reuse use this.
+TRUST_HBA = "host all all 127.0.0.1/32 trust\n"
+
+
 def start_pgtwist(
     cluster, workdir, extra: dict | None = None, passwd: dict[str, str] | None = None, env=None,
-    replica_weight: float = 0,
+    replica_weight: float = 0, hba: str | None = None,
 ) -> Pgtwist:
-    """Write workdir/pgtwist.yaml (+ pool_passwd) and run twistd until its port accepts TCP.
+    """Write workdir/pgtwist.yaml (+ pool_passwd, + pool_hba.conf when ``hba`` is given) and
+    run twistd until its port accepts TCP.
 
     By default the replica has weight 0, so reads stay on the primary: the protocol
     tests compare against the primary.  Routing tests pass ``replica_weight``.
     """
     workdir = Path(workdir)
+    if hba is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        hba_path = workdir / "pool_hba.conf"
+        hba_path.write_text(hba)
+        hba_path.chmod(0o600)
+        extra = {"enable_pool_hba": True, "pool_hba_file": str(hba_path), **(extra or {})}
     fixed_port = (extra or {}).get("port")
     for attempt in range(3):
         port = fixed_port or dc.free_port()
@@ -158,14 +171,15 @@ def pool_database(cluster) -> str:
 
 @pytest.fixture
 def pgtwist_factory(cluster, tmp_path):
-    """``factory(extra=None, passwd=TEST_USERS, env=None)`` -> a started Pgtwist, stopped and
-    log-checked at teardown."""
+    """``factory(extra=None, passwd=TEST_USERS, env=None, replica_weight=0, hba=None)`` -> a
+    started Pgtwist, stopped and log-checked at teardown."""
     started: list[Pgtwist] = []
 
-    def factory(extra=None, passwd=dc.TEST_USERS, env=None, replica_weight=0) -> Pgtwist:
+    def factory(extra=None, passwd=dc.TEST_USERS, env=None, replica_weight=0,
+                hba=None) -> Pgtwist:
         workdir = tmp_path / f"pgtwist{len(started)}"
         pg = start_pgtwist(cluster, workdir, extra=extra, passwd=passwd, env=env,
-                           replica_weight=replica_weight)
+                           replica_weight=replica_weight, hba=hba)
         started.append(pg)
         return pg
 
@@ -226,4 +240,4 @@ def daemons(cluster, tmp_path_factory):
         assert_log_clean(pg)
 
 
-__all__ = ["Pgtwist", "assert_log_clean", "backends", "log_problems", "start_pgtwist"]
+__all__ = ["TRUST_HBA", "Pgtwist", "assert_log_clean", "backends", "log_problems", "start_pgtwist"]

@@ -12,6 +12,8 @@ import asyncpg
 import psycopg
 import pytest
 
+from .conftest import TRUST_HBA
+
 pytestmark = pytest.mark.integration
 
 DB = "pooldb"
@@ -22,6 +24,18 @@ def pooldb(pool_database, cluster):
     _psql_db(cluster, "create table if not exists pool_items (id serial, v text)")
     cluster.wait_replayed()
     return DB
+
+
+@pytest.fixture
+def pgtwist_factory(pgtwist_factory):
+    """Daemons whose pool_hba.conf trusts the tests: pgtwist's own trust, so a login may take
+    a cached link.  (With pool_hba off, a server's trust is only honoured through a fresh
+    login per client: see test_server_trust_is_judged_per_client_with_pool_hba_off.)"""
+
+    def factory(extra=None, hba=TRUST_HBA, **kw):
+        return pgtwist_factory(extra=extra, hba=hba, **kw)
+
+    return factory
 
 
 def _psql_db(cluster, sql):
@@ -71,6 +85,15 @@ def _wait_reset(cluster, pid: int) -> None:
     while cluster.psql(sql) != "DISCARD ALL":
         assert time.monotonic() < deadline, "the link was not reset"
         time.sleep(0.02)
+
+
+def test_server_trust_is_judged_per_client_with_pool_hba_off(pooldb, pgtwist_factory):
+    """Review S3: a link cached while the server trusted pgtwist never admits the next
+    client; each client's login is a fresh one the server judges, and then pooled."""
+    pg = pgtwist_factory(hba=None)
+    first = _pid(pg)
+    _wait_pooled(pg)
+    assert _pid(pg) != first
 
 
 def test_reset_hides_one_sessions_state_from_the_next(pooldb, pgtwist_factory, cluster):

@@ -30,7 +30,7 @@ import pytest
 from psycopg import errors as pgerr
 from psycopg import pq
 
-from .conftest import assert_log_clean
+from .conftest import TRUST_HBA, assert_log_clean
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,8 @@ def pooldb(pool_database, cluster):
 
 def _txn(pgtwist_factory, **extra):
     """A pgtwist in transaction mode (reads stay on the primary)."""
-    return pgtwist_factory(extra={"pool_mode": "transaction", "checkout_timeout": 30, **extra})
+    return pgtwist_factory(extra={"pool_mode": "transaction", "checkout_timeout": 30, **extra},
+                           hba=TRUST_HBA)
 
 
 def _connect(pg, prepare_threshold=5, **kw) -> psycopg.Connection:

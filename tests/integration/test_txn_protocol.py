@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import assert_log_clean
+from .conftest import TRUST_HBA, assert_log_clean
 from .rawpg import (
     SYNC,
     RawClient,
@@ -31,7 +31,7 @@ DB = "pooldb"
 
 def _daemon(factory, links=1, **extra):
     return factory({"pool_mode": "transaction", "backend_max_connections": links,
-                    "max_pool": links, **extra})
+                    "max_pool": links, **extra}, hba=TRUST_HBA)
 
 
 def _client(pg) -> RawClient:

@@ -16,7 +16,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from .conftest import assert_log_clean, backends
+from .conftest import TRUST_HBA, assert_log_clean, backends
 from .rawpg import (
     COPY_DONE,
     SYNC,
@@ -53,7 +53,7 @@ def pooldb(pool_database, cluster):
 
 def _daemon(factory, links=1, **extra):
     return factory({"pool_mode": "transaction", "backend_max_connections": links,
-                    "max_pool": links, "checkout_timeout": 20, **extra})
+                    "max_pool": links, "checkout_timeout": 20, **extra}, hba=TRUST_HBA)
 
 
 def _lb_daemon(factory, cluster, links=1, **extra):
