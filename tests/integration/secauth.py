@@ -141,13 +141,14 @@ def assert_refused(out: Outcome, sqlstates=("28P01",), victim_pid: int | None = 
 
 
 def first_reply(port: int, user: str, database: str) -> tuple:
-    """The first message pgtwist sends for a bare StartupMessage: ('R', code) or
-    ('E', sqlstate, message)."""
+    """The first message pgtwist sends for a bare StartupMessage: ('R', code), with the
+    mechanism list for SASL (code 10), or ('E', sqlstate, message)."""
     with RawClient(port) as raw:
         raw.send(startup_packet({"user": user, "database": database}))
         code, body = raw.read_msg()
     if code == "R":
-        return ("R", _auth_code(body))
+        auth = _auth_code(body)
+        return ("R", auth, body[4:]) if auth == 10 else ("R", auth)
     fields = error_fields(body)
     return ("E", fields.get("C"), fields.get("M"))
 
@@ -220,18 +221,19 @@ def write_hba(path: Path, text: str) -> str:
     return str(path)
 
 
-def wait_link_idle(cluster, pid: int, last_query: str | None = "DISCARD ALL",
-                   timeout: float = 10.0) -> None:
-    """Wait until server session ``pid`` sits idle after ``last_query`` (by default the
-    session-mode reset): its link is back in pgtwist's pool."""
+def wait_link_idle(cluster, pid: int, reset: bool = True, timeout: float = 10.0) -> None:
+    """Wait until server session ``pid`` sits idle, its link back in pgtwist's pool.
+
+    ``reset``: the client has left (session mode), so wait for the reset queries too, i.e.
+    for a last query other than the client's own WHOAMI.
+    """
     sql = f"SELECT state || '|' || query FROM pg_stat_activity WHERE pid = {int(pid)}"
-    want = "idle|" + (last_query or "")
 
     def idle() -> bool:
-        now = cluster.psql(sql)
-        return now == want if last_query else now.startswith("idle|")
+        state, _, query = cluster.psql(sql).partition("|")
+        return state == "idle" and not (reset and query == WHOAMI)
 
-    wait_for(idle, f"server pid {pid} idle after {last_query!r}", timeout)
+    wait_for(idle, f"server pid {pid} idle" + (" after its reset" if reset else ""), timeout)
     time.sleep(0.2)  # pgtwist files the link after the ReadyForQuery the server just sent
 
 

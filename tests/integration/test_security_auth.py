@@ -21,7 +21,6 @@ import pytest
 
 from .rawpg import RawClient, startup_packet
 from .secauth import (
-    WHOAMI,
     ServerHba,
     assert_refused,
     close_all,
@@ -201,7 +200,7 @@ def test_f1b_transaction_mode_idle_victim_link_is_not_handed_over(cluster, hba, 
     pg = _auth_query_daemon(pgtwist_factory, pool_mode="transaction")
     victim = _victim(cluster, pg.port, pool_database, keep=True)
     try:
-        wait_link_idle(cluster, victim.pid, last_query=WHOAMI)
+        wait_link_idle(cluster, victim.pid, reset=False)
         run_sql(cluster, f"ALTER ROLE {AUTHUSER} NOLOGIN")
         try:
             assert_refused(login(pg.port, ALICE, None, pool_database), AUTH_QUERY_FAILED,
@@ -343,7 +342,8 @@ def test_f13_pool_passwd_members_look_like_other_users(hba, pool_database, pgtwi
     pg = pgtwist_factory(passwd={ALICE: ALICE_PW})
     first = {u: first_reply(pg.port, u, pool_database) for u in (ALICE, BOB)}
     assert "pool_passwd" not in repr(first), first
-    assert first[ALICE][:2] == first[BOB][:2], first
+    same = {u: tuple(str(x).replace(u, "U") for x in reply) for u, reply in first.items()}
+    assert same[ALICE] == same[BOB], first
     wrong = {u: login(pg.port, u, WRONG, pool_database) for u in (ALICE, BOB)}
     for u, out in wrong.items():
         assert_refused(out)
