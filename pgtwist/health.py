@@ -3,9 +3,9 @@
 The primary is the backend flagged ALWAYS_PRIMARY, else the one whose
 ``pg_is_in_recovery()`` is false.  Roles are checked with ``sr_check_user``
 every ``sr_check_period`` seconds (0: once at start and whenever a session
-finds no primary); if that user cannot log in, the check borrows the
-credentials of the client that needs the answer, since roles are facts about
-the cluster and not about a user.
+finds no primary).  Only sr_check_user's credentials are ever used: the client
+waiting for the answer has not authenticated yet, so if sr_check_user cannot log
+in, that client is refused (no primary found).
 """
 
 from __future__ import annotations
