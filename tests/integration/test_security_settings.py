@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -23,6 +25,7 @@ from OpenSSL import crypto
 
 from pgtwist import devcluster as dc
 
+from .conftest import assert_log_clean, start_pgtwist
 from .rawpg import RawClient, cancel_request, error_fields, errors_of, query, startup_packet
 from .test_auth_hba import GOOD, psycopg_login, run_check, write_hba
 from .tlsutil import make_ca, write_pem
@@ -217,6 +220,49 @@ def test_ssl_ca_cert_dir_verifies_client_certificates(crl_pki, pgtwist_factory):
                                     ssl_crl_file=crl_pki["crl"]))
     assert _cert_login(pg, crl_pki, "good") is GOOD
     assert _cert_login(pg, crl_pki, "revoked") is not GOOD
+
+
+@pytest.fixture(scope="module")
+def tls_backend(crl_pki):
+    """A one-node cluster with ssl = on and a server certificate from the CRL test CA."""
+    if os.environ.get("PGTWIST_TEST_BACKEND", "local").strip().lower() == "docker":
+        pytest.skip("the TLS backend cluster is built from local server binaries only")
+    c = dc.DevCluster(replicas=0, ssl_files=crl_pki["server"])
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_ssl_ca_cert_dir_verifies_backends(crl_pki, tls_backend, tmp_path, trusted):
+    other = tmp_path / "other_cadir"
+    other.mkdir()
+    foreign = make_ca("some other CA")
+    write_pem(other / f"{crypto.X509.from_cryptography(foreign.cert).subject_name_hash():08x}.0",
+              foreign.cert.public_bytes(serialization.Encoding.PEM))
+    cadir = crl_pki["cadir"] if trusted else str(other)
+    pg = start_pgtwist(tls_backend, tmp_path / "pg", extra={
+        "ssl": True, "ssl_cert": crl_pki["server"][0], "ssl_key": crl_pki["server"][1],
+        "ssl_ca_cert_dir": cadir}, passwd=dc.TEST_USERS)
+    app = f"pgtwist_cadir_{uuid.uuid4().hex[:8]}"
+    ssl_sql = ("SELECT coalesce(string_agg(s.ssl::text, ','), 'no session') FROM pg_stat_ssl s "
+               f"JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{app}'")
+    try:
+        if trusted:
+            with psycopg.connect(pg.dsn(sslmode="disable", application_name=app),
+                                 connect_timeout=10) as conn:
+                assert conn.execute("select 1").fetchone() == (1,)
+                assert tls_backend.psql(ssl_sql) == "true"
+        else:  # a server certificate from a CA outside the directory: no login
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(pg.dsn(sslmode="disable", application_name=app),
+                                connect_timeout=10).close()
+            assert tls_backend.psql(ssl_sql) == "no session"
+    finally:
+        pg.stop()
+    assert_log_clean(pg)
 
 
 @pytest.mark.parametrize("key, value, expected", [

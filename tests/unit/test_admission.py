@@ -179,3 +179,67 @@ def test_a_silent_connection_is_left_to_the_relays_authentication_timeout():
     proxy.reactor.advance(60)
     assert relay.fatals == [("08P01", "timeout")]
     assert proxy.asked == []
+
+
+# -- the proxy's slot accounting -------------------------------------------------------------------
+
+
+class FakePort:
+    reading = True
+
+    def stopReading(self):  # noqa: N802 - Twisted's name
+        self.reading = False
+
+    def startReading(self):  # noqa: N802
+        self.reading = True
+
+
+class QueuedGate:
+    def __init__(self):
+        self.admitted_count = 0
+
+    def admitted(self):
+        self.admitted_count += 1
+
+
+def _proxy(**extra):
+    from pgtwist.config import parse_config
+    from pgtwist.service import Proxy
+
+    config = parse_config({"backends": [{"hostname": "127.0.0.1"}], "pool_passwd": "",
+                           "sr_check_period": 0, **extra}, env={}, check_files=False)
+    proxy = Proxy(MemoryReactorClock(), config)
+    proxy.ports = [FakePort()]
+    return proxy
+
+
+def test_connections_without_a_slot_are_bounded():
+    proxy = _proxy(num_init_children=2)
+    for _ in range(2 + 16 - 1):
+        assert proxy.admit(StringTransport())
+    assert proxy.ports[0].reading
+    proxy.admit(StringTransport())  # the 18th: stop accepting, the kernel queues the rest
+    assert not proxy.ports[0].reading
+    proxy.client_gone()
+    assert proxy.ports[0].reading
+
+
+def test_slots_wait_in_order_without_reserved_connections():
+    proxy = _proxy(num_init_children=2)
+    first, second, third, fourth = (QueuedGate() for _ in range(4))
+    assert [proxy.take_slot(g) for g in (first, second, third, fourth)] == [
+        "admitted", "admitted", "waiting", "waiting"]
+    proxy.stop_waiting(third)  # it left
+    proxy.release_slot()
+    assert (third.admitted_count, fourth.admitted_count) == (0, 1)
+    assert proxy.clients == 2
+    proxy.release_slot()
+    assert proxy.take_slot(QueuedGate()) == "admitted"
+
+
+def test_reserved_connections_refuse_at_once():
+    proxy = _proxy(num_init_children=3, reserved_connections=1)
+    assert [proxy.take_slot(QueuedGate()) for _ in range(3)] == [
+        "admitted", "admitted", "refused"]
+    proxy.release_slot()
+    assert proxy.take_slot(QueuedGate()) == "admitted"
