@@ -9,7 +9,7 @@ FATAL 53300 with ``reserved_connections``, or else waits, unanswered, until a
 slot frees -- what Pgpool-II's clients do in the listen queue.
 
 Bounds (fail closed): a connection still reading its first packet is closed
-after ``authentication_timeout``, and a waiting one is not read beyond
+after ``authentication_timeout`` (unless 0), and a waiting one is not read beyond
 ``_WAIT_BUFFER`` bytes.  The connections holding no slot are few: the proxy
 stops accepting once ``num_init_children`` plus :func:`spare_connections` are
 open, and the kernel's listen queue holds the rest (cancels included).
