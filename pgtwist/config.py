@@ -39,6 +39,8 @@ from pgtwist.params import (
     SUFFIX_ONLY,
     Param,
     is_secret,
+    unimplemented,
+    unimplemented_message,
 )
 
 __all__ = ["Backend", "Config", "ConfigError", "load_config", "parse_config", "parse_pgpool_conf"]
@@ -535,6 +537,10 @@ def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str
         params[name] = _convert(_suffixed_param(name), value, label, base_dir, errors)
     backends = _build_backends(nodes, params, base_dir, errors)
     _cross_check(params, errors)
+    for name in PARAMS:
+        if unimplemented(name, params[name]) == "error":
+            errors.append(f"{labels[name]}: {unimplemented_message(name)}; remove it or set "
+                          f"it to {PARAMS[name].default!r}")
     if check_files:
         _check_files(params, labels, errors)
     if errors:

@@ -7,6 +7,7 @@ unchanged; `PGPOOL SHOW` and later features read them from ``Config.params``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Kinds: bool, int, float, str, enum, path (resolved against the config dir), list (comma
@@ -255,6 +256,95 @@ for _name, _kind, _default in (("hostname", "str", "localhost"), ("pgpool_port",
                                ("wd_port", "int", 9000), ("heartbeat_hostname", "str", ""),
                                ("heartbeat_port", "int", 9694), ("heartbeat_device", "str", "")):
     SUFFIX_ONLY[_name] = Param(_name, _kind, _default, *((1, 65535) if _kind == "int" else ()))
+
+
+# --- accepted but not implemented ------------------------------------------------------------
+# Every name above is either read somewhere in pgtwist/ or listed here, so that an
+# existing pgpool.conf loads while no setting is silently ignored
+# (tests/unit/test_params_implemented.py keeps the two in step).  A value other than the
+# default (or than an INERT value, which says what pgtwist does anyway) is:
+#   "error"    refused at config load: a user would rely on it and pgtwist cannot honour it;
+#   "warning"  logged at startup, naming the key: harmless for pgtwist (process model,
+#              watchdog, failover, PCP, query cache, logging knobs, ...).
+# Per-node forms (health_check_period1, hostname0, ...) are all unimplemented warnings.
+UNIMPLEMENTED: dict[str, str] = {}
+UNIMPLEMENTED_NOTES = {
+    "ssl_passphrase_command": "use an ssl_key without a passphrase",
+    "pid_file_name": "twistd writes the pidfile, see its --pidfile option",
+    "backend_clustering_mode": "raw routes as streaming_replication; for no load balancing "
+                               "set load_balance_mode: off",
+    "ssl_dh_params_file": "DHE cipher suites are not offered; ECDHE and TLS 1.3 are",
+    "unix_socket_directories": "pgtwist listens on TCP only",
+}
+INERT: dict[str, object] = {"failover_on_backend_error": False}  # pgtwist never fails over
+
+
+def _unimplemented(severity: str, names: str) -> None:
+    for name in names.split():
+        UNIMPLEMENTED[name] = severity
+
+
+_unimplemented("error", "ssl_passphrase_command")
+_unimplemented("warning", """
+    unix_socket_directories socket_dir pcp_socket_dir wd_ipc_socket_dir unix_socket_group
+    unix_socket_permissions pcp_listen_addresses pcp_port serialize_accept
+    process_management_mode process_management_strategy min_spare_children max_spare_children
+    child_life_time child_max_connections client_idle_limit_in_recovery backend_clustering_mode
+    ssl_dh_params_file ssl_ecdh_curve
+    relcache_query_target relcache_expire relcache_size enable_shared_relcache
+    log_standby_delay replication_delay_source_cmd replication_delay_source_timeout
+    health_check_period health_check_max_retries health_check_timeout health_check_retry_delay
+    health_check_user health_check_password health_check_database health_check_test
+    failover_command failback_command follow_primary_command failover_on_backend_error
+    failover_on_backend_shutdown detach_false_primary auto_failback search_primary_node_timeout
+    auto_failback_interval recovery_user recovery_password recovery_1st_stage_command
+    recovery_2nd_stage_command recovery_timeout
+    replicate_select replication_stop_on_mismatch failover_if_affected_tuples_mismatch
+    insert_lock lobj_lock_table
+    log_destination log_line_prefix log_error_verbosity client_min_messages log_connections
+    log_disconnections log_hostname log_statement log_per_node_statement
+    notice_per_node_statement log_client_messages log_pcp_processes log_backend_messages
+    syslog_facility syslog_ident logging_collector log_truncate_on_rotation log_directory
+    log_filename log_file_mode log_rotation_age log_rotation_size pid_file_name logdir work_dir
+    metrics_port pgtwist
+""")
+_unimplemented("warning", " ".join(
+    name for name, p in PARAMS.items()
+    if name.startswith(("wd_", "memqcache_")) or name in (
+        "use_watchdog allow_multiple_failover_requests_from_node enable_consensus_with_half_votes "
+        "failover_when_quorum_exists failover_require_consensus clear_memqcache_on_escalation "
+        "trusted_servers delegate_ip trusted_server_command ping_path if_cmd_path if_up_cmd "
+        "if_down_cmd arping_path arping_cmd memory_cache_enabled cache_safe_memqcache_table_list "
+        "cache_unsafe_memqcache_table_list").split()
+))
+_SUFFIX = re.compile(r"([a-z_]+?)(\d+)\Z")
+
+
+def unimplemented(name: str, value: object) -> str | None:
+    """"error" / "warning" if ``value`` of ``name`` asks for something pgtwist does not do."""
+    m = _SUFFIX.match(name)
+    if name not in PARAMS and m and (m[1] in PER_NODE or m[1] in SUFFIX_ONLY):
+        stem = PARAMS.get(m[1]) or SUFFIX_ONLY[m[1]]
+        return "warning" if value != stem.default else None
+    severity = UNIMPLEMENTED.get(name)
+    if severity is None or value == PARAMS[name].default:
+        return None
+    if name in INERT and value == INERT[name]:
+        return None
+    return severity
+
+
+def unimplemented_message(name: str) -> str:
+    m = _SUFFIX.match(name)
+    note = UNIMPLEMENTED_NOTES.get(name) or (UNIMPLEMENTED_NOTES.get(m[1], "") if m else "")
+    return ("accepted for Pgpool-II compatibility but not implemented by pgtwist"
+            + (f" ({note})" if note else ""))
+
+
+def unimplemented_warnings(params) -> list[str]:
+    """``"name: ..."`` for every set parameter pgtwist ignores (see UNIMPLEMENTED)."""
+    return [f"{name}: {unimplemented_message(name)}; the setting has no effect"
+            for name, value in params.items() if unimplemented(name, value) == "warning"]
 
 
 def is_secret(name: str, kind: str = "str") -> bool:

@@ -18,6 +18,7 @@ from twisted.internet import defer
 from .logs import logger
 from .pool import Pool, PoolKey
 from .protocols.backend import connect_backend
+from .timeouts import RESET_TIMEOUT_WHEN_DISABLED
 from .txpool import PIN_REASONS, StatementRegistry
 from .wire import codes
 
@@ -122,7 +123,9 @@ class Pooling:
             connect_rate=float(p.get("backend_connect_rate", 0)),
             connect_burst=int(p.get("backend_connect_burst", 10)),
         )
-        self.timeout = config.connect_timeout / 1000.0
+        self.timeout = config.connect_timeout / 1000.0  # 0: no connect timeout
+        # A reset is bounded by connect_timeout too, or a fixed limit when that is 0.
+        self.reset_timeout = self.timeout or RESET_TIMEOUT_WHEN_DISABLED
         self.mode = str(p.get("pool_mode", "session"))
         # Transaction pooling: server names of prepared statements, shared by all sessions.
         self.registry = StatementRegistry()
@@ -247,7 +250,7 @@ class _Reset:
         link.last_session = None      # DISCARD ALL: nothing of it is left
         link.unnamed = None
         link.inflight = 0
-        self.timer = pooling.proxy.reactor.callLater(pooling.timeout, self._timeout)
+        self.timer = pooling.proxy.reactor.callLater(pooling.reset_timeout, self._timeout)
         if self.waiting:
             link.write(self.pool.reset_sql(link.txn_status))
         else:

@@ -41,6 +41,7 @@ from .protocols.backend import BackendLink
 from .protocols.fastwrite import make_writer
 from .session import Session
 from .startup import SessionStartup
+from .timeouts import call_later
 from .txhandlers import TxnMessages
 from .wire import codes
 from .wire import messages as m
@@ -118,8 +119,9 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
         # ...and backend reading pauses while the client's send buffer is full.
         self.links_paused = False
         transport.registerProducer(_LinksProducer(self), True)
-        self.auth_timer = proxy.reactor.callLater(
-            self.config.authentication_timeout, self._auth_timeout
+        # authentication_timeout 0 disables it (as in Pgpool-II): no timer at all.
+        self.auth_timer = call_later(
+            proxy.reactor, self.config.authentication_timeout, self._auth_timeout
         )
         self.idle_limit = float(self.config.params.get("client_idle_limit", 0))
         self.idle_timer = (proxy.reactor.callLater(self.idle_limit, self._idle_timeout)

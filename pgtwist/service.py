@@ -6,16 +6,19 @@ import hmac
 import random
 import signal
 import threading
+from collections import deque
 
 from twisted.application import service
 from twisted.internet.protocol import ClientFactory as _ClientFactory
 from twisted.internet.protocol import Protocol
 
+from .admission import Gate, spare_connections
 from .config import ConfigError, load_config
 from .conn.auth import Secret
 from .hba import HbaError, load_hba
 from .health import Cluster
 from .logs import logger, set_level
+from .params import unimplemented_warnings
 from .passwd import PasswdError, load_pool_passwd
 from .pooling import Pooling
 from .protocols.backend import connect_address
@@ -25,7 +28,6 @@ from .router import Router
 from .session import Session
 from .tls import client_tls, server_tls_from_config
 from .wire import messages as m
-from .wire.errors import TOO_MANY_CONNECTIONS
 
 log = logger(__name__)
 
@@ -95,45 +97,78 @@ class Proxy:
         self.router = Router(self, config)
         self.pooling = Pooling(self, config)
         self.sessions: dict[int, Relay] = {}
-        self.clients = 0
+        self.clients = 0        # connections holding a num_init_children slot
+        self.connections = 0    # all open client connections
+        self._max_connections = (config.num_init_children
+                                 + spare_connections(config.num_init_children))
+        self._waiting: deque = deque()  # gates waiting for a slot, oldest first
         self.ports: list = []
         self._accept_paused = False
 
     # -- admission ------------------------------------------------------------------
     def admit(self, transport) -> bool:
-        """A new client connection: within num_init_children, or refused / queued.
+        """A new TCP connection: accepted, but holding no client slot until its first
+        packet is read (pgtwist.admission).
 
-        With ``reserved_connections`` > 0 a client beyond ``num_init_children -
-        reserved_connections`` gets FATAL 53300 at once, as in Pgpool-II; with 0,
-        pgtwist stops accepting at ``num_init_children`` and the kernel's listen
-        queue holds the rest, which is what Pgpool-II's busy children amount to.
+        Connections open without a slot are bounded: at ``num_init_children`` plus
+        ``spare_connections`` open connections pgtwist stops accepting, and the kernel's
+        listen queue holds the rest.
         """
-        limit = self.config.num_init_children
-        reserved = self.config.reserved_connections
-        if reserved and self.clients >= limit - reserved:
-            transport.write(m.error_response(
-                TOO_MANY_CONNECTIONS, "sorry, too many clients already", "FATAL"))
-            transport.loseConnection()
-            return False
-        self.clients += 1
-        if self.clients >= limit and not self._accept_paused:
+        self.connections += 1
+        if self.connections >= self._max_connections and not self._accept_paused:
             self._accept_paused = True
             for port in self.ports:
                 port.stopReading()
-            log.warn("num_init_children ({limit}) clients connected; new ones wait",
-                     limit=limit)
+            log.warn("{n} client connections open (num_init_children {limit} and as many "
+                     "more reading their first packet or waiting); new ones wait",
+                     n=self.connections, limit=self.config.num_init_children)
         return True
 
     def client_gone(self) -> None:
-        self.clients -= 1
-        if self._accept_paused and self.clients < self.config.num_init_children:
+        self.connections -= 1
+        if self._accept_paused and self.connections < self._max_connections:
             self._accept_paused = False
             for port in self.ports:
                 port.startReading()
 
+    def take_slot(self, gate) -> str:
+        """A client asks for one of the num_init_children slots: admitted, refused or waiting.
+
+        With ``reserved_connections`` > 0 a client beyond ``num_init_children -
+        reserved_connections`` is refused (FATAL 53300), as in Pgpool-II; with 0 it waits,
+        first come first served, as Pgpool-II's clients wait for a free child.
+        """
+        limit = self.config.num_init_children
+        reserved = self.config.reserved_connections
+        if reserved:
+            if self.clients >= limit - reserved:
+                return "refused"
+        elif self.clients >= limit or self._waiting:
+            if not self._waiting:
+                log.warn("num_init_children ({limit}) clients connected; new ones wait",
+                         limit=limit)
+            self._waiting.append(gate)
+            return "waiting"
+        self.clients += 1
+        return "admitted"
+
+    def release_slot(self) -> None:
+        self.clients -= 1
+        while self._waiting and self.clients < self.config.num_init_children:
+            gate = self._waiting.popleft()
+            self.clients += 1
+            gate.admitted()
+
+    def stop_waiting(self, gate) -> None:
+        try:
+            self._waiting.remove(gate)
+        except ValueError:
+            pass
+
     # -- sessions ------------------------------------------------------------------
-    def make_relay(self, transport) -> Relay:
-        return Relay(self, transport)
+    def make_relay(self, transport) -> Gate:
+        """The client's Relay, behind the gate that admits it (see pgtwist.admission)."""
+        return Gate(self, Relay(self, transport))
 
     def new_session(self, relay: Relay, client_address: str) -> Session:
         while True:
@@ -153,7 +188,8 @@ class Proxy:
             return None
         key = backend.hostname
         if key not in self._backend_tls:
-            self._backend_tls[key] = client_tls(backend.hostname, p.get("ssl_ca_cert", ""))
+            self._backend_tls[key] = client_tls(backend.hostname, p.get("ssl_ca_cert", ""),
+                                                p.get("ssl_ca_cert_dir", ""))
         return self._backend_tls[key]
 
     def sr_secret(self) -> Secret | None:
@@ -281,7 +317,8 @@ class ProxyService(service.Service):
     def startService(self) -> None:
         super().startService()
         factory = ClientFactory(self.proxy)
-        backlog = max(128, 2 * self.config.num_init_children)
+        multiplier = int(self.config.params.get("listen_backlog_multiplier", 2))
+        backlog = max(128, multiplier * self.config.num_init_children)
         for interface in listen_interfaces(self.config.listen_addresses):
             port = self.reactor.listenTCP(self.config.port, factory, backlog=backlog, interface=interface)
             self.ports.append(port)
@@ -303,6 +340,8 @@ class ProxyService(service.Service):
 
 def make_service(config, reactor=None, overrides=None) -> service.IService:
     set_level(config.log_min_messages)
+    for warning in unimplemented_warnings(config.params):
+        log.warn("{warning}", warning=warning)
     top = service.MultiService()
     ProxyService(config, reactor, overrides).setServiceParent(top)
     return top

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from ..conn.auth import Secret
 from ..conn.backend import BackendLogin, LoginFailed, LoginState
 from ..logs import logger
+from ..timeouts import call_later
 from ..wire import codes
 from ..wire import messages as m
 from ..wire.errors import CONNECTION_FAILURE, ProtocolViolation
@@ -231,7 +232,11 @@ class _LinkFactory(ClientFactory):
 
 
 def connect_address(reactor, hostname: str, port: int, factory, timeout: float):
-    """TCP, or a Unix socket when the hostname is a directory (as in libpq)."""
+    """TCP, or a Unix socket when the hostname is a directory (as in libpq).
+
+    ``timeout`` 0 means none (``connect_timeout = 0`` disables it, as in Pgpool-II).
+    """
+    timeout = timeout if timeout > 0 else None
     if hostname.startswith("/"):
         return reactor.connectUNIX(f"{hostname}/.s.PGSQL.{port}", factory, timeout=timeout)
     return reactor.connectTCP(hostname, port, factory, timeout=timeout)
@@ -254,8 +259,8 @@ def connect_backend(
         tls = None  # no TLS over Unix sockets, as libpq
     link = BackendLink(node_id, BackendLogin(user, params, secret), address, tls)
     connect_address(reactor, hostname, port, _LinkFactory(link), timeout)
-    # The whole login, not just the TCP connect, is bounded by connect_timeout.
-    timer = reactor.callLater(timeout, _login_timeout, link)
+    # The whole login, not just the TCP connect, is bounded by connect_timeout (0: not).
+    timer = call_later(reactor, timeout, _login_timeout, link)
     link.ready.addBoth(_cancel_timer, timer)
     return link.ready
 

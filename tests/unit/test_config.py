@@ -557,3 +557,60 @@ def test_config_error_accepts_one_message():
     exc = ConfigError("routing.policies[0]: bad")
     assert exc.errors == ["routing.policies[0]: bad"]
     assert str(exc) == "routing.policies[0]: bad"
+
+
+# --- 0 disables authentication_timeout and connect_timeout (as in Pgpool-II) -----------------
+
+
+def test_zero_timeouts_are_accepted():
+    config = parse({**ONE, "authentication_timeout": 0, "connect_timeout": "0ms"})
+    assert (config.authentication_timeout, config.connect_timeout) == (0, 0)
+    assert errors_of({**ONE, "connect_timeout": -1}) == [
+        "connect_timeout: expected an integer >= 0 (default unit ms), got -1"]
+
+
+def test_zero_timeout_schedules_no_timer():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from pgtwist.timeouts import NO_TIMER, call_later
+
+    clock = MemoryReactorClock()
+    fired = []
+    assert call_later(clock, 0, fired.append, 1) is NO_TIMER
+    assert clock.getDelayedCalls() == []
+    assert not NO_TIMER.active()
+    NO_TIMER.cancel()
+    NO_TIMER.reset(5)
+    timer = call_later(clock, 2, fired.append, 2)
+    clock.advance(2)
+    assert fired == [2] and not timer.active()
+
+
+def test_zero_connect_timeout_means_no_connect_or_login_timeout():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from pgtwist.protocols.backend import connect_backend
+
+    clock = MemoryReactorClock()
+    d = connect_backend(clock, 0, "127.0.0.1", 5432, "u", {"database": "d"}, None, 0.0)
+    assert clock.tcpClients[0][3] is None  # connectTCP(timeout=None): no timeout
+    assert clock.getDelayedCalls() == []  # and no login timer
+    clock.advance(3600)
+    assert not d.called
+    connect_backend(clock, 0, "127.0.0.1", 5432, "u", {"database": "d"}, None, 2.5)
+    assert clock.tcpClients[1][3] == 2.5
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [3600 + 2.5]
+
+
+def test_zero_connect_timeout_keeps_a_bounded_reset():
+    from types import SimpleNamespace
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from pgtwist.pooling import Pooling
+    from pgtwist.timeouts import RESET_TIMEOUT_WHEN_DISABLED
+
+    proxy = SimpleNamespace(reactor=MemoryReactorClock())
+    assert Pooling(proxy, parse({**ONE, "connect_timeout": 0})).reset_timeout == \
+        RESET_TIMEOUT_WHEN_DISABLED
+    assert Pooling(proxy, parse({**ONE, "connect_timeout": 2500})).reset_timeout == 2.5
