@@ -213,3 +213,15 @@ class SessionAuth:
     def _finish(self) -> None:
         if not self._result.called:
             self._result.callback(backend_secret(self.secret, self.authenticator))
+
+    @property
+    def expecting(self) -> str | None:
+        """The message the client was asked for and not yet sent ("SASL" or "password"
+        response), or None while pgtwist asks nothing (it then reads nothing, as
+        PostgreSQL reads pipelined bytes only when it gets to them)."""
+        if self._collect is not None:
+            return None if self._collect.called else "password"
+        authenticator = self.authenticator
+        if authenticator is None or authenticator.done or self._result.called:
+            return None
+        return "SASL" if authenticator.effective_method == "scram-sha-256" else "password"
