@@ -167,6 +167,7 @@ class SessionAuth:
         if collect_only:
             self._collect = defer.Deferred()
             self._result = self._collect
+            self._read_pipelined()
             return m.authentication(codes.AUTH_CLEARTEXT), self._collect
         channel = None
         server_tls = self.proxy.server_tls
@@ -180,7 +181,15 @@ class SessionAuth:
         first = self.authenticator.start()
         if self.authenticator.done:
             self._finish()
+        else:
+            self._read_pipelined()
         return first, self._result
+
+    def _read_pipelined(self) -> None:
+        """Input the client sent before being asked is read once the caller has written
+        the request, as PostgreSQL would read it then."""
+        if self.relay.machine.leftover:
+            self.proxy.reactor.callLater(0, self.relay.client_data, b"")
 
     def receive(self, body: bytes) -> None:
         """A PasswordMessage-family body from the client; the reply is written here.

@@ -180,13 +180,10 @@ class FrontendMachine:
         if len(data) < 5:
             return None, data
         code, length = _BI.unpack_from(data, 0)
-        if code == codes.TERMINATE:
-            if length != 4:
-                raise ProtocolViolation("invalid message length")
-        elif code != codes.PASSWORD:
+        if code != codes.PASSWORD and (code != codes.TERMINATE or length != 4):
             raise ProtocolViolation(
                 f"expected {self.expecting} response, got message type {code}")
-        elif length < 4 or length > MAX_AUTH_MESSAGE:
+        if length < 4 or length > MAX_AUTH_MESSAGE:
             raise ProtocolViolation(
                 f'password authentication failed for user "{self.user}"', INVALID_PASSWORD)
         end = 1 + length
