@@ -58,7 +58,7 @@ class FrameSplitter:
     nothing of a refused frame's body is ever buffered.
     """
 
-    __slots__ = ("_buf", "_chunks", "_size", "_need", "max_length", "limits")
+    __slots__ = ("_buf", "_chunks", "_size", "_need", "max_length", "limits", "_limit")
 
     def __init__(self, max_length: int, limits: dict[int, int] | None = None) -> None:
         self._buf = b""
@@ -67,6 +67,11 @@ class FrameSplitter:
         self._need = 0                   # bytes that frame needs in all
         self.max_length = max_length
         self.limits = limits
+        # One comparison per frame on the hot path: the limit of every type byte (-1: refused).
+        self._limit = tuple(
+            max_length if limits is None else min(limits.get(code, -1), max_length)
+            for code in range(256)
+        )
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
         if self._need:
@@ -83,13 +88,10 @@ class FrameSplitter:
         n = len(buf)
         pos = 0
         frames: list[tuple[int, int, int]] = []
-        max_length = self.max_length
-        limits = self.limits
+        limit = self._limit
         while n - pos >= 5:
             code, length = _unpack_BI(buf, pos)
-            if length < 4 or length > max_length or (
-                limits is not None and length > limits.get(code, -1)
-            ):
+            if length < 4 or length > limit[code]:
                 self._refuse(code, length)
             end = pos + 1 + length
             if end > n:
