@@ -10,6 +10,7 @@ before they are complete, and only holds back the few it must read
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from . import codes
@@ -46,6 +47,16 @@ class StartupSplitter:
         return buf[4:length], buf[length:]
 
 
+@functools.lru_cache(maxsize=16)
+def _limit_table(max_length: int, limits: tuple[tuple[int, int], ...] | None) -> tuple[int, ...]:
+    """One comparison per frame on the hot path: the limit of every type byte (-1: refused)."""
+    by_code = dict(limits) if limits is not None else None
+    return tuple(
+        max_length if by_code is None else min(by_code.get(code, -1), max_length)
+        for code in range(256)
+    )
+
+
 class FrameSplitter:
     """Typed frames from a client.
 
@@ -67,11 +78,7 @@ class FrameSplitter:
         self._need = 0                   # bytes that frame needs in all
         self.max_length = max_length
         self.limits = limits
-        # One comparison per frame on the hot path: the limit of every type byte (-1: refused).
-        self._limit = tuple(
-            max_length if limits is None else min(limits.get(code, -1), max_length)
-            for code in range(256)
-        )
+        self._limit = _limit_table(max_length, None if limits is None else tuple(limits.items()))
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
         if self._need:
