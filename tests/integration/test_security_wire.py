@@ -9,6 +9,7 @@ pgtwist must give the same answer.
 from __future__ import annotations
 
 import struct
+import threading
 import time
 
 import psycopg
@@ -180,6 +181,38 @@ def test_query_pipelined_with_startup_when_a_password_is_asked(cluster, shared_p
     assert [c for c, _ in msgs] == ["R", "E"], msgs
     fields = error_fields(msgs[1][1])
     assert (fields["C"], fields["M"]) == ("08P01", "expected SASL response, got message type 81")
+
+
+@pytest.mark.parametrize("which", ["postgres", "pgtwist"])
+def test_big_query_pipelined_with_startup_when_a_password_is_asked(cluster, shared_pgtwist,
+                                                                   which):
+    """More than pgtwist reads ahead (it stops reading until it asks): the same answer."""
+    big = startup_packet({"user": "scram_user", "database": "postgres"}) + query(
+        "SELECT '" + "x" * 1_000_000 + "'")
+    with RawClient(_target(cluster, shared_pgtwist, which), timeout=3) as client:
+        sender = threading.Thread(target=_send_quietly, args=(client.sock, big), daemon=True)
+        sender.start()
+        msgs = _until_close(client)
+        sender.join(5)
+    assert [c for c, _ in msgs] == ["R", "E"], msgs
+    assert error_fields(msgs[1][1])["M"] == "expected SASL response, got message type 81"
+
+
+def _send_quietly(sock, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass  # the server hung up first
+
+
+def test_query_pipelined_with_startup_in_transaction_mode(pgtwist_factory, pool_database):
+    pg = pgtwist_factory({"pool_mode": "transaction"})
+    with RawClient(pg.port) as client:
+        client.send(startup_packet({"user": "postgres", "database": pool_database}),
+                    query("SELECT 'tx pipelined'"), query("SELECT current_database()"))
+        client.read_login()
+        msgs = client.read_until("Z", count=2)
+    assert [data_row(b) for c, b in msgs if c == "D"] == [["tx pipelined"], [pool_database]]
 
 
 # -- finding 11: one SSLRequest, no recursion ------------------------------------------------------
