@@ -210,6 +210,7 @@ class SessionAuth:
         if collect_only:
             self._collect = defer.Deferred()
             self._result = self._collect
+            self._read_pipelined()
             return m.authentication(codes.AUTH_CLEARTEXT), self._collect
         channel = None
         server_tls = self.proxy.server_tls
@@ -223,7 +224,15 @@ class SessionAuth:
         first = self.authenticator.start()
         if self.authenticator.done:
             self._finish()
+        else:
+            self._read_pipelined()
         return first, self._result
+
+    def _read_pipelined(self) -> None:
+        """Input the client sent before being asked is read once the caller has written
+        the request, as PostgreSQL would read it then."""
+        if self.relay.machine.leftover:
+            self.proxy.reactor.callLater(0, self.relay.client_data, b"")
 
     def receive(self, body: bytes) -> None:
         """A PasswordMessage-family body from the client; the reply is written here.
@@ -256,6 +265,18 @@ class SessionAuth:
     def _finish(self) -> None:
         if not self._result.called:
             self._result.callback(backend_secret(self.secret, self.authenticator))
+
+    @property
+    def expecting(self) -> str | None:
+        """The message the client was asked for and not yet sent ("SASL" or "password"
+        response), or None while pgtwist asks nothing (it then reads nothing, as
+        PostgreSQL reads pipelined bytes only when it gets to them)."""
+        if self._collect is not None:
+            return None if self._collect.called else "password"
+        authenticator = self.authenticator
+        if authenticator is None or authenticator.done or self._result.called:
+            return None
+        return "SASL" if authenticator.effective_method == "scram-sha-256" else "password"
 
 
 class _BoundQuery:

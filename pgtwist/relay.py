@@ -27,6 +27,7 @@ from .conn.frontend import (
     CancelRequested,
     Frames,
     FrontendMachine,
+    FrontendState,
     GSSENCRequested,
     SSLRequested,
     StartupReceived,
@@ -130,30 +131,50 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
 
     # -- client side -----------------------------------------------------------------
     def client_data(self, data: bytes) -> None:
+        """Feed client bytes; ``b""`` resumes reading what the machine kept unread."""
         if self.closed:
             return
         if self.idle_timer is not None:
             self.idle_timer.reset(self.idle_limit)
+        machine = self.machine
         try:
-            for event in self.machine.receive(data):
-                if type(event) is Frames:
-                    self.backlog.append([event.buf, event.frames, 0])
-                    if not self.waiting:
-                        self._drain()
-                    else:
-                        # More input while a frame waits: stop reading until it is routed.
-                        self.client_valve.hold(self)
-                elif type(event) is StartupReceived:
-                    self._startup(event)
-                elif type(event) is SSLRequested:
-                    self._ssl_request()
-                elif type(event) is GSSENCRequested:
-                    self.write(b"N")  # GSSAPI encryption is not offered
-                elif type(event) is CancelRequested:
-                    self.proxy.cancel(event.pid, event.secret)
-                    self.transport.loseConnection()
-                if self.closed:
+            # A loop, not recursion: each answer (to an SSLRequest, a StartupMessage, a
+            # password message) decides how the machine reads the bytes that follow.
+            while True:
+                if machine.state is FrontendState.AUTHENTICATING:
+                    machine.expecting = self.auth.expecting if self.auth is not None else None
+                events = machine.receive(data)
+                data = b""
+                for event in events:
+                    if type(event) is Frames:
+                        self.backlog.append([event.buf, event.frames, 0])
+                        if not self.waiting:
+                            self._drain()
+                        else:
+                            # More input while a frame waits: stop reading until it is routed.
+                            self.client_valve.hold(self)
+                    elif type(event) is StartupReceived:
+                        self._startup(event)
+                    elif type(event) is SSLRequested:
+                        self._ssl_request()
+                    elif type(event) is GSSENCRequested:
+                        self.write(b"N")  # GSSAPI encryption is not offered
+                        if machine.leftover:
+                            raise ProtocolViolation(
+                                "received unencrypted data after GSSAPI encryption request")
+                    elif type(event) is CancelRequested:
+                        self.proxy.cancel(event.pid, event.secret)
+                        self.transport.loseConnection()
+                    if self.closed:
+                        return
+                if not (events and machine.leftover):
                     break
+            # Unread input held while authenticating stays bounded: stop reading.
+            valve = self.client_valve
+            if machine.leftover and machine.stalled:
+                valve.hold(machine)
+            elif machine in valve.holders:
+                valve.release(machine)
         except ProtocolViolation as exc:
             log.info("client {addr}: protocol violation: {msg}",
                      addr=self.session.client_address, msg=exc.message)
@@ -163,19 +184,21 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
             self.fatal(INTERNAL_ERROR, "internal error in pgtwist; the session was closed")
 
     def _ssl_request(self) -> None:
-        rest, self.machine.leftover = self.machine.leftover, b""
+        """Answer one SSLRequest (the machine refuses a second, as PostgreSQL does)."""
         tls = self.proxy.server_tls
         if tls is None or self.session.ssl:
             self.write(b"N")
-            if rest:
-                self.client_data(rest)
+            if self.machine.leftover:
+                # PostgreSQL refuses bytes sent ahead of its answer, even after 'N'.
+                raise ProtocolViolation("received unencrypted data after SSL request")
             return
-        if rest:
+        if self.machine.leftover:
             raise ProtocolViolation("received unencrypted data after SSL request")
         self.write(b"S")
         self.transport.startTLS(tls)
         self.write = self.transport.write  # TLS: no direct socket writes
         self.session.ssl = True
+        self.machine.gss_done = True  # no GSSENCRequest inside TLS
 
     def _drain(self) -> None:
         """Route queued client frames until done or a frame must wait."""

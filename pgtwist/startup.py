@@ -205,6 +205,8 @@ class SessionStartup:
         self.write(b"".join(out))
         if self.txn_pooling:
             self._tx_release_idle(link)  # logged in: the link is not needed until a query
+        if self.machine.leftover:
+            self.client_data(b"")  # what the client pipelined after its StartupMessage
 
     def _startup_failed(self, failure: Failure) -> None:
         if self.closed:

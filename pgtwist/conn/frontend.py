@@ -12,10 +12,16 @@ from dataclasses import dataclass, field
 
 from ..wire import codes
 from ..wire import messages as m
-from ..wire.errors import FEATURE_NOT_SUPPORTED, INVALID_AUTHORIZATION, ProtocolViolation
+from ..wire.errors import (
+    FEATURE_NOT_SUPPORTED,
+    INVALID_AUTHORIZATION,
+    INVALID_PASSWORD,
+    ProtocolViolation,
+)
 from ..wire.framing import FrameSplitter, StartupSplitter
 
 _III = struct.Struct("!III")
+_BI = struct.Struct("!BI")
 
 
 class FrontendState(enum.Enum):
@@ -76,61 +82,116 @@ READY_CODES = frozenset(
 )
 
 
+# PostgreSQL's limits: PQ_SMALL_MESSAGE_LIMIT for every message but the ones that
+# carry data (those get max_message_length), PG_MAX_AUTH_TOKEN_LENGTH while
+# authenticating.  Each is checked on the 5-byte header, before any body is held.
+SMALL_MESSAGE_LIMIT = 10000
+MAX_AUTH_MESSAGE = 65535
+_LARGE_CODES = (codes.QUERY, codes.PARSE, codes.BIND, codes.FUNCTION_CALL, codes.COPY_DATA)
+_SSL_AGAIN = "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0"
+_GSS_AGAIN = "unsupported frontend protocol 1234.5680: server supports 3.0 to 3.0"
+
+
+def ready_limits(max_message_length: int) -> dict[int, int]:
+    return {code: (max_message_length if code in _LARGE_CODES else SMALL_MESSAGE_LIMIT)
+            for code in READY_CODES}
+
+
 class FrontendMachine:
-    """Client connection: startup negotiation, then framed, validated messages."""
+    """Client connection: startup negotiation, then framed, validated messages.
+
+    Like PostgreSQL, it reads the client's bytes only as far as the server's own
+    answer allows: after an SSLRequest, GSSENCRequest or StartupMessage it stops
+    and keeps the rest in ``leftover`` (the caller answers, then calls ``receive``
+    again).  While authenticating it reads one password message at a time, and
+    only when ``expecting`` names the one the client was asked for; anything the
+    client pipelines meanwhile waits in ``leftover`` until then, or until the
+    session is ready (a Query sent with the StartupMessage under ``trust``).
+    """
 
     def __init__(self, max_message_length: int, validate: bool = True):
         self.state = FrontendState.STARTUP
         self._startup = StartupSplitter()
-        self._frames = FrameSplitter(max_message_length)
+        self._frames = FrameSplitter(max_message_length, ready_limits(max_message_length))
         self._validate = validate
         self.ssl_requested = False
+        self.ssl_done = False       # PostgreSQL allows one SSLRequest...
+        self.gss_done = False       # ...and one GSSENCRequest (none after TLS is on)
         self.leftover = b""
+        self.expecting: str | None = None  # "SASL" / "password" while a password message is due
+        self.user = ""
 
     def receive(self, data: bytes) -> list:
         """Feed client bytes; return events.  Raises ProtocolViolation."""
+        if self.leftover:
+            data = self.leftover + data
+            self.leftover = b""
         events: list = []
         while data:
-            if self.state is FrontendState.STARTUP:
+            state = self.state
+            if state is FrontendState.READY:
+                buf, frames = self._frames.feed(data)
+                if frames:
+                    self._check(buf, frames)
+                    events.append(Frames(buf, frames))
+                break
+            if state is FrontendState.STARTUP:
                 body, data = self._startup.feed(data)
                 if body is None:
                     break
                 event = self._startup_packet(body)
                 events.append(event)
-                if isinstance(event, SSLRequested):
-                    # Whatever follows must wait for the answer: after 'S' it would be
-                    # plaintext injected ahead of the TLS handshake (CVE-2021-23214).
-                    self.leftover = data
-                    break
                 if isinstance(event, CancelRequested):
                     self.state = FrontendState.CLOSED
                     break
                 if isinstance(event, StartupReceived):
                     self.state = FrontendState.AUTHENTICATING
-                continue
-            if self.state is FrontendState.CLOSED:
+                    self.user = event.user
+                # Whatever follows waits for the answer: after 'S' it would be plaintext
+                # injected ahead of the TLS handshake (CVE-2021-23214), after a
+                # StartupMessage it is read once authentication asks for it.
+                self.leftover = data
                 break
-            buf, frames = self._frames.feed(data)
-            data = b""
-            if frames:
-                self._check(buf, frames)
-                events.append(Frames(buf, frames))
+            if state is FrontendState.AUTHENTICATING:
+                if self.expecting is None:
+                    self.leftover = data  # PostgreSQL reads nothing from the client now
+                    break
+                event, self.leftover = self._auth_message(data)
+                if event is not None:
+                    events.append(event)
+                break
+            break  # CLOSED
         return events
+
+    @property
+    def stalled(self) -> bool:
+        """True when more unread input than one password message waits: stop reading."""
+        return len(self.leftover) > MAX_AUTH_MESSAGE + 5
 
     def authenticated(self) -> None:
         self.state = FrontendState.READY
+        self.expecting = None
 
     def close(self) -> None:
         self.state = FrontendState.CLOSED
 
+    def _auth_message(self, data: bytes) -> tuple[Frames | None, bytes]:
+        """One password message (or Terminate), judged on its header as PostgreSQL does."""
+        if len(data) < 5:
+            return None, data
+        code, length = _BI.unpack_from(data, 0)
+        if code != codes.PASSWORD and (code != codes.TERMINATE or length != 4):
+            raise ProtocolViolation(
+                f"expected {self.expecting} response, got message type {code}")
+        if length < 4 or length > MAX_AUTH_MESSAGE:
+            raise ProtocolViolation(
+                f'password authentication failed for user "{self.user}"', INVALID_PASSWORD)
+        end = 1 + length
+        if len(data) < end:
+            return None, data
+        return Frames(data[:end], [(code, 5, end)]), data[end:]
+
     def _check(self, buf: bytes, frames: list[tuple[int, int, int]]) -> None:
-        if self.state is FrontendState.AUTHENTICATING:
-            for code, _start, _end in frames:
-                if code != codes.PASSWORD and code != codes.TERMINATE:
-                    raise ProtocolViolation(
-                        f"expected password response, got message type {code}"
-                    )
-            return
         validate = self._validate
         for code, start, end in frames:
             # The per-transaction messages of a prepared workload are checked
@@ -150,9 +211,14 @@ class FrontendMachine:
         if len(body) == 4:
             (request,) = m._I.unpack(body)
             if request == codes.SSL_REQUEST:
-                self.ssl_requested = True
+                if self.ssl_done:
+                    raise ProtocolViolation(_SSL_AGAIN, FEATURE_NOT_SUPPORTED)
+                self.ssl_requested = self.ssl_done = True
                 return SSLRequested()
             if request == codes.GSSENC_REQUEST:
+                if self.gss_done:
+                    raise ProtocolViolation(_GSS_AGAIN, FEATURE_NOT_SUPPORTED)
+                self.gss_done = True
                 return GSSENCRequested()
             raise ProtocolViolation("invalid startup packet layout")
         if len(body) == 12:

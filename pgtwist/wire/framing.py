@@ -10,6 +10,7 @@ before they are complete, and only holds back the few it must read
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from . import codes
@@ -46,22 +47,38 @@ class StartupSplitter:
         return buf[4:length], buf[length:]
 
 
+@functools.lru_cache(maxsize=16)
+def _limit_table(max_length: int, limits: tuple[tuple[int, int], ...] | None) -> tuple[int, ...]:
+    """One comparison per frame on the hot path: the limit of every type byte (-1: refused)."""
+    by_code = dict(limits) if limits is not None else None
+    return tuple(
+        max_length if by_code is None else min(by_code.get(code, -1), max_length)
+        for code in range(256)
+    )
+
+
 class FrameSplitter:
     """Typed frames from a client.
 
     ``feed`` returns ``(buf, frames)``: ``buf`` is the contiguous run of
     complete frames and ``frames`` a list of ``(code, start, end)`` offsets of
     each frame *body* in ``buf`` (the frame header sits at ``start - 5``).
+
+    ``limits`` (code -> largest length field) refuses, as soon as a header
+    arrives, a type it does not list or a length above that type's limit:
+    nothing of a refused frame's body is ever buffered.
     """
 
-    __slots__ = ("_buf", "_chunks", "_size", "_need", "max_length")
+    __slots__ = ("_buf", "_chunks", "_size", "_need", "max_length", "limits", "_limit")
 
-    def __init__(self, max_length: int) -> None:
+    def __init__(self, max_length: int, limits: dict[int, int] | None = None) -> None:
         self._buf = b""
         self._chunks: list[bytes] = []   # pieces of one big frame still arriving
         self._size = 0
         self._need = 0                   # bytes that frame needs in all
         self.max_length = max_length
+        self.limits = limits
+        self._limit = _limit_table(max_length, None if limits is None else tuple(limits.items()))
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
         if self._need:
@@ -78,15 +95,11 @@ class FrameSplitter:
         n = len(buf)
         pos = 0
         frames: list[tuple[int, int, int]] = []
-        max_length = self.max_length
+        limit = self._limit
         while n - pos >= 5:
             code, length = _unpack_BI(buf, pos)
-            if length < 4:
-                raise ProtocolViolation(f"invalid message length {length}")
-            if length > max_length:
-                raise ProtocolViolation(
-                    f"message of {length} bytes exceeds max_message_length ({max_length})"
-                )
+            if length < 4 or length > limit[code]:
+                self._refuse(code, length)
             end = pos + 1 + length
             if end > n:
                 break
@@ -104,6 +117,19 @@ class FrameSplitter:
         else:
             self._buf = rest
         return buf[:pos], frames
+
+    def _refuse(self, code: int, length: int) -> None:
+        limits = self.limits
+        if limits is not None and code not in limits:
+            # PostgreSQL's answer: message boundaries are lost, nothing to recover.
+            raise ProtocolViolation(f"invalid frontend message type {code}")
+        if length < 4:
+            raise ProtocolViolation(f"invalid message length {length}")
+        if length > self.max_length:
+            raise ProtocolViolation(
+                f"message of {length} bytes exceeds max_message_length ({self.max_length})"
+            )
+        raise ProtocolViolation("invalid message length")
 
     @property
     def pending(self) -> int:
@@ -127,8 +153,23 @@ WATCHED = frozenset(
     )
 )
 
-# Watched frames are small; anything bigger is a broken server stream.
+# Watched frames are small; anything bigger is a broken server stream...
 _MAX_WATCHED = 1 << 20
+# ...except ErrorResponse: a server error can quote a whole row ("Failing row
+# contains ...") or a RAISE of any size.  A big one streams like a DataRow; the
+# relay reads only its first fields (S, C), so its event carries the body's head.
+_ERROR_HEAD = 16384
+
+
+def error_head(head: bytes) -> bytes:
+    """A well-formed ErrorResponse body from the first bytes of a longer one: the
+    complete fields, then the cut field's start, then the terminator."""
+    end = head.rfind(b"\0")
+    fields = head[:end + 1] if end >= 0 else b""
+    cut = head[end + 1:]
+    if cut:
+        fields += cut + b"...\0"
+    return fields + b"\0"
 
 
 class BackendScanner:
@@ -140,23 +181,30 @@ class BackendScanner:
     yields exactly ``[run_of_bytes, (ord('Z'), b'I')]``.
     """
 
-    __slots__ = ("_partial", "_skip")
+    __slots__ = ("_partial", "_skip", "_event")
 
     def __init__(self) -> None:
         self._partial = b""
         self._skip = 0
+        self._event = None  # a streamed ErrorResponse's event, due when its bytes are out
 
     def feed(self, data: bytes) -> list:
         out: list = []
         n = len(data)
+        start = 0
         if self._skip:
-            if n <= self._skip:
+            if n < self._skip:
                 self._skip -= n
                 return [data]
             pos = self._skip
             self._skip = 0
             if self._partial:  # pragma: no cover - cannot hold both
                 raise AssertionError("scanner state")
+            if self._event is not None:
+                out.append(data[:pos])
+                out.append(self._event)
+                self._event = None
+                start = pos
         else:
             pos = 0
         if self._partial:
@@ -165,7 +213,6 @@ class BackendScanner:
             self._partial = b""
             n = len(data)
             pos = 0
-        start = 0
         watched = WATCHED
         while True:
             if n - pos < 5:
@@ -178,7 +225,21 @@ class BackendScanner:
             end = pos + 1 + length
             if code in watched:
                 if length > _MAX_WATCHED:
-                    raise ProtocolViolation("server sent an oversized control message")
+                    if code != codes.ERROR_RESPONSE:
+                        raise ProtocolViolation("server sent an oversized control message")
+                    if n - pos - 5 < _ERROR_HEAD:
+                        self._partial = data[pos:]  # wait for the head (bounded)
+                        break
+                    event = (code, error_head(data[pos + 5:pos + 5 + _ERROR_HEAD]))
+                    if end > n:
+                        self._skip = end - n
+                        self._event = event
+                        pos = n
+                        break
+                    out.append(data[start:end])
+                    out.append(event)
+                    start = pos = end
+                    continue
                 if end > n:
                     self._partial = data[pos:]
                     break

@@ -383,7 +383,74 @@ def test_scanner_rejects_invalid_length_after_skip():
         scanner.feed(row[7:] + b"Z\x00\x00\x00\x02")
 
 
-def test_scanner_rejects_oversized_watched_frame():
+@pytest.mark.parametrize("code", [b"Z", b"S", b"G"])
+def test_scanner_rejects_oversized_watched_frame(code):
     with pytest.raises(ProtocolViolation) as exc:
-        BackendScanner().feed(b"E" + struct.pack("!I", (1 << 20) + 1))
+        BackendScanner().feed(code + struct.pack("!I", (1 << 20) + 1))
     assert exc.value.sqlstate == "08P01"
+
+
+def big_error(size: int = 1_100_000) -> bytes:
+    return m.error_response("P0001", "x" * size)
+
+
+def test_scanner_streams_a_big_error_response_with_its_head_as_event():
+    err = big_error()
+    stream = frame(b"n") + err + m.ready_for_query()
+    scanner = BackendScanner()
+    forwarded, events = scan([stream[i:i + 65536] for i in range(0, len(stream), 65536)],
+                             scanner)
+    assert forwarded == stream
+    (code, head, at), z = events
+    assert (code, at) == (ord("E"), 5 + len(err))  # right after its own frame's bytes
+    fields = m.decode_fields(head)
+    assert fields["S"] == "ERROR" and fields["C"] == "P0001"
+    assert fields["M"].startswith("xxx") and fields["M"].endswith("...")
+    assert len(head) < 20000 and head.endswith(b"\0\0")
+    assert z == (ord("Z"), b"I", len(stream))
+    assert scanner.idle
+
+
+def test_scanner_big_error_never_held_beyond_its_head():
+    err = big_error()
+    scanner = BackendScanner()
+    assert scanner.feed(err[:1000]) == []  # the head is not complete yet
+    out = scanner.feed(err[1000:100_000])
+    assert out == [err[:100_000]]  # from then on every byte goes out at once
+    out = scanner.feed(err[100_000:200_000])
+    assert out == [err[100_000:200_000]]
+    rest = err[200_000:] + m.ready_for_query()
+    out = scanner.feed(rest)
+    assert out[0] == err[200_000:]
+    assert out[1][0] == ord("E") and m.decode_fields(out[1][1])["C"] == "P0001"
+    assert out[2:] == [m.ready_for_query(), (ord("Z"), b"I")]
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, 16000, 16389, 16390, 500_000, 1_100_020])
+def test_scanner_big_error_any_split(cut):
+    stream = big_error() + m.ready_for_query()
+    forwarded, events = scan([stream[:cut], stream[cut:]])
+    assert forwarded == stream
+    assert [(c, at) for c, _b, at in events] == [(ord("E"), len(stream) - 6),
+                                                (ord("Z"), len(stream))]
+
+
+def test_error_head_is_well_formed():
+    from pgtwist.wire.framing import error_head
+
+    assert error_head(b"SERROR\0C1\0Mabc") == b"SERROR\0C1\0Mabc...\0\0"
+    assert error_head(b"SERROR\0") == b"SERROR\0\0"
+    assert error_head(b"Mab") == b"Mab...\0\0"
+
+
+def test_frame_splitter_limits_checked_on_the_header():
+    splitter = FrameSplitter(1 << 20, {ord("Q"): 1 << 20, ord("S"): 10000})
+    with pytest.raises(ProtocolViolation) as exc:
+        splitter.feed(b"S" + struct.pack("!I", 10001))
+    assert exc.value.message == "invalid message length"
+    with pytest.raises(ProtocolViolation) as exc:
+        FrameSplitter(1 << 20, {ord("Q"): 100}).feed(b"z" + struct.pack("!I", 4))
+    assert exc.value.message == "invalid frontend message type 122"
+    splitter = FrameSplitter(1 << 20, {ord("Q"): 1 << 20, ord("S"): 10000})
+    buf, frames = splitter.feed(frame(b"S") + frame(b"Q", b"x" * 20000)[:100])
+    assert frames == [(ord("S"), 5, 5)]

@@ -182,6 +182,19 @@ def test_missing_user(params):
     assert exc.value.sqlstate == "28000"
 
 
+def feed_like_relay(machine: FrontendMachine, data: bytes, expecting: str = "password"):
+    """What the relay does: answer each event, then let the machine read on."""
+    events = []
+    while True:
+        if machine.state is FrontendState.AUTHENTICATING:
+            machine.expecting = expecting
+        got = machine.receive(data)
+        data = b""
+        events += got
+        if not (got and machine.leftover):
+            return events
+
+
 def test_startup_split_at_every_byte():
     stream = SSL_REQUEST + startup({"user": "alice", "database": "db"}) + PASSWORD
     expected = [
@@ -189,16 +202,9 @@ def test_startup_split_at_every_byte():
         StartupReceived({"user": "alice", "database": "db"}, 0, ()),
         ("p", b"secret\x00"),
     ]
-    def feed(machine, data):
-        events = machine.receive(data)
-        if machine.leftover:  # what the relay does after answering 'N'
-            rest, machine.leftover = machine.leftover, b""
-            events += feed(machine, rest)
-        return events
-
     for cut in range(len(stream) + 1):
         machine = FrontendMachine(1 << 20)
-        events = feed(machine, stream[:cut]) + feed(machine, stream[cut:])
+        events = feed_like_relay(machine, stream[:cut]) + feed_like_relay(machine, stream[cut:])
         flat = []
         for event in events:
             flat.extend(frame_list([event]) if isinstance(event, Frames) else [event])
@@ -235,27 +241,90 @@ def test_malformed_startup_packets(packet):
 
 # -- authenticating --------------------------------------------------------------
 
-def test_authenticating_accepts_password_frames():
+def authenticating(expecting: str | None = "password") -> FrontendMachine:
     machine = FrontendMachine(1 << 20)
-    events = machine.receive(startup({"user": "alice"}) + PASSWORD + PASSWORD)
+    assert isinstance(machine.receive(startup({"user": "alice"}))[0], StartupReceived)
+    machine.expecting = expecting
+    return machine
+
+
+def test_authenticating_reads_one_password_message_at_a_time():
+    # PostgreSQL reads the next one only after answering this one.
+    machine = authenticating()
+    assert frame_list(machine.receive(PASSWORD + PASSWORD)) == [("p", b"secret\x00")]
+    assert machine.leftover == PASSWORD
+    assert frame_list(machine.receive(b"")) == [("p", b"secret\x00")]
+    assert machine.leftover == b""
+
+
+def test_startup_and_password_in_one_write():
+    machine = FrontendMachine(1 << 20)
+    events = feed_like_relay(machine, startup({"user": "alice"}) + PASSWORD + PASSWORD)
     assert isinstance(events[0], StartupReceived)
     assert frame_list(events[1:]) == [("p", b"secret\x00"), ("p", b"secret\x00")]
 
 
-@pytest.mark.parametrize("message", [frame(b"Q", b"SELECT 1\x00"), frame(b"S")])
-def test_authenticating_rejects_other_frames(message):
-    machine = FrontendMachine(1 << 20)
-    machine.receive(startup({"user": "alice"}))
+@pytest.mark.parametrize(("expecting", "message", "text"), [
+    ("SASL", frame(b"Q", b"SELECT 1\x00"), "expected SASL response, got message type 81"),
+    ("password", frame(b"S"), "expected password response, got message type 83"),
+])
+def test_authenticating_rejects_other_frames(expecting, message, text):
+    machine = authenticating(expecting)
     with pytest.raises(ProtocolViolation) as exc:
-        machine.receive(message)
+        machine.receive(message[:5])  # the header is enough
     assert exc.value.sqlstate == "08P01"
+    assert exc.value.message == text
+
+
+@pytest.mark.parametrize("length", [65536, 250 << 20, 0x7FFFFFFF, 3])
+def test_authenticating_refuses_a_password_message_length_on_its_header(length):
+    # PostgreSQL caps password messages at PG_MAX_AUTH_TOKEN_LENGTH before reading them.
+    machine = authenticating("SASL")
+    with pytest.raises(ProtocolViolation) as exc:
+        machine.receive(b"p" + struct.pack("!I", length) + b"A" * 1000)
+    assert exc.value.sqlstate == "28P01"
+    assert exc.value.message == 'password authentication failed for user "alice"'
+
+
+def test_authenticating_accepts_the_largest_password_message():
+    body = b"x" * 65530 + b"\0"
+    message = frame(b"p", body)
+    machine = authenticating()
+    assert machine.receive(message[:40000]) == []
+    assert frame_list(machine.receive(message[40000:])) == [("p", body)]
 
 
 def test_authenticating_accepts_terminate():
     # A client that gives up at the password prompt (psql does) just says goodbye.
-    machine = FrontendMachine(1 << 20)
-    machine.receive(startup({"user": "alice"}))
+    machine = authenticating()
     assert frame_list(machine.receive(frame(b"X"))) == [("X", b"")]
+
+
+def test_authenticating_reads_nothing_until_asked_then_ready_gets_the_query():
+    # trust: the Query pipelined with the StartupMessage is answered once the session is
+    # ready, as PostgreSQL does; nothing is judged while no password was asked for.
+    machine = FrontendMachine(1 << 20)
+    query = frame(b"Q", b"SELECT 1\x00")
+    events = feed_like_relay(machine, startup({"user": "alice"}) + query, expecting=None)
+    assert [type(e) for e in events] == [StartupReceived]
+    assert machine.leftover == query
+    assert machine.receive(b"") == []
+    assert not machine.stalled
+    machine.authenticated()
+    assert frame_list(machine.receive(b"")) == [("Q", b"SELECT 1\x00")]
+    assert machine.leftover == b""
+
+
+def test_authenticating_unread_input_stalls_past_one_auth_message():
+    machine = authenticating(None)
+    machine.receive(b"Q" + struct.pack("!I", 250 << 20) + b"A" * 60000)
+    assert not machine.stalled
+    machine.receive(b"A" * 10000)
+    assert machine.stalled  # the relay stops reading the client
+    machine.expecting = "SASL"
+    with pytest.raises(ProtocolViolation) as exc:
+        machine.receive(b"")
+    assert exc.value.message == "expected SASL response, got message type 81"
 
 
 # -- ready -------------------------------------------------------------------------
@@ -369,3 +438,72 @@ def test_close():
     machine.close()
     assert machine.state is FrontendState.CLOSED
     assert machine.receive(frame(b"Q", b"SELECT 1\x00")) == []
+
+
+# -- header checks once ready (PostgreSQL's SocketBackend limits) -----------------
+
+@pytest.mark.parametrize("code", [b"D", b"E", b"C", b"S", b"H", b"X", b"c", b"f"])
+def test_ready_small_messages_refused_on_the_header(code):
+    machine = ready_machine(max_message_length=1 << 28)
+    with pytest.raises(ProtocolViolation) as exc:
+        machine.receive(code + struct.pack("!I", 10001))  # no body: the header decides
+    assert exc.value.sqlstate == "08P01"
+    assert exc.value.message == "invalid message length"
+
+
+@pytest.mark.parametrize("code", [b"Q", b"P", b"B", b"F", b"d"])
+def test_ready_large_messages_keep_max_message_length(code):
+    machine = ready_machine(max_message_length=1 << 20)
+    assert machine.receive(code + struct.pack("!I", 1 << 20)) == []  # waits for the body
+    with pytest.raises(ProtocolViolation) as exc:
+        ready_machine(max_message_length=1 << 20).receive(code + struct.pack("!I", (1 << 20) + 1))
+    assert "max_message_length" in exc.value.message
+
+
+def test_ready_small_message_at_the_limit_accepted():
+    body = b"P" + b"x" * 9994 + b"\0"
+    assert frame_list(ready_machine().receive(frame(b"D", body))) == [("D", body)]
+
+
+@pytest.mark.parametrize("code", [b"z", b"p", b"\0", b"T"])
+def test_ready_unknown_type_refused_on_the_header(code):
+    with pytest.raises(ProtocolViolation) as exc:
+        ready_machine().receive(code + struct.pack("!I", 200 << 20))
+    assert exc.value.message == f"invalid frontend message type {code[0]}"
+
+
+# -- one SSLRequest and one GSSENCRequest, as PostgreSQL allows ---------------------
+
+@pytest.mark.parametrize(("first", "second", "text"), [
+    (SSL_REQUEST, SSL_REQUEST, "unsupported frontend protocol 1234.5679"),
+    (GSSENC_REQUEST, GSSENC_REQUEST, "unsupported frontend protocol 1234.5680"),
+])
+def test_second_encryption_request_refused(first, second, text):
+    machine = FrontendMachine(1 << 20)
+    assert len(machine.receive(first)) == 1
+    with pytest.raises(ProtocolViolation) as exc:
+        machine.receive(second)
+    assert exc.value.sqlstate == "0A000"
+    assert exc.value.message.startswith(text)
+
+
+@pytest.mark.parametrize("order", [(SSL_REQUEST, GSSENC_REQUEST), (GSSENC_REQUEST, SSL_REQUEST)])
+def test_one_of_each_encryption_request_accepted(order):
+    machine = FrontendMachine(1 << 20)
+    assert [type(e) for e in machine.receive(order[0])] != []
+    assert [type(e) for e in machine.receive(order[1])] != []
+    assert isinstance(machine.receive(startup({"user": "a"}))[0], StartupReceived)
+
+
+def test_gssenc_refused_once_tls_is_on():
+    machine = FrontendMachine(1 << 20)
+    machine.receive(SSL_REQUEST)
+    machine.gss_done = True  # what the relay sets when it answers 'S'
+    with pytest.raises(ProtocolViolation):
+        machine.receive(GSSENC_REQUEST)
+
+
+def test_many_ssl_requests_in_one_write_stop_after_the_first():
+    machine = FrontendMachine(1 << 20)
+    assert machine.receive(SSL_REQUEST * 3000) == [SSLRequested()]
+    assert machine.leftover == SSL_REQUEST * 2999  # the relay refuses data sent ahead
