@@ -81,16 +81,13 @@ class Gate:
                 self._ask_for_slot()
 
     def _negotiate(self) -> None:
-        relay = self.relay
-        starts_tls = (_SSL_REQUEST_HEADER == self.buf[:8] and self.proxy.server_tls is not None
-                      and not relay.session.ssl)
-        if starts_tls and len(self.buf) > 8:
-            # Bytes pipelined behind an SSLRequest that TLS would follow: the relay refuses
-            # them (CVE-2021-23214); let it see them all at once.
+        if len(self.buf) > 8:
+            # Bytes pipelined behind an SSLRequest or GSSENCRequest: the relay refuses
+            # them as PostgreSQL does (CVE-2021-23214), so it must see them all at once.
             self._pass_through("closed")
             return
-        packet, self.buf = self.buf[:8], self.buf[8:]
-        relay.client_data(packet)
+        packet, self.buf = self.buf, b""
+        self.relay.client_data(packet)
 
     def _ask_for_slot(self) -> None:
         answer = self.proxy.take_slot(self)
@@ -154,5 +151,3 @@ class Gate:
         if relay.idle_limit > 0:
             relay.idle_timer = reactor.callLater(relay.idle_limit, relay._idle_timeout)
 
-
-_SSL_REQUEST_HEADER = _HEADER.pack(8, codes.SSL_REQUEST)

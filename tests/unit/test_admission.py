@@ -114,7 +114,8 @@ def test_a_cancel_request_takes_no_slot():
 
 def test_negotiation_is_answered_before_admission_then_the_startup_asks():
     proxy, relay, gate = _gate()
-    gate.client_data(GSS + SSL)
+    gate.client_data(GSS)
+    gate.client_data(SSL)  # sent after the answer to GSS, as clients do
     assert relay.received == [GSS, SSL] and proxy.asked == []
     gate.client_data(STARTUP_PACKET)
     assert proxy.asked == [gate] and relay.received[-1] == STARTUP_PACKET
@@ -124,11 +125,16 @@ def test_negotiation_is_answered_before_admission_then_the_startup_asks():
     assert proxy.released == 1
 
 
-def test_bytes_pipelined_behind_an_ssl_request_reach_the_relay_together():
-    """With TLS to start, the relay must see them at once to refuse them (CVE-2021-23214)."""
-    proxy, relay, gate = _gate(answer="refused", server_tls=object())
+@pytest.mark.parametrize("tls", [object(), None])
+def test_bytes_pipelined_behind_an_ssl_request_reach_the_relay_together(tls):
+    """The relay must see them at once to refuse them, TLS or not, as PostgreSQL does
+    (CVE-2021-23214; "received unencrypted data after SSL request")."""
+    proxy, relay, gate = _gate(answer="refused", server_tls=tls)
     gate.client_data(SSL + STARTUP_PACKET)
     assert relay.received == [SSL + STARTUP_PACKET] and proxy.asked == []
+    gate2_proxy, relay2, gate2 = _gate(answer="refused", server_tls=tls)
+    gate2.client_data(GSS + SSL)
+    assert relay2.received == [GSS + SSL] and gate2_proxy.asked == []
 
 
 def test_at_the_cap_with_reserved_connections_a_startup_is_refused():
