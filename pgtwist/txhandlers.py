@@ -54,6 +54,12 @@ _START = itemgetter(1)
 PARSE_COMPLETE = m.frame(codes.PARSE_COMPLETE)
 CLOSE_COMPLETE = m.frame(codes.CLOSE_COMPLETE)
 _NOT_ENDED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
+# A text too big to classify (QueryInfo.bounded) that may leave state on its server which
+# pin_reason would have seen: the session keeps its links (one C-level search).
+_MAY_KEEP_STATE = re.compile(
+    r"\b(?:set|reset|discard|listen|temp|temporary|hold|prepare|declare|load|set_config"
+    r"|pg_(?:try_)?advisory_lock(?:_shared)?)\b", re.IGNORECASE)
+
 
 
 def _raise_sql(sqlstate: str, message: str) -> str:
@@ -487,6 +493,8 @@ class TxnMessages:
                 del s.statements[key]
         if self.pinned is None:
             reason = pin_reason(info, sql)
+            if reason is None and info.bounded and _MAY_KEEP_STATE.search(sql):
+                reason = "unparsed_text"
             if reason is not None:
                 self.pinned = reason
                 self.proxy.pooling.pin(reason)
