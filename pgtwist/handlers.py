@@ -188,6 +188,11 @@ class ClientMessages:
                       pid=self.session.pid)
             self.skip_until_sync = True
             return None
+        # The probe replaced the server's unnamed statement: never bind the wrong one.
+        link.unnamed = None
+        unnamed = self.session.statements.get(b"")
+        if unnamed is not None:
+            unnamed.nodes.discard(link.node_id)
         return _GO
 
     # -- client message handlers -----------------------------------------------------------------
