@@ -30,6 +30,23 @@ _SKIP = object()  # answer the client 25P02 and ignore the batch up to Sync
 _GO = object()    # a transaction-pooling hook has nothing special to do: route as usual
 _ABORTED = m.error_response(
     "25P02", "current transaction is aborted, commands ignored until end of transaction block")
+_PROBE_FRAMES = m.frame(codes.PARSE, b"\0\0\0\0") + m.FLUSH  # unnamed, empty text; Flush
+
+
+class _SkipProbe:
+    """A hidden unnamed Parse sent ahead of a Query (or FunctionCall) that arrives inside an
+    extended-protocol batch not yet synced.  PostgreSQL runs such a Query unless a message
+    before it failed; then it discards it with everything up to Sync.  The probe's
+    ParseComplete, or an error before it, says which.  An unnamed Parse changes nothing
+    there: the Query destroys the unnamed statement anyway."""
+
+    name = None
+    server_name = None
+    confirmed = False
+
+    def __init__(self) -> None:
+        self.nodes: set[int] = set()
+        self.settled = defer.Deferred()  # fired by LinkEvents at its ParseComplete or error
 
 
 _CURSOR_NAME = re.compile(r'("(?:[^"]|"")+"|[A-Za-z_][\w$]*)\s*;?\s*$')
@@ -144,8 +161,45 @@ class ClientMessages:
         link = self.links.get(s.lb_node)
         return link if link is not None and not link.closed else None
 
+    _probe: _SkipProbe | None = None
+    _skipping_link: BackendLink | None = None  # its server skips messages up to a Sync
+
+    def _inside_batch(self):
+        """Whether a Query/FunctionCall may run now: _GO, None when discarded (the batch
+        failed: the server skips to Sync, as does pgtwist), or _WAIT for the probe."""
+        if self.skip_until_sync:
+            return None  # PostgreSQL ignores a Query while skipping to Sync
+        tail = self.ordering.tail_open()
+        probe = self._probe
+        if tail is None or self.session.route_status == "E":
+            self._probe = None
+            return _GO
+        link = tail.link
+        if self._skipping_link is not link and (probe is None or not probe.settled.called):
+            if probe is None:
+                probe = self._probe = _SkipProbe()
+                link.pending_parses.append(probe)
+                self.ordering.parse_sent(tail, hidden=True)
+                self._send(link, _PROBE_FRAMES)
+            return self._wait(probe.settled)
+        self._probe = None
+        if self._skipping_link is link:
+            log.debug("session {pid}: a Query inside a failed batch is discarded",
+                      pid=self.session.pid)
+            self.skip_until_sync = True
+            return None
+        # The probe replaced the server's unnamed statement: never bind the wrong one.
+        link.unnamed = None
+        unnamed = self.session.statements.get(b"")
+        if unnamed is not None:
+            unnamed.nodes.discard(link.node_id)
+        return _GO
+
     # -- client message handlers -----------------------------------------------------------------
     def _on_query(self, code, buf, start, end):
+        inside = self._inside_batch()
+        if inside is not _GO:
+            return inside
         raw = buf[start:end - 1]
         sql = raw.decode("utf-8", "replace")
         special = admin.match(sql)
@@ -477,6 +531,14 @@ class ClientMessages:
         return None
 
     def _on_sync(self, code, buf, start, end):
+        skipping = self._skipping_link
+        tail = self.ordering.tail_open()
+        if self.skip_until_sync and skipping is not None and tail is not None \
+                and tail.link is skipping and not skipping.closed:
+            # The server skips to this Sync too: its ReadyForQuery ends the batch.
+            self.skip_until_sync = False
+            self._forward(skipping, buf, start - 5, end, sync=True)
+            return None
         if self.skip_until_sync:
             self.skip_until_sync = False
             status, self.skip_status = self.skip_status, codes.TXN_FAILED
@@ -518,6 +580,9 @@ class ClientMessages:
         return None
 
     def _on_function_call(self, code, buf, start, end):
+        inside = self._inside_batch()
+        if inside is not _GO:
+            return inside
         link = self._link(self.session.primary_id)
         if isinstance(link, defer.Deferred):
             return self._wait(link)

@@ -49,6 +49,8 @@ class LinkEvents:
             if code == codes.READY_FOR_QUERY:
                 if link.inflight:
                     link.inflight -= 1
+                if self._skipping_link is link:
+                    self._skipping_link = None
                 status = body[0]
                 idle = status == codes.TXN_IDLE
                 link.ready_seen += 1
@@ -79,8 +81,24 @@ class LinkEvents:
                         self.router.remember_parameter(s, name, value)
             elif code == codes.PARSE_COMPLETE:
                 if link.pending_parses:
-                    link.pending_parses.popleft().confirmed = True
+                    stmt = link.pending_parses.popleft()
+                    stmt.confirmed = True
+                    if stmt is self._probe:
+                        stmt.settled.callback(None)
             elif code == codes.ERROR_RESPONSE:
+                seg = self.ordering.by_link.get(link)
+                if seg and seg[0].forward and not seg[0].closed:
+                    # An extended-protocol message failed: the server now skips to Sync,
+                    # and so does pgtwist with the rest of the client's batch.
+                    self._skipping_link = link
+                    if not self.skip_until_sync:
+                        self.skip_until_sync = True
+                        self.skip_status = codes.TXN_IDLE if s.route_status == "I" \
+                            else codes.TXN_FAILED
+                probe = self._probe
+                if probe is not None and probe in link.pending_parses:
+                    link.pending_parses.remove(probe)
+                    probe.settled.callback(None)
                 if link.pending_parses:
                     # The server skips to Sync: the Parses not yet answered never happened.
                     for stmt in link.pending_parses:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 
 from . import logs
 from .catalog import _EMPTY, CatalogCache, quote_literal
@@ -79,6 +80,23 @@ def _remember_state(s, sql: str) -> None:
     s.replay.append(sql)
     del s.replay[:-_MAX_REPLAY]
 
+def _last_states(parts: list[str]) -> list[str]:
+    """The parts whose _remember_state calls decide the record (a long multi-statement
+    text): from the last RESET ALL on, each distinct text's last occurrence, at most
+    _MAX_REPLAY of them; the same record, without one list scan per part."""
+    keep: list[str] = []
+    seen: set[str] = set()
+    for part in reversed(parts):
+        if part in seen or _SET_LOCAL.match(part) or _SET_TRANSACTION.match(part):
+            continue
+        seen.add(part)
+        keep.append(part)
+        if _RESET_ALL.match(part) or len(keep) > _MAX_REPLAY:
+            break
+    keep.reverse()
+    return keep
+
+
 _DECISION_CACHE_MAX = 4096
 _NO_FACTS = CatalogFacts()
 
@@ -94,6 +112,7 @@ class Router:
         self.classifier = Classifier(
             allow_sql_comments=bool(p.get("allow_sql_comments", False)),
             ignore_leading_white_space=bool(p.get("ignore_leading_white_space", True)),
+            max_length=int(p.get("classify_max_length", 8192)),
         )
         self.chain = build_chain(config)
         self.rules = write_rules(config, self.chain)
@@ -215,13 +234,7 @@ class Router:
                 and command == "SELECT"):
             # A plain read changes no write-tracking state; everything else is run
             # through the §1.4 rules.
-            facts = self.catalog.facts(s.database, info.prepared or info) or _NO_FACTS
-            request = RouteRequest(info, stickiness.session_view(
-                s.sticky or stickiness.INITIAL, user=s.user, database=s.database,
-                application_name=s.application_name, lb_node=s.lb_node,
-                txn_status=s.route_status,
-            ), None, facts, sql)
-            s.sticky = self.rules.after(s.sticky or stickiness.INITIAL, request, None)
+            self._sticky_after(s, info, sql)
         # Predicted transaction state, for statements routed before their answers arrive.
         if command == "BEGIN":
             s.route_status = "T"
@@ -237,6 +250,9 @@ class Router:
             s.txn_begin_for_standby = None
         elif command in ("SAVEPOINT", "ROLLBACK TO", "RELEASE") and s.route_status != "I":
             _savepoint(s, command, sql)
+        if command == "BEGIN" and info.multi_statement and info.is_write:
+            # "BEGIN; INSERT ...": the writes happen inside the transaction it opens.
+            self._sticky_after(s, replace(info, command="UNKNOWN"), sql)
         implicit = s.route_status == "I" and command != "BEGIN"
         if command in _REPLAYED and info.route == BOTH:
             if implicit and s.implicit_undo is None:
@@ -245,9 +261,11 @@ class Router:
         elif info.multi_statement and _MAY_SET.search(sql):
             if implicit and s.implicit_undo is None:
                 s.implicit_undo = list(s.replay)
-            for part in split_statements(sql):
-                if _SESSION_STATE.match(part):
-                    _remember_state(s, part)
+            parts = [part for part in split_statements(sql) if _SESSION_STATE.match(part)]
+            if len(parts) > _MAX_REPLAY:
+                parts = _last_states(parts)
+            for part in parts:
+                _remember_state(s, part)
         if info.prepare_name is not None and info.prepared is not None:
             from .session import SqlPrepared
 
@@ -262,6 +280,15 @@ class Router:
             s.sql_prepared.clear()  # (DISCARD ALL fails inside a transaction block)
         if info.temp_tables_created or info.tables_dropped:
             self.catalog.forget_tables(s.database, info.temp_tables_created + info.tables_dropped)
+
+    def _sticky_after(self, s, info, sql: str) -> None:
+        facts = self.catalog.facts(s.database, info.prepared or info) or _NO_FACTS
+        request = RouteRequest(info, stickiness.session_view(
+            s.sticky or stickiness.INITIAL, user=s.user, database=s.database,
+            application_name=s.application_name, lb_node=s.lb_node,
+            txn_status=s.route_status,
+        ), None, facts, sql)
+        s.sticky = self.rules.after(s.sticky or stickiness.INITIAL, request, None)
 
     def remember_parameter(self, s, name: str, value: str) -> None:
         """A reported setting changed in the client's view: keep it for later links."""

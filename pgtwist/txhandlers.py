@@ -54,14 +54,32 @@ _START = itemgetter(1)
 PARSE_COMPLETE = m.frame(codes.PARSE_COMPLETE)
 CLOSE_COMPLETE = m.frame(codes.CLOSE_COMPLETE)
 _NOT_ENDED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
+# A text too big to classify (QueryInfo.bounded) that may leave state on its server which
+# pin_reason would have seen: the session keeps its links (one C-level search).
+_MAY_KEEP_STATE = re.compile(
+    r"\b(?:set|reset|discard|listen|temp|temporary|hold|prepare|declare|load|set_config"
+    r"|pg_(?:try_)?advisory_lock(?:_shared)?)\b", re.IGNORECASE)
+
+
+def _dollar_quoted(text: str, tag: str) -> str:
+    """``text`` as a dollar-quoted literal whose tag it cannot close (nor end into), and
+    which no session setting (standard_conforming_strings) reinterprets."""
+    base, n = tag, 0
+    while f"${tag}" in text:
+        n += 1
+        tag = f"{base}{n}"
+    return f"${tag}${text}${tag}$"
 
 
 def _raise_sql(sqlstate: str, message: str) -> str:
     """A statement the server fails with ``sqlstate`` and ``message`` (aborting the
-    transaction it runs in, as the error pgtwist stands in for would)."""
-    text = message.replace("'", "''")
-    return (f"DO $pgtwist$BEGIN RAISE EXCEPTION '%', '{text}' "
-            f"USING ERRCODE = '{sqlstate}'; END$pgtwist$")
+    transaction it runs in, as the error pgtwist stands in for would).  The message
+    holds client-chosen names, so it is dollar-quoted, inside a DO body quoted likewise."""
+    if len(sqlstate) != 5 or not sqlstate.isalnum():
+        raise ValueError(f"not a SQLSTATE: {sqlstate!r}")
+    body = (f"BEGIN RAISE EXCEPTION '%', {_dollar_quoted(message, 'm')} "
+            f"USING ERRCODE = '{sqlstate}'; END")
+    return f"DO {_dollar_quoted(body, 'pgtwist')}"
 
 
 def _quote_ident(name: str) -> str:
@@ -301,8 +319,10 @@ class TxnMessages:
         """(statement, link) for a Bind / Describe 'S' naming ``name``; or (None, answer)
         when the frame is answered already (_WAIT, an error, a skip)."""
         stmt = self.session.statements.get(name)
-        if stmt is None and self._tx_unknown_statement(name):
-            return None, None
+        if stmt is None:
+            answer = self._tx_unknown_statement(name)
+            if answer is not _GO:
+                return None, answer
         link = self._tx_statement_link(stmt, buf, start)
         if link is _WAIT:
             return None, _WAIT
@@ -368,17 +388,17 @@ class TxnMessages:
             self._forward(tail.link, frame, 0, len(frame))
         return None
 
-    def _tx_unknown_statement(self, name: bytes) -> bool:
+    def _tx_unknown_statement(self, name: bytes):
         """A Bind/Describe of a statement this session has not prepared: the server may
         hold that name for someone else (a previous session's unnamed statement, another
-        session's SQL PREPARE), so PostgreSQL's error is answered here.  False for a
-        name the session PREPAREd in SQL, which the protocol may use too."""
+        session's SQL PREPARE), so PostgreSQL's error is answered here (the handler's
+        answer is returned).  _GO for a name the session PREPAREd in SQL, which the
+        protocol may use too."""
         if name and name.decode("utf-8", "replace") in self.session.sql_prepared:
-            return False
+            return _GO
         what = f'prepared statement "{name.decode("utf-8", "replace")}"' if name \
             else "unnamed prepared statement"
-        self._tx_fail_extended("26000", f"{what} does not exist")
-        return True
+        return self._tx_fail_extended("26000", f"{what} does not exist")
 
     def _tx_fail_extended(self, sqlstate: str, message: str):
         """An error PostgreSQL would raise for this message; the batch is skipped to Sync.
@@ -388,9 +408,16 @@ class TxnMessages:
         from a Query that ends this part of the batch (its ReadyForQuery is pgtwist's).
         """
         s = self.session
+        link = self.links.get(s.primary_id) if s.route_status == "T" else None
+        tail = self.ordering.tail_open()
+        if link is not None and tail is not None and tail.link is link:
+            # The raising Query would join the client's unsynced batch: first make sure
+            # the server is not skipping it already (then this message is skipped too).
+            inside = self._inside_batch()
+            if inside is not _GO:
+                return inside
         self.skip_until_sync = True
         self.skip_status = codes.TXN_IDLE if s.route_status == "I" else codes.TXN_FAILED
-        link = self.links.get(s.primary_id) if s.route_status == "T" else None
         if link is None or link.closed:
             self._local(m.error_response(sqlstate, message), ready=False)
             return None
@@ -487,6 +514,8 @@ class TxnMessages:
                 del s.statements[key]
         if self.pinned is None:
             reason = pin_reason(info, sql)
+            if reason is None and info.bounded and _MAY_KEEP_STATE.search(sql):
+                reason = "unparsed_text"
             if reason is not None:
                 self.pinned = reason
                 self.proxy.pooling.pin(reason)

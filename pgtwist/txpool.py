@@ -168,7 +168,7 @@ def batch_needs(frames: Iterable[tuple[int, bytes, int, int]]) -> list[bytes]:
 
 # -- pins -------------------------------------------------------------------------------------
 PIN_REASONS = ("listen", "advisory_lock", "temp_table", "with_hold_cursor",
-               "session_authorization", "set_config")
+               "session_authorization", "set_config", "unparsed_text")
 _ADVISORY_SESSION_LOCKS = frozenset({
     "pg_advisory_lock", "pg_advisory_lock_shared",
     "pg_try_advisory_lock", "pg_try_advisory_lock_shared",

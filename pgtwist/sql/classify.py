@@ -32,6 +32,11 @@ Routing follows Pgpool-II's ``send_to_where()`` and ``is_select_query()``
 * Multi-statement Query strings: PRIMARY; command and the PREPARE/EXECUTE/
   DEALLOCATE names are the first statement's; is_read if all parts are reads,
   is_write if any part writes; tables, functions and flags are unioned.
+* Texts longer than ``max_length``, or with more than ``max_statements``
+  semicolons or ``max_parens`` opening parentheses, are not parsed (sqlglot
+  would hold the event loop for up to seconds): PRIMARY, a write, ``bounded``
+  set, not cached.  Only the first statement, if short, is classified (for
+  transaction control), else its first words (for the DML target table).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from .normalize import (
     tokens,
     transaction_modes,
 )
+from .split import statement_ends
 
 # sqlglot logs a warning whenever it falls back to an opaque Command; we treat
 # that as "cannot parse" ourselves, so keep its log quiet.
@@ -85,9 +91,20 @@ _VALUE_KEYWORDS = tuple(getattr(exp, n) for n in (
     "CurrentRole", "CurrentCatalog", "SessionUser", "Localtime", "Localtimestamp",
 ) if hasattr(exp, n))
 _ARRAY_SUFFIX = re.compile(r'(?i)\b((?!array\b)[\w$]+|"[^"]*")(?:\s*\[\s*\])+')
-# Longer Query strings are not parsed (PRIMARY, a write): sqlglot would block
-# the reactor for seconds.
-_MAX_TEXT = 1 << 20
+# Longer texts, or texts with more semicolons or parentheses, get the bounded
+# classification: sqlglot costs up to ~10 us a byte, ~100 us a statement, and
+# more for deep nesting, all on the event loop.
+MAX_LENGTH = 8192
+MAX_STATEMENTS = 32
+MAX_PARENS = 256
+# A bounded text's first statement is classified in full only up to this length;
+# a longer one only by its first words (the DML target table).
+_HEAD_MAX = 1024
+_HEAD_WORDS = 400
+_HEAD_PARENS = 16
+_LEAD = re.compile(r"[\s;]*")
+_DML_TARGET = {"insert": ("INSERT", "into"), "update": ("UPDATE", None),
+               "delete": ("DELETE", "from")}
 _CATALOG_SCHEMAS = frozenset(("pg_catalog", "information_schema"))
 _WEAK_LOCKS = frozenset(("access share", "row share"))
 
@@ -97,6 +114,7 @@ class ClassifierStats:
     hits: int = 0
     misses: int = 0
     parse_errors: int = 0    # classifications (not cache hits) sqlglot failed on
+    bounded: int = 0         # texts too long or with too many statements to parse
 
 
 def _uniq(items) -> tuple[str, ...]:
@@ -218,8 +236,12 @@ class Classifier:
     """
 
     def __init__(self, cache_size: int = 4096, allow_sql_comments: bool = False,
-                 ignore_leading_white_space: bool = True):
+                 ignore_leading_white_space: bool = True, max_length: int = MAX_LENGTH,
+                 max_statements: int = MAX_STATEMENTS, max_parens: int = MAX_PARENS):
         self.cache_size = max(1, cache_size)
+        self.max_length = max_length
+        self.max_statements = max_statements
+        self.max_parens = max_parens
         self.allow_sql_comments = allow_sql_comments
         self.ignore_leading_white_space = ignore_leading_white_space
         self.stats = ClassifierStats()
@@ -240,6 +262,13 @@ class Classifier:
     # -- cache -------------------------------------------------------------
 
     def _lookup(self, sql: str) -> QueryInfo:
+        if (len(sql) > self.max_length or sql.count(";") > self.max_statements
+                or sql.count("(") > self.max_parens):
+            self.stats.bounded += 1
+            try:
+                return self._bounded(sql)
+            except Exception:   # never let a statement take the relay down
+                return _UNKNOWN_BOUNDED
         cache = self._cache
         info = cache.get(sql)
         if info is not None:
@@ -278,8 +307,6 @@ class Classifier:
     # -- classification ----------------------------------------------------
 
     def _compute(self, sql: str) -> tuple[QueryInfo, bool]:
-        if len(sql) > _MAX_TEXT:
-            return _unknown(), False
         try:
             return self._classify_text(sql)
         except Exception:       # never let a statement take the relay down
@@ -300,6 +327,50 @@ class Classifier:
         if sc.leading_comment or sc.hints:
             info = replace(info, has_leading_comment=sc.leading_comment, hints=sc.hints)
         return info, sensitive
+
+    def _bounded(self, sql: str) -> QueryInfo:
+        """A text too big to parse on the event loop: PRIMARY and a write, like a parse
+        error.  The work is a few C-level passes plus a bounded amount of Python."""
+        start = _LEAD.match(sql).end()
+        window = sql[start:start + _HEAD_MAX + 1]
+        _, end = next(statement_ends(window))
+        head = window[:end]
+        if end < len(window) or start + end >= len(sql):    # the whole first statement
+            multi = bool(sql[start + end + 1:].strip(" \t\n\r\f\v;"))
+        else:
+            multi = sql.find(";", start + end) != -1
+        short = len(head) <= _HEAD_MAX
+        if short:   # comments out, $n as 0: the head as the classifier sees statements
+            found = scan(head).statements
+            head = found[0].text if found else ""
+        toks = tokens(head[:_HEAD_WORDS])
+        kw = toks[0].value if toks and toks[0].kind == "word" else ""
+        if short and kw in _HANDLERS and head.count("(") <= _HEAD_PARENS:
+            # A utility statement (BEGIN, SET, COMMIT...): its usual classification.
+            info = _HANDLERS[kw](self, head, toks) if head else _EMPTY
+            return QueryInfo(info.command, PRIMARY, is_write=True, parse_error=True,
+                             bounded=True, multi_statement=multi,
+                             tables_read=info.tables_read, tables_written=info.tables_written,
+                             functions=info.functions, touches_catalog=info.touches_catalog,
+                             serializable=info.serializable, read_write=info.read_write,
+                             temp_tables_created=info.temp_tables_created,
+                             tables_dropped=info.tables_dropped, lock_strong=info.lock_strong,
+                             copy_to_stdout=info.copy_to_stdout,
+                             copy_from_stdin=info.copy_from_stdin)
+        command, written = "UNKNOWN", ()
+        if kw in _DML_TARGET:
+            command, before = _DML_TARGET[kw]
+            i = 1
+            if before is not None:
+                i = 2 if is_word(_at(toks, 1), before) else len(toks)
+            if is_word(_at(toks, i), "only"):
+                i += 1
+            name, j = read_name(toks, i)
+            if name is not None and j < len(toks):   # not cut off by the word limit
+                written = (name,)
+        return QueryInfo(command, PRIMARY, is_write=True, parse_error=True, bounded=True,
+                         multi_statement=multi, tables_written=written,
+                         touches_catalog=any(map(_is_catalog, written)))
 
     def _reads_by_first_char(self, sql: str, start: int, later: bool) -> bool:
         """Pgpool-II's first-character test for SELECT-shaped statements."""
@@ -613,6 +684,10 @@ class Classifier:
         if kw in ("pgpool", "pgtwist"):
             return QueryInfo(kw.upper(), PRIMARY)
         return QueryInfo(kw.upper(), PRIMARY, is_write=True)     # LISTEN, NOTIFY...
+
+
+_UNKNOWN_BOUNDED = QueryInfo("UNKNOWN", PRIMARY, is_write=True, parse_error=True, bounded=True,
+                             multi_statement=True)
 
 
 def _at(toks: list[Token], i: int) -> Token | None:

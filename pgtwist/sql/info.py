@@ -59,6 +59,9 @@ class QueryInfo:
     execute_name    SQL EXECUTE name; deallocate_name: SQL DEALLOCATE name ('*' for ALL).
     lock_strong     LOCK in ROW EXCLUSIVE mode or stronger (the default ACCESS EXCLUSIVE too).
     copy_to_stdout / copy_from_stdin
+    bounded         too long or too many statements to parse on the event loop: routed
+                    like a parse error; only the first statement's command, tables and
+                    transaction modes are known (when it is short; else its DML target).
     """
 
     command: str
@@ -85,6 +88,7 @@ class QueryInfo:
     lock_strong: bool = False
     copy_to_stdout: bool = False
     copy_from_stdin: bool = False
+    bounded: bool = False
 
     @property
     def tables(self) -> tuple[str, ...]:
