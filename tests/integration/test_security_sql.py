@@ -102,6 +102,7 @@ def _shapes(table: str) -> dict[str, str]:
 def ins_table(cluster):
     name = f"secsql_{uuid.uuid4().hex[:10]}"
     cluster.psql(f"CREATE TABLE {name} (a int, b text)")
+    cluster.wait_replayed()  # reads balanced to the replica must find the table
     yield name
     cluster.psql(f"DROP TABLE IF EXISTS {name}")
 
