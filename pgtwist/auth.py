@@ -311,12 +311,12 @@ class _BoundQuery:
             if code == codes.ERROR_RESPONSE:
                 self.error = m.decode_fields(body)
             elif code == codes.READY_FOR_QUERY:
-                link.txn_status = body[0]
+                link.server.txn_status = body[0]
                 self._finish(link)
                 return
 
     def _finish(self, link) -> None:
-        ok = self.error is None and self.link.txn_status == codes.TXN_IDLE
+        ok = self.error is None and self.link.server.txn_status == codes.TXN_IDLE
         self.pooling.release(link, clean=ok, reset=False)
         if self.error is not None:
             self.done.errback(LoginFailed(self.error))

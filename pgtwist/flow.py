@@ -64,7 +64,7 @@ class _LinksProducer:
     def resumeProducing(self) -> None:
         self.relay.links_paused = False
         for link in self.relay.links.values():
-            if not link.closed and not link.held:
+            if not link.closed and link not in self.relay.held_links:
                 link.transport.resumeProducing()
 
     def stopProducing(self) -> None:

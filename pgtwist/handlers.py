@@ -178,7 +178,7 @@ class ClientMessages:
         if self._skipping_link is not link and (probe is None or not probe.settled.called):
             if probe is None:
                 probe = self._probe = _SkipProbe()
-                link.pending_parses.append(probe)
+                link.server.pending_parses.append(probe)
                 self.ordering.parse_sent(tail, hidden=True)
                 self._send(link, _PROBE_FRAMES)
             return self._wait(probe.settled)
@@ -189,7 +189,7 @@ class ClientMessages:
             self.skip_until_sync = True
             return None
         # The probe replaced the server's unnamed statement: never bind the wrong one.
-        link.unnamed = None
+        link.server.unnamed = None
         unnamed = self.session.statements.get(b"")
         if unnamed is not None:
             unnamed.nodes.discard(link.node_id)
@@ -252,7 +252,8 @@ class ClientMessages:
         if isinstance(primary, defer.Deferred):
             return self._wait(primary)
         for link in self.links.values():
-            if link is not primary and not link.closed and link.txn_status != codes.TXN_IDLE:
+            if link is not primary and not link.closed \
+                    and link.server.txn_status != codes.TXN_IDLE:
                 self._shadow(link, m.query("ROLLBACK"))
         frame = buf if info.command == "ROLLBACK" else m.query("ROLLBACK")
         if frame is buf:
@@ -288,14 +289,14 @@ class ClientMessages:
         key = (id(buf), start)
         if standby is not None and self._shadow_sent != key:
             text = info.standby_text or sql
-            if info.is_transaction_end and standby.txn_status != codes.TXN_IDLE:
+            if info.is_transaction_end and standby.server.txn_status != codes.TXN_IDLE:
                 # Pgpool-II's order: COMMIT/ROLLBACK on the standby first, the primary last.
                 self._shadow_sent = key
                 done = defer.Deferred()
                 self._shadow(standby, m.query(text), on_done=lambda: done.callback(None))
                 self._flush_out()
                 return self._wait(done)
-            if not info.is_transaction_end or standby.txn_status != codes.TXN_IDLE:
+            if not info.is_transaction_end or standby.server.txn_status != codes.TXN_IDLE:
                 self._shadow(standby, m.query(text))
         self._shadow_sent = None
         if self.txn_pooling:
@@ -340,7 +341,7 @@ class ClientMessages:
         self._prepared_on(link, prepared)
         stmt = Statement(name, sql, buf[start - 5:end], info, {link.node_id})
         s.statements[name] = stmt
-        link.pending_parses.append(stmt)  # confirmed by its ParseComplete
+        link.server.pending_parses.append(stmt)  # confirmed by its ParseComplete
         self._forward(link, buf, start - 5, end)
         self.ordering.parse_sent(self.ordering.open_segment(link))
         return None
@@ -354,7 +355,7 @@ class ClientMessages:
             self._close_segment(tail)
         seg = self.ordering.segment(link)
         for stmt in stmts:
-            link.pending_parses.append(stmt)  # ParseComplete or an error settles it
+            link.server.pending_parses.append(stmt)  # ParseComplete or an error settles it
             self.ordering.parse_sent(seg, hidden=True)
         self._send(link, b"".join(stmt.parse_frame for stmt in stmts))
 
@@ -435,7 +436,7 @@ class ClientMessages:
         """Bookkeeping once ``stmt`` is bound on ``link`` (it runs there at Execute)."""
         s = self.session
         if stmt.info.copy_from_stdin:
-            link.copy_started()
+            link.server.copy_started()
         self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
         if s.implicit_undo is not None:
             self._file_undo(link, synced=False)
@@ -447,7 +448,7 @@ class ClientMessages:
         key = (id(buf), start)
         if standby is not None and self._shadow_sent != key:
             if stmt.info.is_transaction_end:
-                if standby.txn_status != codes.TXN_IDLE:
+                if standby.server.txn_status != codes.TXN_IDLE:
                     self._shadow_sent = key
                     done = defer.Deferred()
                     self._shadow(standby, m.query(stmt.sql), on_done=lambda: done.callback(None))
@@ -552,7 +553,7 @@ class ClientMessages:
         link = self._current_or_primary()
         if link is _WAIT:
             return _WAIT
-        if link.copy_execute and self._copy_sync(link, buf, start, end):
+        if link.server.copy_execute and self._copy_sync(link, buf, start, end):
             return None
         self._forward(link, buf, start - 5, end, sync=True)
         return None
@@ -561,16 +562,17 @@ class ClientMessages:
         """A Sync around an extended-protocol COPY FROM STDIN.  The server ignores Syncs
         that reach it in copy-in mode (libpq sends one right after the Execute, and
         another after CopyDone): True when this one gets no ReadyForQuery of its own."""
-        if self.copy_link is link and not link.copy_client_done:
+        server = link.server
+        if self.copy_link is link and not server.copy_client_done:
             self._send_frame(link, buf, start - 5, end)  # in copy-in: ignored
             return True
-        if link.syncs_owed:
+        if server.syncs_owed:
             # The copy is over; this Sync's ReadyForQuery answers one sent before the copy
             # began, which the server ignored.
-            link.syncs_owed -= 1
+            server.syncs_owed -= 1
             self._send_frame(link, buf, start - 5, end)
             return True
-        link.copy_syncs += 1  # counted; if the COPY starts, the server will ignore it
+        server.copy_syncs += 1  # counted; if the COPY starts, the server will ignore it
         return False
 
     def _on_flush(self, code, buf, start, end):
@@ -593,7 +595,7 @@ class ClientMessages:
         link = self.copy_link or self.primary_link
         if link is not None and not link.closed:
             if code != codes.COPY_DATA:
-                link.copy_client_done = True  # CopyDone / CopyFail: copy-in ends
+                link.server.copy_client_done = True  # CopyDone / CopyFail: copy-in ends
             self._send_frame(link, buf, start - 5, end)
         return None
 

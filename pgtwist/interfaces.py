@@ -32,3 +32,15 @@ class IRoutingPolicy(Interface):
 
         Pure and fast: no I/O, no clocks, no randomness except ``request.draw``.
         """
+
+
+class ILinkOwner(Interface):
+    """Whoever a logged-in backend link hands its stream to (``BackendLink.owner``):
+    a session, a reset in progress, a parked link, a one-off query."""
+
+    def backend_items(link, items):
+        """A scanned chunk of ``link``'s stream: raw bytes runs and watched
+        ``(code, body)`` frames, in order (see ``pgtwist.wire.framing.BackendScanner``)."""
+
+    def link_lost(link, reason):
+        """``link``'s connection closed (``reason``: a Failure, or None)."""

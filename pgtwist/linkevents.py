@@ -9,8 +9,8 @@ mixin of Relay, apart from relay.py, which owns the client side and the sending.
 
 from __future__ import annotations
 
-from .conn.ordering import SHADOW_PARAMETER_STATUS
-from .handlers import _FATAL_MARKERS
+from .conn.ordering import SHADOW_PARAMETER_STATUS, UNDO
+from .conn.server import UndoReplay
 from .logs import logger
 from .protocols.backend import BackendLink
 from .wire import codes
@@ -34,7 +34,7 @@ class LinkEvents:
                 self._events(link, events)
             if hold and not self.closed:
                 link.transport.pauseProducing()
-                link.held = True
+                self.held_links.add(link)
                 self._holding = True
             if self._holding:
                 self._resume_held()
@@ -44,22 +44,18 @@ class LinkEvents:
 
     def _events(self, link: BackendLink, events) -> None:
         s = self.session
+        server = link.server
         idle = False
         for code, body in events:
             if code == codes.READY_FOR_QUERY:
-                if link.inflight:
-                    link.inflight -= 1
                 if self._skipping_link is link:
                     self._skipping_link = None
                 status = body[0]
                 idle = status == codes.TXN_IDLE
-                link.ready_seen += 1
-                if link.undo:
-                    link.undo = [u for u in link.undo if u[0] > link.ready_seen]
-                link.txn_status = status
+                server.ready(status)
                 if link is self.copy_link:
                     self.copy_link = None
-                    link.copy_execute = False
+                    server.copy_execute = False
                 if link is self.primary_link:
                     s.txn_status = status
                     self.router.after_ready(s, status, not self.ordering.busy(link))
@@ -71,8 +67,7 @@ class LinkEvents:
                     # would reach (protocol-pitfalls: 25P02 until ROLLBACK).
                     s.failed_elsewhere = True
             elif code == codes.PARAMETER_STATUS or code == SHADOW_PARAMETER_STATUS:
-                name, value = m.decode_parameter_status(body)
-                link.parameters[name] = value
+                name, value = server.parameter_status(body)
                 if code == codes.PARAMETER_STATUS and link is self.primary_link:
                     s.parameters[name] = value  # what the client was told
                     if self.txn_pooling:
@@ -80,11 +75,9 @@ class LinkEvents:
                         # SET statement; the report is kept to be re-applied like one.
                         self.router.remember_parameter(s, name, value)
             elif code == codes.PARSE_COMPLETE:
-                if link.pending_parses:
-                    stmt = link.pending_parses.popleft()
-                    stmt.confirmed = True
-                    if stmt is self._probe:
-                        stmt.settled.callback(None)
+                stmt = server.parse_complete()
+                if stmt is not None and stmt is self._probe:
+                    stmt.settled.callback(None)
             elif code == codes.ERROR_RESPONSE:
                 seg = self.ordering.by_link.get(link)
                 if seg and seg[0].forward and not seg[0].closed:
@@ -96,31 +89,25 @@ class LinkEvents:
                         self.skip_status = codes.TXN_IDLE if s.route_status == "I" \
                             else codes.TXN_FAILED
                 probe = self._probe
-                if probe is not None and probe in link.pending_parses:
-                    link.pending_parses.remove(probe)
+                if probe is not None and probe in server.pending_parses:
+                    server.pending_parses.remove(probe)
                     probe.settled.callback(None)
-                if link.pending_parses:
-                    # The server skips to Sync: the Parses not yet answered never happened.
-                    for stmt in link.pending_parses:
-                        stmt.nodes.discard(link.node_id)
-                        link.forget(stmt)
-                        if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
-                            del s.statements[stmt.name]  # its Parse failed: no such name
-                    link.pending_parses.clear()
-                if link.undo:
-                    self._undo(link)
-                if body.startswith(_FATAL_MARKERS) or b"\0SFATAL\0" in body \
-                        or b"\0SPANIC\0" in body:
-                    link.fatal_seen = True
+                # The server skips to Sync: the Parses not yet answered never happened.
+                for stmt in server.failed(body):
+                    stmt.nodes.discard(link.node_id)
+                    if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
+                        del s.statements[stmt.name]  # its Parse failed: no such name
                 if link is self.primary_link and b"\0C25006\0" in body:
                     # "read-only transaction" from the node we took for the primary: after a
                     # failover the old writer comes back as a reader under the same name.
                     self.proxy.cluster.suspect_primary(link.node_id)
             elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
                 self.copy_link = link
-                if link.copy_execute:
-                    # The Syncs sent since the Execute reached a server in copy-in: ignored.
-                    link.syncs_owed, link.copy_syncs = link.copy_syncs, 0
+                server.copy_in()
+            elif code == UNDO:
+                # An error ended the statements that filed these: what they did is void.
+                server.undone(body)
+                s.undo(body)
         if idle and self.txn_pooling:
             self._tx_release_idle(link)
 
@@ -129,17 +116,7 @@ class LinkEvents:
         transaction is undone if an error ends its implicit transaction."""
         s = self.session
         snapshot, s.implicit_undo = s.implicit_undo, None
-        target = link.ready_seen + link.inflight + (0 if synced else 1)
-        link.undo.append((target, lambda: s.replay.__setitem__(slice(None), snapshot)))
-
-    @staticmethod
-    def _undo(link: BackendLink) -> None:
-        """An error before the next ReadyForQuery: what its statements recorded is void."""
-        due = link.ready_seen + 1
-        for target, undo in reversed(link.undo):  # the oldest snapshot is restored last
-            if target == due:
-                undo()
-        link.undo = [u for u in link.undo if u[0] != due]
+        self.ordering.file_undo(link, UndoReplay(snapshot))
 
     def _resume_held(self) -> None:
         """Resume links paused for holding too much, once their turn has come."""
@@ -147,9 +124,9 @@ class LinkEvents:
         head = fifo[0].link if fifo else None
         still = False
         for other in self.links.values():
-            if other.held and not other.closed:
+            if other in self.held_links and not other.closed:
                 if other is head or head is None:
-                    other.held = False
+                    self.held_links.discard(other)
                     if not self.links_paused:
                         other.transport.resumeProducing()
                 else:
@@ -166,7 +143,7 @@ class LinkEvents:
         if released:
             self.write(b"".join(released))
         if link is self.primary_link or owed:
-            if not link.fatal_seen:
+            if not link.server.fatal_seen:
                 self._send_and_close(m.error_response(
                     CONNECTION_FAILURE,
                     f"server closed the connection unexpectedly (node {link.node_id})", "FATAL",

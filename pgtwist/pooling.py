@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 
 from twisted.internet import defer
+from zope.interface import implementer
 
+from .interfaces import ILinkOwner
 from .logs import logger
 from .pool import Pool, PoolKey
 from .protocols.backend import connect_backend
@@ -194,9 +196,8 @@ class Pooling:
             if getattr(transport, "producer", None) is not None:
                 transport.unregisterProducer()
             transport.resumeProducing()
-            link.held = False
         link.owner = None
-        link.state_owner = None
+        link.server.applied_by = None
         if not clean or link.closed:
             self.pool.discard(link)
             return
@@ -218,6 +219,7 @@ def _mark_unpooled(link):
     return link
 
 
+@implementer(ILinkOwner)
 class _Parked:
     """Owner of a released link while a cancel request for it is still being delivered:
     whatever the server answers meanwhile (the cancelled query's error) is dropped."""
@@ -228,13 +230,14 @@ class _Parked:
     def backend_items(self, link, items) -> None:
         for item in items:
             if type(item) is not bytes and item[0] == codes.READY_FOR_QUERY:
-                link.txn_status = item[1][0]
+                link.server.txn_status = item[1][0]
 
     def link_lost(self, link, reason=None) -> None:
         link.after_cancel = None
         self.pool.discard(link)
 
 
+@implementer(ILinkOwner)
 class _Reset:
     """Owner of a link while reset_query_list runs on it; then back to the pool."""
 
@@ -242,17 +245,12 @@ class _Reset:
         self.pool = pooling.pool
         self.link = link
         self.failed = False
-        self.waiting = len(self.pool.reset_statements(link.txn_status))
+        self.waiting = len(self.pool.reset_statements(link.server.txn_status))
         link.owner = self
-        link.pending_parses.clear()
-        link.forget_statements()      # DISCARD ALL drops them all
-        link.state = ()
-        link.last_session = None      # DISCARD ALL: nothing of it is left
-        link.unnamed = None
-        link.inflight = 0
+        link.server.reset()           # DISCARD ALL: nothing of any session is left
         self.timer = pooling.proxy.reactor.callLater(pooling.reset_timeout, self._timeout)
         if self.waiting:
-            link.write(self.pool.reset_sql(link.txn_status))
+            link.write(self.pool.reset_sql(link.server.txn_status))
         else:
             self._done()
 
@@ -264,7 +262,7 @@ class _Reset:
             if code == codes.ERROR_RESPONSE:
                 self.failed = True
             elif code == codes.READY_FOR_QUERY:
-                link.txn_status = body[0]
+                link.server.txn_status = body[0]
                 self.waiting -= 1
                 if self.waiting <= 0:
                     self._done()
@@ -274,7 +272,7 @@ class _Reset:
         if self.timer.active():
             self.timer.cancel()
         self.link.owner = None
-        ok = not self.failed and self.link.txn_status == codes.TXN_IDLE and not self.link.closed
+        ok = not self.failed and self.link.server.txn_status == codes.TXN_IDLE and not self.link.closed
         if not ok:
             log.info("link to node {node} not reused: its reset failed", node=self.link.node_id)
         self.pool.checkin(self.link, reusable=ok)

@@ -95,6 +95,7 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
         self._run: list | None = None   # [link, buf, start, end]: contiguous frames to one link
         self._draining = False
         self._holding = False           # some link is paused until its responses' turn
+        self.held_links: set = set()    # links paused because their answers wait their turn
         self._looked_up = None          # (info, facts) fetched for the frame being retried
         self.auth: SessionAuth | None = None
         self.backend_secret = None      # what backend logins use once the client is in
@@ -308,13 +309,11 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
         self._send_frame(link, buf, start, end)
         if sync:
             ordering.synced(seg)
-            link.inflight += 1
 
     def _close_segment(self, seg) -> None:
         """End a batch pgtwist is splitting: our own Sync, whose ReadyForQuery is hidden."""
         self._send(seg.link, m.SYNC)
         self.ordering.synced(seg, own=True)
-        seg.link.inflight += 1
 
     def _shadow(self, link: BackendLink, frames: bytes, syncs: int = 1, on_done=None,
                 capture: list | None = None) -> None:
@@ -323,12 +322,7 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
         seg = self.ordering.open_segment(link)
         if seg is not None:
             self._close_segment(seg)
-        shadow = self.ordering.segment(link, forward=False)
-        shadow.pending = syncs
-        shadow.closed = True
-        shadow.on_done = on_done
-        shadow.capture = capture
-        link.inflight += syncs
+        self.ordering.shadow(link, syncs, on_done, capture)
         self._send(link, frames)
 
     def _local(self, data: bytes, status: int | None = None, ready: bool = True) -> None:
@@ -384,19 +378,20 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
         # carries another session's), then the open transaction.
         want = tuple(s.replay)
         replay = []
-        if link.last_session is not None and link.last_session is not s:
+        server = link.server
+        if server.last_session is not None and server.last_session is not s:
             # Another session ran statements here since the last reset.  What they
             # changed is not all visible to pgtwist (DO blocks, functions with SET
             # clauses, set_config inside functions): put everything back first.
             replay.append(_RESET_ALL)
             replay.extend(m.query(sql) for sql in want)
-        elif link.state != want:
-            if link.state:
+        elif server.applied != want:
+            if server.applied:
                 replay.append(_RESET_ALL)
             replay.extend(m.query(sql) for sql in want)
-        link.state = want
-        link.state_owner = s
-        link.last_session = s
+        server.applied = want
+        server.applied_by = s
+        server.last_session = s
         if self.txn_pooling and node_id == s.primary_id:
             self.primary_link = link
             self.ordering.primary = link
@@ -498,9 +493,10 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
     # -- cancel & shutdown -----------------------------------------------------------------------
     def cancel_backends(self) -> None:
         for link in list(self.links.values()):
-            if self.ordering.busy(link) or link.inflight:
+            if self.ordering.busy(link):
                 log.debug("session {pid}: cancelling node {node} (inflight {n})",
-                          pid=self.session.pid, node=link.node_id, n=link.inflight)
+                          pid=self.session.pid, node=link.node_id,
+                          n=self.ordering.inflight(link))
                 self.proxy.send_cancel(link)
 
     def _idle_timeout(self) -> None:
@@ -562,20 +558,22 @@ class Relay(SessionStartup, LinkEvents, TxnMessages, ClientMessages):
 
     def _release(self, link: BackendLink) -> None:
         """Give a link back to the pool; one still busy is cancelled and closed instead."""
-        busy = link.inflight or link is self.copy_link or self.ordering.busy(link)
+        busy = link is self.copy_link or self.ordering.busy(link)
+        server = link.server
         log.debug("session {pid}: releasing node {node} link (inflight {n}, copy {c}, "
                   "segments {seg}, fatal {f})", pid=self.session.pid, node=link.node_id,
-                  n=link.inflight, c=link is self.copy_link, seg=self.ordering.busy(link),
-                  f=link.fatal_seen)
+                  n=self.ordering.inflight(link), c=link is self.copy_link,
+                  seg=self.ordering.busy(link), f=server.fatal_seen)
         if busy and not link.closed:
             self.proxy.send_cancel(link)
             if link is self.copy_link:
                 link.write(m.frame(codes.COPY_FAIL, m.cstr("client disconnected")))
         link.owner = None
+        self.held_links.discard(link)
         # Transaction pooling keeps an idle link's statements and state for the next
         # session; a pinned or unfinished one is reset like a session-pooled link.
         keep = (self.txn_pooling and self.pinned is None and not busy
-                and link.txn_status == codes.TXN_IDLE)
-        if keep and link.state_owner is self.session:
-            link.state = tuple(self.session.replay)
-        self.proxy.pooling.release(link, clean=not busy and not link.fatal_seen, reset=not keep)
+                and server.txn_status == codes.TXN_IDLE)
+        if keep and server.applied_by is self.session:
+            server.applied = tuple(self.session.replay)
+        self.proxy.pooling.release(link, clean=not busy and not server.fatal_seen, reset=not keep)

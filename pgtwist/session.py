@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .conn.server import UndoReplay
 from .sql.info import QueryInfo
 from .wire import codes
 
@@ -84,6 +85,14 @@ class Session:
     # The client saw a standby fail inside its transaction (the primary's is still open).
     failed_elsewhere: bool = False
     temp_tables: set[str] = field(default_factory=set)
+
+    def undo(self, records) -> None:
+        """An error voided what these records filed (pgtwist.conn.server), newest first."""
+        for record in records:
+            if type(record) is UndoReplay:
+                self.replay[:] = record.snapshot
+            elif self.sql_prepared.get(record.name) is record.prepared:
+                del self.sql_prepared[record.name]
 
     @property
     def application_name(self) -> str:

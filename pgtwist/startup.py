@@ -192,15 +192,15 @@ class SessionStartup:
         self.ordering.primary = link
         s = self.session
         s.primary_id = link.node_id
-        s.parameters.update(link.parameters)
-        s.txn_status = link.txn_status
+        s.parameters.update(link.server.parameters)
+        s.txn_status = link.server.txn_status
         s.lb_node, reason = self.router.choose_lb_node(s)
         log.debug("session {pid}: load-balance node {node} ({reason})", pid=s.pid,
                   node=s.lb_node, reason=reason)
         out = [m.AUTH_OK]
         out.extend(link.login.parameter_frames)
         out.append(m.backend_key_data(s.pid, s.secret))
-        out.append(m.ready_for_query(link.txn_status))
+        out.append(m.ready_for_query(link.server.txn_status))
         self.machine.authenticated()
         self.write(b"".join(out))
         if self.txn_pooling:

@@ -29,6 +29,7 @@ import re
 from bisect import bisect_left
 from operator import itemgetter
 
+from .conn.server import UndoPrepare
 from .handlers import _GO, _SKIP, _WAIT, ClientMessages, _cstr_pair
 from .logs import logger
 from .routing.values import Target
@@ -91,16 +92,11 @@ class TxnMessages:
 
     # -- statements on links ------------------------------------------------------------------
     def _tx_cache(self, link) -> LinkStatements:
-        stmts = link.statements
-        if stmts is None:
-            stmts = link.statements = LinkStatements(self.proxy.pooling.max_prepared_statements)
-        return stmts
+        return link.server.cache(self.proxy.pooling.max_prepared_statements)
 
     @staticmethod
     def _tx_holds(link, stmt: Statement) -> bool:
-        if stmt.server_name is None:
-            return link.unnamed is stmt
-        return link.statements is not None and stmt.server_name in link.statements
+        return link.server.holds(stmt)
 
     def _tx_batch_frames(self, buf: bytes, start: int):
         """The client's frames from the one at ``buf[start]`` on, as far as received."""
@@ -144,7 +140,7 @@ class TxnMessages:
         cache = self._tx_cache(link)
         for stmt in stmts:
             if stmt.server_name is None:
-                link.unnamed = stmt
+                link.server.unnamed = stmt
             else:
                 cache.use(stmt.server_name)
         self.proxy.pooling.counters["statements_parsed"] += len(stmts)
@@ -155,13 +151,14 @@ class TxnMessages:
         if prepared is None:
             return
         name = prepared.name
-        if not name or link.sql_prepared.get(name) == prepared.sql:
+        held = link.server.sql_prepared
+        if not name or held.get(name) == prepared.sql:
             return
         frames = []
-        if name in link.sql_prepared:  # another session's statement of that name
+        if name in held:  # another session's statement of that name
             frames.append(m.query(f"DEALLOCATE {_quote_ident(name)}"))
         frames.append(m.query(prepared.sql))
-        link.sql_prepared[name] = prepared.sql
+        held[name] = prepared.sql
         self._shadow(link, b"".join(frames), syncs=len(frames))
 
     def _tx_statement_link(self, stmt: Statement | None, buf: bytes, start: int):
@@ -177,7 +174,7 @@ class TxnMessages:
         if stmt.server_name is None and stmt.info.deallocate_name is not None:
             # DEALLOCATE via the extended protocol runs where its unnamed statement is.
             for link in self.links.values():
-                if link.unnamed is stmt and not link.closed:
+                if link.server.unnamed is stmt and not link.closed:
                     return link
         link = self._target_link(decision)
         if link is _WAIT:
@@ -196,17 +193,19 @@ class TxnMessages:
 
     def _tx_release_idle(self, link) -> None:
         """Transaction pooling: a link idle with nothing more to do goes back to the pool."""
-        if (self.pinned is not None or link.closed or link.inflight or link is self.copy_link
-                or link.txn_status != codes.TXN_IDLE or self.ordering.busy(link)
-                or self.links.get(link.node_id) is not link or link.pending_parses):
+        server = link.server
+        if (self.pinned is not None or link.closed or link is self.copy_link
+                or server.txn_status != codes.TXN_IDLE or self.ordering.busy(link)
+                or self.links.get(link.node_id) is not link or server.pending_parses):
             return
         del self.links[link.node_id]
         if link is self.primary_link:
             self.primary_link = None
             self.ordering.primary = None
         self.ordering.drop_link(link)
-        if link.state_owner is self.session:
-            link.state = tuple(self.session.replay)
+        self.held_links.discard(link)
+        if server.applied_by is self.session:
+            server.applied = tuple(self.session.replay)
         self.proxy.pooling.release(link, clean=True, reset=False)
 
     # -- handlers ----------------------------------------------------------------------------
@@ -261,8 +260,8 @@ class TxnMessages:
         if not name:
             stmt.parse_frame = parse_frame(b"", rest)
             s.statements[name] = stmt
-            link.unnamed = stmt
-            link.pending_parses.append(stmt)
+            link.server.unnamed = stmt
+            link.server.pending_parses.append(stmt)
             self._forward(link, stmt.parse_frame, 0, len(stmt.parse_frame))
             self.ordering.parse_sent(self.ordering.open_segment(link))
             return None
@@ -283,7 +282,7 @@ class TxnMessages:
         stmt.parse_frame = parse_frame(server, rest)
         s.statements[name] = stmt
         cache.use(server)
-        link.pending_parses.append(stmt)
+        link.server.pending_parses.append(stmt)
         pooling.counters["statements_parsed"] += 1
         self._forward(link, stmt.parse_frame, 0, len(stmt.parse_frame))
         self.ordering.parse_sent(self.ordering.open_segment(link))
@@ -345,7 +344,7 @@ class TxnMessages:
         s.portals[portal] = link.node_id
         server = stmt.server_name if stmt is not None else None
         if server is not None:
-            link.statements.touch(server)
+            link.server.statements.touch(server)
             frame = rename_bind(buf, start, end, server)
             self._forward(link, frame, 0, len(frame))
         else:
@@ -427,7 +426,6 @@ class TxnMessages:
         seg = self.ordering.segment(link)
         self._send(link, m.query(_raise_sql(sqlstate, message)))
         self.ordering.synced(seg, own=True)
-        link.inflight += 1
         return None
 
     # -- simple Query hooks (called by ClientMessages._on_query) -------------------------------
@@ -481,35 +479,31 @@ class TxnMessages:
         return None
 
     def _tx_before_query(self, link, info) -> None:
-        link.unnamed = None  # a simple Query destroys the unnamed statement
+        server = link.server
+        server.unnamed = None  # a simple Query destroys the unnamed statement
         name = info.prepare_name
-        if name is not None and name in link.sql_prepared:
+        if name is not None and name in server.sql_prepared:
             # Another session's PREPARE of that name is still on this server.
             self._shadow(link, m.query(f"DEALLOCATE {_quote_ident(name)}"))
-            del link.sql_prepared[name]
+            del server.sql_prepared[name]
 
     def _tx_after(self, info, sql: str, link) -> None:
         """Bookkeeping once a statement was sent to ``link``: pins, dropped statements."""
         s = self.session
+        server = link.server
         if info.prepare_name is not None and info.prepared is not None:
-            link.sql_prepared[info.prepare_name] = sql
+            server.sql_prepared[info.prepare_name] = sql
             # If it fails, the name stays free.
-            name, prepared = info.prepare_name, s.sql_prepared.get(info.prepare_name)
-
-            def unprepare():
-                if s.sql_prepared.get(name) is prepared:
-                    del s.sql_prepared[name]
-                link.sql_prepared.pop(name, None)
-
-            link.undo.append((link.ready_seen + link.inflight, unprepare))
+            name = info.prepare_name
+            self.ordering.file_undo(link, UndoPrepare(name, s.sql_prepared.get(name)))
         command = info.command
         if command == "DISCARD" and _DISCARD_ALL.match(sql) and s.route_status == "I":
-            link.forget_statements()
-            link.unnamed = None
+            server.forget_statements()
+            server.unnamed = None
             s.statements.clear()
             self.pinned = None  # DISCARD ALL ends everything a pin stood for
         elif info.deallocate_name == "*":
-            link.forget_statements()
+            server.forget_statements()
             for key in [k for k in s.statements if k]:
                 del s.statements[key]
         if self.pinned is None:

@@ -18,6 +18,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from .conn.server import LinkStatements  # noqa: F401  (its home moved; re-exported)
 from .wire import codes
 from .wire import messages as m
 
@@ -58,54 +59,6 @@ class StatementRegistry:
 
     def __len__(self) -> int:
         return len(self._names)
-
-
-class LinkStatements:
-    """The pgtwist statements one backend link holds, least recently used first."""
-
-    __slots__ = ("names", "capacity")
-
-    def __init__(self, capacity: int) -> None:
-        self.names: OrderedDict[bytes, None] = OrderedDict()
-        self.capacity = max(1, capacity)
-
-    def __contains__(self, name: bytes) -> bool:
-        return name in self.names
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def use(self, name: bytes) -> None:
-        """Mark ``name`` held (just prepared) and most recently used."""
-        self.names[name] = None
-        self.names.move_to_end(name)
-
-    def touch(self, name: bytes) -> None:
-        if name in self.names:
-            self.names.move_to_end(name)
-
-    def discard(self, name: bytes) -> None:
-        self.names.pop(name, None)
-
-    def clear(self) -> None:
-        self.names.clear()
-
-    def evictions(self, keep: Iterable[bytes] = ()) -> list[bytes]:
-        """Names to close so the link is back within capacity; removed from the cache."""
-        over = len(self.names) - self.capacity
-        if over <= 0:
-            return []
-        keep = set(keep)
-        out = []
-        for name in self.names:
-            if over <= 0:
-                break
-            if name not in keep:
-                out.append(name)
-                over -= 1
-        for name in out:
-            del self.names[name]
-        return out
 
 
 # -- frames ---------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ from ..wire import codes
 
 # Event code of a ParameterStatus the client does not see (from pgtwist's own traffic).
 SHADOW_PARAMETER_STATUS = 0x100 | codes.PARAMETER_STATUS
+# Event "code" after an ErrorResponse whose segment had bookkeeping filed to undo: its
+# "body" is that list of records, newest first.
+UNDO = 0x200
 
 # Held bytes above which the caller should stop reading that link.
 HOLD_LIMIT = 1 << 20
@@ -26,7 +29,7 @@ HOLD_LIMIT = 1 << 20
 
 class Segment:
     __slots__ = ("link", "forward", "pending", "closed", "held", "held_bytes", "swallow_z",
-                 "local", "on_done", "parses", "parses_seen", "hidden", "capture")
+                 "local", "on_done", "parses", "parses_seen", "hidden", "capture", "undo")
 
     def __init__(self, link, forward: bool):
         self.link = link
@@ -45,6 +48,7 @@ class Segment:
         self.parses_seen = 0
         self.hidden: set[int] | None = None
         self.capture: list[bytes] | None = None  # a shadow whose bytes pgtwist reads itself
+        self.undo: list | None = None  # records an error in this segment voids (see UNDO)
 
     @property
     def done(self) -> bool:
@@ -109,6 +113,33 @@ class Ordering:
         seg.closed = True
         if own:
             seg.swallow_z = True
+
+    def shadow(self, link, syncs: int = 1, on_done=None, capture: list | None = None) -> Segment:
+        """A closed shadow segment of ``syncs`` sync points: messages whose answers the
+        client must not see; ``on_done`` runs at its last ReadyForQuery, ``capture``
+        collects its bytes for pgtwist itself."""
+        seg = self.segment(link, forward=False)
+        seg.pending = syncs
+        seg.closed = True
+        seg.on_done = on_done
+        seg.capture = capture
+        return seg
+
+    def file_undo(self, link, record) -> None:
+        """``record`` is void if an error ends ``link``'s newest segment (the statement
+        just sent there: its sync point, or the next one if not synced yet)."""
+        seg = self.by_link[link][-1]
+        if seg.undo is None:
+            seg.undo = [record]
+        else:
+            seg.undo.append(record)
+
+    def inflight(self, link) -> int:
+        """Sync points sent to ``link`` whose ReadyForQuery has not arrived."""
+        q = self.by_link.get(link)
+        if not q:
+            return 0
+        return sum(seg.pending for seg in q)
 
     def local(self, data: bytes, on_done=None) -> list[bytes]:
         """Queue a response made by pgtwist; returns what can be written now."""
@@ -192,8 +223,12 @@ class Ordering:
                     seg.hidden.discard(seg.parses_seen)
                     self._trim(seg, out, 5)
                     continue
-            elif code == codes.ERROR_RESPONSE and seg.hidden:
-                seg.hidden = None  # the server skips the rest up to the Sync
+            elif code == codes.ERROR_RESPONSE:
+                if seg.hidden:
+                    seg.hidden = None  # the server skips the rest up to the Sync
+                if seg.undo:
+                    events.append((UNDO, seg.undo[::-1]))
+                    seg.undo = None
             if code != codes.READY_FOR_QUERY:
                 if code == codes.NOTIFICATION_RESPONSE and not seg.forward and link is self.primary:
                     # A notification arriving during pgtwist's own traffic is still the client's.

@@ -7,14 +7,15 @@ then hands every scanned chunk of the server's stream to its owner (a relay).
 
 from __future__ import annotations
 
-from collections import deque
-
 from twisted.internet import defer, error
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..conn.auth import Secret
 from ..conn.backend import BackendLogin, LoginFailed, LoginState
+from ..conn.server import ServerState
+from ..interfaces import ILinkOwner
 from ..logs import logger
 from ..timeouts import call_later
 from ..wire import codes
@@ -31,9 +32,14 @@ class BackendUnavailable(LoginFailed):
 
 
 class BackendLink(Protocol):
-    """One connection to one PostgreSQL server."""
+    """One connection to one PostgreSQL server: transport, login, scanner and owner.
 
-    owner = None  # set by the relay once the login is complete
+    What the server holds (statements, settings, transaction status) is its
+    :class:`~pgtwist.conn.server.ServerState`, ``server``; the frames themselves go
+    to ``owner``, an :class:`~pgtwist.interfaces.ILinkOwner`.
+    """
+
+    owner = None  # an ILinkOwner: set once the login is complete
 
     def __init__(self, node_id: int, login: BackendLogin, address: str, tls=None):
         self.node_id = node_id
@@ -42,58 +48,20 @@ class BackendLink(Protocol):
         self.address = address
         self.ready: defer.Deferred = defer.Deferred()
         self.scanner = BackendScanner()
-        self.inflight = 0          # sync points sent and not yet answered by ReadyForQuery
-        self.txn_status = codes.TXN_IDLE
-        self.copy_in = False
-        self.parameters: dict[str, str] = {}
+        # What the server holds and says, fed by its owner (pgtwist.conn.server).
+        self.server = ServerState()
         self.backend_pid = 0
         self.backend_secret = 0
         self.closed = False
-        self.fatal_seen = False    # the server sent FATAL/PANIC: it is about to hang up
-        self.held = False          # paused because its responses wait for their turn
-        self.pending_parses: deque = deque()  # statements whose ParseComplete is awaited
-        # Session state applied here: the SET/RESET statements, in order (see Relay).
-        self.state: tuple = ()
-        self.state_owner = None    # the session that keeps ``state`` up to date, if any
-        self.last_session = None   # the last session that ran statements here since a reset
-        # Transaction pooling (pgtwist.txpool): pgtwist statements this server holds,
-        # SQL PREPAREd names -> their PREPARE text, and whose unnamed statement it has.
-        self.statements = None
-        self.sql_prepared: dict[str, str] = {}
-        self.unnamed = None
-        self.ready_seen = 0        # ReadyForQuery messages received
-        # (number of a ReadyForQuery, callable): bookkeeping to undo if an error comes
-        # before that ReadyForQuery (the statement's implicit transaction failed).
-        self.undo: list = []
-        # Extended-protocol COPY FROM STDIN (see ClientMessages._copy_sync).
-        self.copy_execute = False  # a COPY FROM STDIN portal was bound here
-        self.copy_syncs = 0        # Syncs sent since, before the server entered copy-in
-        self.syncs_owed = 0        # of those, ignored by the server: later Syncs answer them
-        self.copy_client_done = False
         self.cancelling = 0        # cancel requests for this backend still being delivered
         self.after_cancel = None   # run once they are: a release that had to wait
         self.write = None
         self._leftover: list = []
 
-    def copy_started(self) -> None:
-        self.copy_execute = True
-        self.copy_syncs = 0
-        self.syncs_owed = 0
-        self.copy_client_done = False
-
-    def forget(self, stmt) -> None:
-        """A Parse of ``stmt`` sent here failed (or was skipped): the server lacks it."""
-        server_name = getattr(stmt, "server_name", None)
-        if server_name is not None and self.statements is not None:
-            self.statements.discard(server_name)
-        if self.unnamed is stmt:
-            self.unnamed = None
-
-    def forget_statements(self) -> None:
-        """DISCARD ALL / DEALLOCATE ALL ran here: no prepared statement is left."""
-        if self.statements is not None:
-            self.statements.clear()
-        self.sql_prepared.clear()
+    @property
+    def txn_status(self) -> int:
+        """The server's transaction status as of its last ReadyForQuery (for the pool)."""
+        return self.server.txn_status
 
     # -- Twisted callbacks -----------------------------------------------------
     def connectionMade(self) -> None:
@@ -182,10 +150,9 @@ class BackendLink(Protocol):
             if reply:
                 self.write(reply)
         if login.state is LoginState.READY and not self.ready.called:
-            self.parameters = dict(login.parameters)
+            self.server = ServerState(login.txn_status, login.parameters)
             self.backend_pid = login.backend_pid
             self.backend_secret = login.backend_secret
-            self.txn_status = login.txn_status
             self.ready.callback(self)
 
     def attach(self, owner) -> None:
@@ -286,6 +253,7 @@ def _cancel_timer(result, timer):
     return result
 
 
+@implementer(ILinkOwner)
 class _QueryCollector:
     """Owner of a short-lived link that runs one simple query and keeps the rows."""
 
