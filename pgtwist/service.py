@@ -23,9 +23,10 @@ from .passwd import PasswdError, load_pool_passwd
 from .pooling import Pooling
 from .protocols.backend import connect_address
 from .protocols.frontend import ClientFactory
-from .relay import Relay
 from .router import Router
 from .session import Session
+from .session.modes import mode_for
+from .session.relay import Relay
 from .tls import client_tls, server_tls_from_config
 from .wire import messages as m
 
@@ -96,6 +97,8 @@ class Proxy:
         self.cluster = Cluster(reactor, config, self.secret_for, self.backend_tls)
         self.router = Router(self, config)
         self.pooling = Pooling(self, config)
+        # The pool mode is chosen here, once: each session gets an instance of this class.
+        self.pool_mode = mode_for(self.pooling.mode)
         self.sessions: dict[int, Relay] = {}
         self.clients = 0        # connections holding a num_init_children slot
         self.connections = 0    # all open client connections

@@ -174,3 +174,97 @@ def reporting_plugin_source(name: str) -> str:
     """Source of a routing-policy plugin module (as a user would write one): reads whose
     application_name is "reporting" go to the configured node (``node``, default 1)."""
     return _REPORTING_PLUGIN.format(name=name)
+
+
+# -- the session layer: a scripted server behind a real BackendLink, a client transport ------
+# (Twisted is imported only when these are used: the routing fakes above stay Twisted-free.)
+
+
+def _string_transport():
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    return StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+
+
+class ScriptedServer:
+    """A PostgreSQL server played by the test, byte for byte, behind a real BackendLink.
+
+    ``received()`` is what pgtwist sent it since the last call; ``reply(*frames)`` feeds
+    its answer to the link (use pgtwist.wire.messages to build frames).
+    """
+
+    def __init__(self, node_id: int, user: str = "app", database: str = "app",
+                 backend_pid: int = 1000) -> None:
+        from .conn.backend import BackendLogin
+        from .protocols.backend import BackendLink
+
+        self.transport = _string_transport()
+        self.link = BackendLink(node_id, BackendLogin(user, {"database": database}, None),
+                                f"127.0.0.1:{5432 + node_id}")
+        self.link.makeConnection(self.transport)
+        self.backend_pid = backend_pid
+        self.startup = self.received()  # the StartupMessage
+
+    def login(self, status: int = 0x49, **parameters: str) -> None:
+        """Accept the login (trust): AuthenticationOk, ParameterStatus, key, ReadyForQuery."""
+        from .wire import messages as m
+
+        frames = [m.AUTH_OK]
+        frames += [m.parameter_status(k, v) for k, v in
+                   {"server_version": "17.0", **parameters}.items()]
+        frames += [m.backend_key_data(self.backend_pid, 4242), m.ready_for_query(status)]
+        self.reply(*frames)
+
+    def received(self) -> bytes:
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def reply(self, *frames: bytes) -> None:
+        self.link.dataReceived(b"".join(frames))
+
+
+class ScriptedCluster:
+    """A real ``Proxy`` over scripted servers: node 0 the primary, the rest standbys.
+
+    ``config`` is a YAML-like mapping for pgtwist.config.parse_config (backends are
+    added).  Every link the pool opens is a new ScriptedServer, logged in at once and
+    kept in ``servers[node_id]`` (newest last).
+    """
+
+    def __init__(self, nodes: int = 2, **config) -> None:
+        from twisted.internet import defer
+        from twisted.internet.testing import MemoryReactorClock
+
+        from .config import parse_config
+        from .service import Proxy
+
+        raw = {"backends": [{"hostname": "127.0.0.1", "port": 5432 + i}
+                            for i in range(nodes)],
+               "pool_passwd": "", "sr_check_period": 0, **config}
+        self.reactor = MemoryReactorClock()
+        self.proxy = Proxy(self.reactor, parse_config(raw, env={}, check_files=False))
+        for node in self.proxy.cluster.nodes:
+            node.role = "primary" if node.node_id == 0 else "standby"
+        self.servers: dict[int, list[ScriptedServer]] = {}
+
+        def connect(key, params):
+            server = ScriptedServer(key.node_id, key.user, params.get("database", key.user),
+                                    backend_pid=1000 + sum(map(len, self.servers.values())))
+            self.servers.setdefault(key.node_id, []).append(server)
+            server.login()
+            return defer.succeed(server.link)
+
+        self.proxy.pooling.pool._connect = connect
+
+    def server(self, node_id: int) -> ScriptedServer:
+        return self.servers[node_id][-1]
+
+    def client(self):
+        """A new client connection's relay and its transport (what the client reads)."""
+        from .session.relay import Relay
+
+        transport = _string_transport()
+        relay = Relay(self.proxy, transport)
+        return relay, transport

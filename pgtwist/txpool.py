@@ -8,7 +8,7 @@ parameter type OIDs (never a hash of them: a collision would make two statements
 one name).  Each link remembers which of those names it holds, in LRU order, and the
 relay prepares a statement on a link the first time that link needs it.
 
-Nothing here does I/O; the relay (pgtwist.txhandlers) uses these pieces.
+Nothing here does I/O; the session layer (pgtwist.session.txmode) uses these pieces.
 """
 
 from __future__ import annotations
@@ -163,3 +163,37 @@ def pin_reason(info, sql: str) -> str | None:
             if not names or not names <= _REPORTED:
                 return "set_config"
     return None
+
+
+# -- SQL pgtwist writes for transaction pooling ---------------------------------------------
+DISCARD_ALL = re.compile(r"\s*DISCARD\s+ALL\s*;?\s*$", re.IGNORECASE)
+# A text too big to classify (QueryInfo.bounded) that may leave state on its server which
+# pin_reason would have seen: the session keeps its links (one C-level search).
+MAY_KEEP_STATE = re.compile(
+    r"\b(?:set|reset|discard|listen|temp|temporary|hold|prepare|declare|load|set_config"
+    r"|pg_(?:try_)?advisory_lock(?:_shared)?)\b", re.IGNORECASE)
+
+
+def _dollar_quoted(text: str, tag: str) -> str:
+    """``text`` as a dollar-quoted literal whose tag it cannot close (nor end into), and
+    which no session setting (standard_conforming_strings) reinterprets."""
+    base, n = tag, 0
+    while f"${tag}" in text:
+        n += 1
+        tag = f"{base}{n}"
+    return f"${tag}${text}${tag}$"
+
+
+def raise_sql(sqlstate: str, message: str) -> str:
+    """A statement the server fails with ``sqlstate`` and ``message`` (aborting the
+    transaction it runs in, as the error pgtwist stands in for would).  The message
+    holds client-chosen names, so it is dollar-quoted, inside a DO body quoted likewise."""
+    if len(sqlstate) != 5 or not sqlstate.isalnum():
+        raise ValueError(f"not a SQLSTATE: {sqlstate!r}")
+    body = (f"BEGIN RAISE EXCEPTION '%', {_dollar_quoted(message, 'm')} "
+            f"USING ERRCODE = '{sqlstate}'; END")
+    return f"DO {_dollar_quoted(body, 'pgtwist')}"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -23,7 +23,20 @@ SANS_IO_MODULES = [
     "pgtwist.conn.frontend",
     "pgtwist.conn.backend",
     "pgtwist.conn.auth",
+    "pgtwist.conn.server",
+    # The session layer's state and bookkeeping are sans-IO too; its I/O glue is not.
+    "pgtwist.session",
+    "pgtwist.session.state",
+    "pgtwist.session.ordering",
+    "pgtwist.session.outbox",
 ]
+
+# Every module of the session package (pgtwist/session/), found in the tree.
+SESSION_MODULES = sorted(
+    f"pgtwist.session.{path.stem}"
+    for path in (ROOT / "pgtwist" / "session").glob("*.py")
+    if path.stem != "__init__"
+)
 
 FORBIDDEN = ("twisted", "sqlglot")
 
@@ -65,6 +78,24 @@ def test_sans_io_module_does_not_load_twisted_or_sqlglot(module):
 
 def test_all_sans_io_modules_together():
     assert loaded_forbidden(*SANS_IO_MODULES) == []
+
+
+def test_the_session_package_is_what_the_lists_know():
+    """The sans-IO list above names session modules that exist; the relay's old mixin
+    modules are gone (the session layer is pgtwist.session, composed objects)."""
+    sans_io_session = [mod for mod in SANS_IO_MODULES if mod.startswith("pgtwist.session.")]
+    assert set(sans_io_session) <= set(SESSION_MODULES)
+    assert "pgtwist.session.relay" in SESSION_MODULES
+    for gone in ("relay", "handlers", "txhandlers", "linkevents", "startup", "flow"):
+        assert not (ROOT / "pgtwist" / f"{gone}.py").exists(), gone
+    assert not (ROOT / "pgtwist" / "conn" / "ordering.py").exists()
+
+
+@pytest.mark.parametrize("module", SESSION_MODULES)
+def test_session_module_imports_without_sqlglot(module):
+    # The session layer routes through pgtwist.router; only pgtwist.sql.classify
+    # imports sqlglot, and only router.py imports that.
+    assert "sqlglot" not in {mod.split(".")[0] for mod in loaded_forbidden(module)}
 
 
 def test_routing_does_not_load_twisted_or_sqlglot():

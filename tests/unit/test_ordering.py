@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from pgtwist.conn.ordering import HOLD_LIMIT, Ordering
+from pgtwist.session.ordering import HOLD_LIMIT, Ordering
 from pgtwist.wire import codes
 from pgtwist.wire import messages as m
 from pgtwist.wire.framing import BackendScanner

@@ -13,8 +13,8 @@ import pytest
 from twisted.logger import globalLogPublisher
 
 from pgtwist.conn.frontend import FrontendMachine, FrontendState
-from pgtwist.flow import _Valve
-from pgtwist.relay import Relay
+from pgtwist.session.flow import Valve as _Valve
+from pgtwist.session.relay import Relay
 
 SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
 

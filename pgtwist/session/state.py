@@ -1,12 +1,17 @@
-"""Per-client session state, kept apart from the I/O that changes it."""
+"""Per-client session state, kept apart from the I/O that changes it.
+
+Every object of a session (pgtwist.session.relay and the objects it composes) reads
+and writes the session's state here; what a server connection holds is in
+pgtwist.conn.server, what the client is owed in pgtwist.session.ordering.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .conn.server import UndoReplay
-from .sql.info import QueryInfo
-from .wire import codes
+from ..conn.server import UndoReplay
+from ..sql.info import QueryInfo
+from ..wire import codes
 
 
 @dataclass
@@ -85,6 +90,22 @@ class Session:
     # The client saw a standby fail inside its transaction (the primary's is still open).
     failed_elsewhere: bool = False
     temp_tables: set[str] = field(default_factory=set)
+    # -- the session's protocol state (pgtwist.session.requests / replies) --
+    closed: bool = False
+    # Extended protocol after an error: pgtwist ignores the client's messages up to Sync,
+    # whose ReadyForQuery then says ``skip_status``.
+    skip_until_sync: bool = False
+    skip_status: int = codes.TXN_FAILED
+    skipping_link: object = None     # a link whose server skips to Sync as well
+    probe: object = None             # a hidden Parse asking whether the server skips
+    copy_link: object = None         # the link in copy-in (or copy-both) mode
+    # Transaction pooling: why the session keeps its links (pgtwist.txpool.PIN_REASONS).
+    pinned: str | None = None
+
+    @property
+    def ready_status(self) -> int:
+        """The status a ReadyForQuery pgtwist makes itself reports."""
+        return codes.TXN_FAILED if self.failed_elsewhere else self.txn_status
 
     def undo(self, records) -> None:
         """An error voided what these records filed (pgtwist.conn.server), newest first."""

@@ -1,22 +1,26 @@
-"""Session startup: authenticate the client, log in to the primary, say ReadyForQuery."""
+"""Session startup: authenticate the client, log in to the primary, say ReadyForQuery.
+
+Glue between the client's relay (its connection: writes, the frontend machine, the
+authentication timer) and pgtwist.auth.SessionAuth, which works on the relay too.
+"""
 
 from __future__ import annotations
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from .auth import AuthRefused, SecretLookupFailed, SessionAuth, backend_secret
-from .conn.backend import LoginFailed, SecretMissing
-from .conn.frontend import (
+from ..auth import AuthRefused, SecretLookupFailed, SessionAuth, backend_secret
+from ..conn.backend import LoginFailed, SecretMissing
+from ..conn.frontend import (
     FrontendState,
     StartupReceived,
 )
-from .logs import logger
-from .pool import PoolExhausted
-from .protocols.backend import BackendLink
-from .wire import codes
-from .wire import messages as m
-from .wire.errors import (
+from ..logs import logger
+from ..pool import PoolExhausted
+from ..protocols.backend import BackendLink
+from ..wire import codes
+from ..wire import messages as m
+from ..wire.errors import (
     CONNECTION_FAILURE,
     FEATURE_NOT_SUPPORTED,
     INTERNAL_ERROR,
@@ -29,11 +33,20 @@ log = logger(__name__)
 
 
 
-class SessionStartup:
-    """Mixin for Relay: from StartupMessage to the first ReadyForQuery."""
+class Startup:
+    """From StartupMessage to the first ReadyForQuery."""
 
-    # -- startup ----------------------------------------------------------------------------
-    def _startup(self, event: StartupReceived) -> None:
+    def __init__(self, relay, session, links, ordering, mode, router, proxy) -> None:
+        self.relay = relay
+        self.session = session
+        self.links = links
+        self.ordering = ordering
+        self.mode = mode
+        self.router = router
+        self.proxy = proxy
+        self.config = proxy.config
+
+    def start(self, event: StartupReceived) -> None:
         s = self.session
         params = dict(event.params)
         if params.get("replication", "false").lower() not in ("false", "off", "0", "no"):
@@ -46,13 +59,13 @@ class SessionStartup:
         s.startup_params = params
         if event.minor_version > 0 or event.unsupported_options:
             # PostgreSQL puts the whole newest version (3.0) here; libpq 18 reads it so.
-            self.write(m.negotiate_protocol_version(
+            self.relay.write(m.negotiate_protocol_version(
                 codes.PROTOCOL_3_0, [o.encode() for o in event.unsupported_options]
             ))
         if self.config.params.get("ssl_require") and not s.ssl and s.client_ip:
-            self.fatal(INVALID_AUTHORIZATION, "pgtwist accepts only SSL connections")
+            self.relay.fatal(INVALID_AUTHORIZATION, "pgtwist accepts only SSL connections")
             return
-        self.auth = SessionAuth(self)
+        self.relay.auth = SessionAuth(self.relay)
         d = self._authenticate()
         d.addCallbacks(self._startup_done, self._startup_failed)
 
@@ -65,7 +78,7 @@ class SessionStartup:
         allow_clear_text_frontend_auth), or by pool_hba.conf's own trust/cert.  A cached
         link never stands in for any of these.
         """
-        auth, s, proxy = self.auth, self.session, self.proxy
+        auth, s, proxy = self.relay.auth, self.session, self.proxy
         method = auth.method_for_session()  # pool_hba.conf, or None: follow the primary
         primary = yield proxy.cluster.primary_for()
         if method is None:
@@ -82,9 +95,9 @@ class SessionStartup:
             except SecretLookupFailed:
                 secret = None  # the exchange is doomed: refused with 28P01 when it ends
             first, done = auth.begin(method, secret)
-            self.write(first)
+            self.relay.write(first)
             backend = yield done
-        self.backend_secret = backend
+        self.links.secret = backend
         link = yield self._open_primary(primary, backend)
         return link
 
@@ -98,7 +111,7 @@ class SessionStartup:
         (members of pool_passwd and others look alike) and refused, unless
         allow_clear_text_frontend_auth lets the server judge its clear-text password.
         """
-        auth, s = self.auth, self.session
+        auth, s = self.relay.auth, self.session
         try:
             secret = yield auth.lookup_secret()
             lookup_failed = False
@@ -107,9 +120,9 @@ class SessionStartup:
         if secret is not None and secret.plaintext is None and secret.scram_verifier:
             # Pass-through: only the client's own SCRAM proof can open the backends.
             first, done = auth.begin("scram-sha-256", secret)
-            self.write(first)
-            self.backend_secret = yield done
-            link = yield self._open_primary(primary, self.backend_secret)
+            self.relay.write(first)
+            self.links.secret = yield done
+            link = yield self._open_primary(primary, self.links.secret)
             return link
         backend = backend_secret(secret)
         methods = self.proxy.pooling.server_methods
@@ -125,8 +138,8 @@ class SessionStartup:
                     return None
                 method = link.login.auth_method
                 if method == "trust":
-                    self.backend_secret = backend
-                    return self._adopt(link, primary)
+                    self.links.secret = backend
+                    return self.links.adopt(link, primary)
                 # Logged in with pgtwist's secret, but the client has proved nothing
                 # yet: the link waits in the pool, not in this session.
                 self.proxy.pooling.release(link, clean=True, reset=False)
@@ -139,9 +152,9 @@ class SessionStartup:
                 log.info("session {pid}: no secret for {user}: auth_query failed",
                          pid=s.pid, user=s.user)
         first, done = auth.begin(method, secret)
-        self.write(first)
+        self.relay.write(first)
         yield done  # with no secret the exchange is doomed: AuthRefused 28P01
-        self.backend_secret = backend
+        self.links.secret = backend
         link = yield self._open_primary(primary, backend)
         return link
 
@@ -149,15 +162,15 @@ class SessionStartup:
     def _fresh_login(self, node, secret):
         """A new login as the client's user, made before the client authenticated:
         it holds one of that user's pre-authentication slots while it runs."""
-        yield self.auth.gate()
+        yield self.relay.auth.gate()
         try:
             link = yield self.proxy.pooling.checkout(self.session, node, secret, fresh=True)
         except LoginFailed as exc:
-            self._login_failed(node, exc)
+            self.links.login_failed(node, exc)
             raise
         finally:
-            self.auth.ungate()
-        if self.closed:
+            self.relay.auth.ungate()
+        if self.session.closed:
             self.proxy.pooling.release(link, clean=True, reset=False)
             return None
         return link
@@ -166,29 +179,29 @@ class SessionStartup:
     def _clear_text_login(self, primary):
         """allow_clear_text_frontend_auth: the client's clear-text password goes on, and
         only a fresh, never-cached login may judge it."""
-        first, done = self.auth.begin("password", None, collect_only=True)
-        self.write(first)
+        first, done = self.relay.auth.begin("password", None, collect_only=True)
+        self.relay.write(first)
         backend = yield done
-        self.poolable = False
-        yield self.auth.gate()
+        self.links.poolable = False
+        yield self.relay.auth.gate()
         try:
             link = yield self._open_primary(primary, backend)
         finally:
-            self.auth.ungate()
-        self.backend_secret = backend
+            self.relay.auth.ungate()
+        self.links.secret = backend
         return link
 
     def _open_primary(self, node, secret):
-        if self.closed:
+        if self.session.closed:
             return defer.succeed(None)
-        return self.open_link(node, secret)
+        return self.links.open(node, secret)
 
     def _startup_done(self, link: BackendLink | None) -> None:
-        if link is None or self.closed:
+        if link is None or self.session.closed:
             return
-        if self.auth_timer.active():
-            self.auth_timer.cancel()
-        self.primary_link = link
+        if self.relay.auth_timer.active():
+            self.relay.auth_timer.cancel()
+        self.links.primary = link
         self.ordering.primary = link
         s = self.session
         s.primary_id = link.node_id
@@ -201,35 +214,34 @@ class SessionStartup:
         out.extend(link.login.parameter_frames)
         out.append(m.backend_key_data(s.pid, s.secret))
         out.append(m.ready_for_query(link.server.txn_status))
-        self.machine.authenticated()
-        self.write(b"".join(out))
-        if self.txn_pooling:
-            self._tx_release_idle(link)  # logged in: the link is not needed until a query
-        if self.machine.leftover:
-            self.client_data(b"")  # what the client pipelined after its StartupMessage
+        self.relay.machine.authenticated()
+        self.relay.write(b"".join(out))
+        self.mode.release_idle(link)  # transaction mode: not needed until a query
+        if self.relay.machine.leftover:
+            self.relay.client_data(b"")  # what the client pipelined after its StartupMessage
 
     def _startup_failed(self, failure: Failure) -> None:
-        if self.closed:
+        if self.session.closed:
             return
         if failure.check(PoolExhausted):
             exc = failure.value
             log.warn("session {pid}: {msg}", pid=self.session.pid, msg=exc.message)
-            self.fatal(exc.sqlstate, exc.message)
+            self.relay.fatal(exc.sqlstate, exc.message)
             return
         if failure.check(AuthRefused):
             exc = failure.value
             log.info("session {pid}: authentication of {user} refused: {msg}",
                      pid=self.session.pid, user=self.session.user, msg=exc.log_message)
-            self.fatal(exc.sqlstate, exc.message)
+            self.relay.fatal(exc.sqlstate, exc.message)
             return
         if failure.check(LoginFailed):
             exc = failure.value
             log.info("session {pid}: login as {user} failed: {msg}", pid=self.session.pid,
                      user=self.session.user, msg=exc.fields.get("M", ""))
-            self._send_and_close(exc.raw or self._fatal_frame(exc.fields))
+            self.relay.send_and_close(exc.raw or self._fatal_frame(exc.fields))
             return
         log.failure("session startup failed", failure)
-        self.fatal(INTERNAL_ERROR, "internal error in pgtwist during session startup")
+        self.relay.fatal(INTERNAL_ERROR, "internal error in pgtwist during session startup")
 
     @staticmethod
     def _fatal_frame(fields: dict[str, str]) -> bytes:
@@ -238,6 +250,6 @@ class SessionStartup:
             detail=fields.get("D"), hint=fields.get("H"),
         )
 
-    def _auth_timeout(self) -> None:
-        if self.machine.state is not FrontendState.READY and not self.closed:
-            self.fatal(PROTOCOL_VIOLATION, "canceling authentication due to timeout")
+    def auth_timeout(self) -> None:
+        if self.relay.machine.state is not FrontendState.READY and not self.session.closed:
+            self.relay.fatal(PROTOCOL_VIOLATION, "canceling authentication due to timeout")

@@ -12,7 +12,7 @@ from zope.interface import implementer
 
 
 @implementer(IPushProducer)
-class _Valve:
+class Valve:
     """Pauses one transport while any of its holders asks (several links may)."""
 
     def __init__(self, transport):
@@ -32,10 +32,10 @@ class _Valve:
 
 
 @implementer(IPushProducer)
-class _ValveHandle:
+class ValveHandle:
     """What one consumer registers: its pause requests go into a shared valve."""
 
-    def __init__(self, valve: _Valve):
+    def __init__(self, valve: Valve):
         self.valve = valve
 
     def pauseProducing(self) -> None:
@@ -49,23 +49,17 @@ class _ValveHandle:
 
 
 @implementer(IPushProducer)
-class _LinksProducer:
+class LinksProducer:
     """Registered on the client transport: a slow client pauses every link."""
 
-    def __init__(self, relay):
-        self.relay = relay
+    def __init__(self, links):
+        self.links = links
 
     def pauseProducing(self) -> None:
-        self.relay.links_paused = True
-        for link in self.relay.links.values():
-            if not link.closed:
-                link.transport.pauseProducing()
+        self.links.pause_all()
 
     def resumeProducing(self) -> None:
-        self.relay.links_paused = False
-        for link in self.relay.links.values():
-            if not link.closed and link not in self.relay.held_links:
-                link.transport.resumeProducing()
+        self.links.resume_all()
 
     def stopProducing(self) -> None:
-        self.relay.links_paused = False
+        self.links.paused = False

@@ -1,0 +1,182 @@
+"""Pool modes: what session pooling and transaction pooling do differently.
+
+The service picks one class when it is built (``mode_for``); each session gets an
+instance of it, built with the session's objects.  Client-message handling
+(pgtwist.session.requests) runs one path for both modes and asks its mode at the
+points where they differ:
+
+- ``before_route(info, sql)``: answer a statement from the session's own names (GO: no);
+- ``parse(...)``, ``statement_link(...)``, ``bind(...)``, ``describe_statement(...)``,
+  ``close_statement(...)``: how client statement names map to server statements;
+- ``prepared_on(link, prepared)``: a SQL PREPAREd statement exists where EXECUTE goes;
+- ``before_query`` / ``after_statement``: bookkeeping around a statement sent to a link;
+- ``parameter_reported``: a setting the primary reported changed;
+- ``release_idle``, ``keeps_link``, ``release_unused``: when links go back to the pool.
+
+``SessionMode`` keeps every link for the whole session (Pgpool-II's model); the
+transaction mode is in pgtwist.session.txmode.
+"""
+
+from __future__ import annotations
+
+from ..routing.values import Target
+from ..wire import codes
+from ..wire import messages as m
+from .placement import GO, SKIP, WAIT, route_node
+from .state import Statement
+
+
+class SessionMode:
+    """Session pooling: a session keeps its links until it ends."""
+
+    def __init__(self, session, outbox, links, ordering, placement, router, cluster,
+                 pooling, backlog) -> None:
+        self.session = session
+        self.out = outbox
+        self.links = links
+        self.ordering = ordering
+        self.place = placement
+        self.router = router
+        self.cluster = cluster
+        self.pooling = pooling
+
+    # -- simple Query --------------------------------------------------------------------------
+    def before_route(self, info, sql: str):
+        return GO
+
+    def prepared_on(self, link, prepared) -> None:
+        """Make sure a SQL PREPAREd statement exists on ``link`` before EXECUTE uses it."""
+        if prepared is not None and link.node_id not in prepared.nodes:
+            self.out.shadow(link, m.query(prepared.sql))
+            prepared.nodes.add(link.node_id)
+
+    def before_query(self, link, info) -> None:
+        pass
+
+    def after_statement(self, info, sql: str, link) -> None:
+        pass
+
+    # -- extended protocol ----------------------------------------------------------------------
+    def parse(self, name: bytes, sql: str, rest: bytes, info, buf: bytes, start: int,
+              end: int, rewritten: bool):
+        """The client's Parse goes to where its statement is routed, under its own name."""
+        s = self.session
+        if rewritten:
+            buf = m.frame(codes.PARSE, name + b"\0" + rest)
+            start, end = 5, len(buf)
+        place = self.place
+        decision, prepared = place.follow(info, sql)
+        if decision is WAIT:
+            return WAIT
+        if info.deallocate_name not in (None, "*") and info.deallocate_name in s.sql_prepared:
+            decision = route_node(min(s.sql_prepared[info.deallocate_name].nodes))
+        if decision.target is Target.BOTH or decision.target is Target.REJECT:
+            decision = self.router.PRIMARY
+        link = place.target_link(decision)
+        if link is WAIT:
+            return WAIT
+        self.prepared_on(link, prepared)
+        stmt = Statement(name, sql, buf[start - 5:end], info, {link.node_id})
+        s.statements[name] = stmt
+        link.server.pending_parses.append(stmt)  # confirmed by its ParseComplete
+        self.out.forward(link, buf, start - 5, end)
+        self.ordering.parse_sent(self.ordering.open_segment(link))
+        return None
+
+    def statement_link(self, code: int, name: bytes, buf: bytes, start: int):
+        """(statement, link) for a Bind / Describe 'S' naming ``name``, re-parsed on the
+        link it is routed to if missing there; or (None, the frame's answer)."""
+        stmt = self.session.statements.get(name)
+        link = self._statement_link(stmt)
+        if link is WAIT:
+            return None, WAIT
+        if link is SKIP:
+            return None, self.place.skip(code)
+        return stmt, link
+
+    def _statement_link(self, stmt: Statement | None):
+        s = self.session
+        place = self.place
+        if stmt is None:
+            return place.current_or_primary()
+        # Hot path of prepared workloads: the same statement, the same session state and
+        # cluster as last time go to the same link (no re-routing per Bind/Describe).
+        placed = stmt.placed
+        if placed is not None:
+            key, link, sticky = placed
+            if (sticky is s.sticky and key == (s.route_status, s.lb_node, self.cluster.version)
+                    and not link.closed and link.node_id in stmt.nodes
+                    and self.links.get(link.node_id) is link):
+                return link
+        decision, prepared = place.follow(stmt.info, stmt.sql)
+        if decision is WAIT:
+            return WAIT
+        if stmt.info.deallocate_name not in (None, "*"):
+            return place.link_ready(min(stmt.nodes))
+        if decision.target is Target.BOTH or decision.target is Target.REJECT:
+            decision = self.router.PRIMARY
+        link = place.target_link(decision)
+        if link is WAIT:
+            return WAIT
+        if link.node_id not in stmt.nodes:
+            if s.route_status == "E" and not stmt.info.is_transaction_end:
+                # An aborted transaction refuses the Parse; the client must see what
+                # PostgreSQL would say of the statement itself: 25P02.
+                return SKIP
+            # Parse it there first, inside the client's batch; its ParseComplete is not the
+            # client's business, an error from it is.
+            stmt.nodes.add(link.node_id)
+            self.out.insert_parses(link, [stmt])
+        self.prepared_on(link, prepared)
+        s.last_statement = stmt
+        info = stmt.info
+        if (self.router.cacheable and prepared is None and info.execute_name is None
+                and info.deallocate_name is None and info.command not in ("FETCH", "MOVE", "CLOSE")):
+            stmt.placed = ((s.route_status, s.lb_node, self.cluster.version), link, s.sticky)
+        return link
+
+    def bind(self, stmt, link, name: bytes, buf: bytes, start: int, end: int) -> None:
+        self.out.forward(link, buf, start - 5, end)
+
+    def describe_statement(self, stmt, link, buf: bytes, start: int, end: int) -> None:
+        self.out.forward(link, buf, start - 5, end)
+
+    def close_statement(self, buf: bytes, start: int, end: int):
+        """Close 'S': on every node that has the statement, answered by one of them."""
+        s = self.session
+        place = self.place
+        stmt = s.statements.pop(buf[start + 1:end - 1], None)
+        nodes = sorted(stmt.nodes) if stmt else []
+        link = place.current_or_primary() if not nodes else place.link_ready(nodes[0])
+        if link is WAIT:
+            return WAIT
+        for other in nodes[1:]:
+            olink = self.links.get(other)
+            if olink is not None and not olink.closed:
+                self.out.shadow(olink, buf[start - 5:end] + m.SYNC)
+        self.out.forward(link, buf, start - 5, end)
+        return None
+
+    # -- replies and links ----------------------------------------------------------------------
+    def parameter_reported(self, name: str, value: str) -> None:
+        pass
+
+    def release_idle(self, link) -> None:
+        pass
+
+    def keeps_link(self, link, busy: bool) -> bool:
+        """Whether a link released at the session's end keeps its state (no reset)."""
+        return False
+
+    def release_unused(self, link) -> None:
+        """A link that arrived after the session ended."""
+        self.pooling.release(link, clean=True, reset=True)
+
+
+def mode_for(pool_mode: str):
+    """The mode class for ``pool_mode`` (config ``pool_mode``), picked once per service."""
+    if pool_mode == "transaction":
+        from .txmode import TransactionMode
+
+        return TransactionMode
+    return SessionMode

@@ -1,0 +1,146 @@
+"""What the servers' answers mean to a session.
+
+``backend_items`` routes each scanned chunk through the session's Ordering to the
+client and acts on the frames the scanner watches: ReadyForQuery (transaction state,
+links going back to the pool), ParameterStatus, ParseComplete and ErrorResponse (which
+statements a server really holds, bookkeeping an error undoes), CopyIn/Both.  The
+per-server facts go to the link's ServerState (pgtwist.conn.server), the session's
+to its state (pgtwist.session.state).
+"""
+
+from __future__ import annotations
+
+from ..logs import logger
+from ..wire import codes
+from ..wire.errors import CONNECTION_FAILURE, INTERNAL_ERROR
+from .ordering import SHADOW_PARAMETER_STATUS, UNDO
+
+log = logger(__name__)
+
+
+class Replies:
+    """The backend side of one session (its relay hands it each link's stream)."""
+
+    def __init__(self, session, ordering, links, mode, router, cluster, write, fatal,
+                 close) -> None:
+        self.session = session
+        self.ordering = ordering
+        self.links = links
+        self.mode = mode
+        self.router = router
+        self.cluster = cluster
+        self.write = write      # to the client; replaced when TLS starts
+        self.fatal = fatal      # fatal(sqlstate, message): tell the client, end the session
+        self.close = close      # end the session
+
+    def backend_items(self, link, items: list) -> None:
+        if self.session.closed:
+            return
+        try:
+            out, events, hold = self.ordering.receive(link, items)
+            if out:
+                self.write(out[0] if len(out) == 1 else b"".join(out))
+            if events:
+                self._events(link, events)
+            links = self.links
+            if hold and not self.session.closed:
+                links.hold(link)
+            if links.holding:
+                links.resume_held()
+        except Exception:
+            log.failure("unexpected error relaying server data")
+            self.fatal(INTERNAL_ERROR, "internal error in pgtwist; the session was closed")
+
+    def _events(self, link, events) -> None:
+        s = self.session
+        server = link.server
+        primary = self.links.primary
+        idle = False
+        for code, body in events:
+            if code == codes.READY_FOR_QUERY:
+                if s.skipping_link is link:
+                    s.skipping_link = None
+                status = body[0]
+                idle = status == codes.TXN_IDLE
+                server.ready(status)
+                if link is s.copy_link:
+                    s.copy_link = None
+                    server.copy_execute = False
+                if link is primary:
+                    s.txn_status = status
+                    self.router.after_ready(s, status, not self.ordering.busy(link))
+                    if status == codes.TXN_IDLE:
+                        s.failed_elsewhere = False
+                elif status == codes.TXN_FAILED and link in self.ordering.failed:
+                    # The client saw this standby's error inside its transaction: the
+                    # transaction is aborted for it, whichever node the next statement
+                    # would reach (protocol-pitfalls: 25P02 until ROLLBACK).
+                    s.failed_elsewhere = True
+            elif code == codes.PARAMETER_STATUS or code == SHADOW_PARAMETER_STATUS:
+                name, value = server.parameter_status(body)
+                if code == codes.PARAMETER_STATUS and link is primary:
+                    s.parameters[name] = value  # what the client was told
+                    self.mode.parameter_reported(name, value)
+            elif code == codes.PARSE_COMPLETE:
+                stmt = server.parse_complete()
+                if stmt is not None and stmt is s.probe:
+                    stmt.settled.callback(None)
+            elif code == codes.ERROR_RESPONSE:
+                self._error(link, body)
+            elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
+                s.copy_link = link
+                server.copy_in()
+            elif code == UNDO:
+                # An error ended the statements that filed these: what they did is void.
+                server.undone(body)
+                s.undo(body)
+        if idle:
+            self.mode.release_idle(link)
+
+    def _error(self, link, body: bytes) -> None:
+        s = self.session
+        server = link.server
+        seg = self.ordering.by_link.get(link)
+        if seg and seg[0].forward and not seg[0].closed:
+            # An extended-protocol message failed: the server now skips to Sync, and so
+            # does pgtwist with the rest of the client's batch.
+            s.skipping_link = link
+            if not s.skip_until_sync:
+                s.skip_until_sync = True
+                s.skip_status = codes.TXN_IDLE if s.route_status == "I" else codes.TXN_FAILED
+        probe = s.probe
+        if probe is not None and probe in server.pending_parses:
+            server.pending_parses.remove(probe)
+            probe.settled.callback(None)
+        # The server skips to Sync: the Parses not yet answered never happened.
+        for stmt in server.failed(body):
+            stmt.nodes.discard(link.node_id)
+            if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
+                del s.statements[stmt.name]  # its Parse failed: no such name
+        if link is self.links.primary and b"\0C25006\0" in body:
+            # "read-only transaction" from the node we took for the primary: after a
+            # failover the old writer comes back as a reader under the same name.
+            self.cluster.suspect_primary(link.node_id)
+
+    def link_lost(self, link, reason) -> None:
+        links = self.links
+        links.forget(link)
+        s = self.session
+        if s.closed:
+            return
+        owed = any(seg.forward for seg in self.ordering.by_link.get(link, ()))
+        released = self.ordering.drop_link(link)
+        if released:
+            self.write(b"".join(released))
+        if link is links.primary or owed:
+            if not link.server.fatal_seen:
+                self.fatal(CONNECTION_FAILURE,
+                           f"server closed the connection unexpectedly (node {link.node_id})")
+            else:
+                self.close()
+            return
+        log.warn("session {pid}: link to node {node} lost; reads go to the primary",
+                 pid=s.pid, node=link.node_id)
+        self.cluster.mark_down(link.node_id)
+        if s.lb_node == link.node_id:
+            s.lb_node = s.primary_id

@@ -1,0 +1,336 @@
+"""How a session routes each client message.
+
+Every handler gets one validated frame as offsets into a buffer and either forwards
+it (possibly preceded by pgtwist's own shadow messages), answers it locally, or
+returns ``WAIT`` to be called again once a catalog fact or a link is ready.  One
+path serves both pool modes; the session's mode (pgtwist.session.modes) is asked
+where they differ.  Decisions become links in pgtwist.session.placement, bytes go
+out through pgtwist.session.outbox.
+"""
+
+from __future__ import annotations
+
+from .. import admin
+from ..conn.server import UndoReplay
+from ..routing.values import Target
+from ..txpool import split_parse
+from ..wire import codes
+from ..wire import messages as m
+from .placement import ABORTED, GO, WAIT, cstr_pair, info_sql
+
+_ENDS_ABORTED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
+
+
+class Requests:
+    def __init__(self, session, outbox, links, ordering, placement, mode, router, cluster,
+                 pooling) -> None:
+        self.session = session
+        self.out = outbox
+        self.links = links
+        self.ordering = ordering
+        self.place = placement
+        self.mode = mode
+        self.router = router
+        self.cluster = cluster
+        self.pooling = pooling
+
+    def handlers(self) -> dict:
+        """Frame code -> handler(code, buf, start, end), bound once per session."""
+        return {
+            codes.QUERY: self.on_query,
+            codes.PARSE: self.on_parse,
+            codes.BIND: self.on_bind,
+            codes.DESCRIBE: self.on_describe,
+            codes.EXECUTE: self.on_execute,
+            codes.CLOSE: self.on_close,
+            codes.SYNC: self.on_sync,
+            codes.FLUSH: self.on_flush,
+            codes.FUNCTION_CALL: self.on_function_call,
+            codes.COPY_DATA: self.on_copy,
+            codes.COPY_DONE: self.on_copy,
+            codes.COPY_FAIL: self.on_copy,
+        }
+
+    # -- simple Query ---------------------------------------------------------------------------
+    def on_query(self, code, buf, start, end):
+        place = self.place
+        inside = place.inside_batch()
+        if inside is not GO:
+            return inside
+        raw = buf[start:end - 1]
+        sql = raw.decode("utf-8", "replace")
+        special = admin.match(sql)
+        if special is not None:
+            return self._admin(special)
+        info = self.router.classify(sql)
+        s = self.session
+        if s.failed_elsewhere:
+            return self._in_failed_transaction(info, buf, start, end)
+        mode = self.mode
+        special = mode.before_route(info, sql)
+        if special is not GO:
+            return special
+        decision, prepared = place.follow(info, sql)
+        if decision is WAIT:
+            return WAIT
+        if info.deallocate_name not in (None, "*"):
+            prepared = s.sql_prepared.get(info.deallocate_name)
+        if decision.target is Target.REJECT:
+            self.out.local(m.error_response("42501", decision.reason))
+            return None
+        if prepared is not None and info.deallocate_name is not None:
+            return self._deallocate(info, prepared, sql, buf, start, end)
+        if decision.target is Target.BOTH:
+            return self._both(info, sql, buf, start, end)
+        link = place.target_link(decision)
+        if link is WAIT:
+            return WAIT
+        mode.prepared_on(link, prepared)
+        self._send_statement(link, info, decision, sql, buf, start, end)
+        return None
+
+    def _send_statement(self, link, info, decision, sql: str, buf, start, end) -> None:
+        """A simple Query goes to ``link``, with its bookkeeping."""
+        s = self.session
+        mode = self.mode
+        mode.before_query(link, info)
+        self.out.forward(link, buf, start - 5, end, sync=True)
+        self.router.after_statement(s, info, decision, link.node_id, sql)
+        if s.implicit_undo is not None:
+            self._file_undo(link)
+        mode.after_statement(info, sql, link)
+
+    def _file_undo(self, link) -> None:
+        """After a statement went to ``link``: a SET it made outside an explicit
+        transaction is undone if an error ends its implicit transaction."""
+        s = self.session
+        snapshot, s.implicit_undo = s.implicit_undo, None
+        self.ordering.file_undo(link, UndoReplay(snapshot))
+
+    def _in_failed_transaction(self, info, buf, start, end):
+        """The transaction failed on a standby: only its end may pass, as ROLLBACK."""
+        s = self.session
+        if info.command == "ROLLBACK TO":
+            return self._both(info, info_sql(buf, start, end), buf, start, end)
+        if info.command not in _ENDS_ABORTED:
+            self.out.local(ABORTED)
+            return None
+        # PostgreSQL answers COMMIT of an aborted transaction by rolling back ("ROLLBACK").
+        primary = self.place.link_ready(s.primary_id)
+        if primary is WAIT:
+            return WAIT
+        for link in self.links.values():
+            if link is not primary and not link.closed \
+                    and link.server.txn_status != codes.TXN_IDLE:
+                self.out.shadow(link, m.query("ROLLBACK"))
+        if info.command == "ROLLBACK":
+            self.out.forward(primary, buf, start - 5, end, sync=True)
+        else:
+            frame = m.query("ROLLBACK")
+            self.out.forward(primary, frame, 0, len(frame), sync=True)
+        s.failed_elsewhere = False
+        self.router.after_statement(s, self.router.classify("ROLLBACK"), None,
+                                    primary.node_id, "ROLLBACK")
+        return None
+
+    def _deallocate(self, info, prepared, sql: str, buf, start, end):
+        """SQL DEALLOCATE: answered by one node holding the statement, shadowed to the rest."""
+        nodes = sorted(prepared.nodes)
+        link = self.place.link_ready(nodes[0])
+        if link is WAIT:
+            return WAIT
+        for other in nodes[1:]:
+            olink = self.links.get(other)
+            if olink is not None and not olink.closed:
+                self.out.shadow(olink, m.query(sql))
+        self.out.forward(link, buf, start - 5, end, sync=True)
+        self.router.after_statement(self.session, info, None, link.node_id, sql)
+        return None
+
+    def _both(self, info, sql: str, buf, start, end):
+        """A BOTH statement: the primary answers the client; the LB node gets a shadow copy."""
+        primary = self.place.link_ready(self.session.primary_id)
+        if primary is WAIT:
+            return WAIT
+        text = info.standby_text or sql
+        if self.place.copy_to_standby(info.is_transaction_end, text, text, buf, start):
+            return WAIT
+        self._send_statement(primary, info, None, sql, buf, start, end)
+        return None
+
+    # -- extended protocol ------------------------------------------------------------------------
+    def on_parse(self, code, buf, start, end):
+        s = self.session
+        if s.skip_until_sync:
+            return self.place.skip(code)
+        name, rest = split_parse(buf[start:end])
+        sql = rest[:rest.index(b"\0")].decode("utf-8", "replace")
+        info = self.router.classify_parse(sql)
+        rewritten = False
+        if s.failed_elsewhere:
+            if info.command not in _ENDS_ABORTED:
+                return self.place.skip(code)
+            # Ending the aborted transaction: COMMIT becomes ROLLBACK, as PostgreSQL does.
+            s.failed_elsewhere = False
+            if info.command != "ROLLBACK":
+                sql, rest, rewritten = "ROLLBACK", b"ROLLBACK\0\0\0", True
+                info = self.router.classify_parse(sql)
+        return self.mode.parse(name, sql, rest, info, buf, start, end, rewritten)
+
+    def on_bind(self, code, buf, start, end):
+        s = self.session
+        if s.failed_elsewhere or s.skip_until_sync:
+            return self.place.skip(code)
+        portal, name = cstr_pair(buf, start)
+        stmt, link = self.mode.statement_link(code, name, buf, start)
+        if link is None or link is WAIT:
+            return link
+        if stmt is not None and stmt.info.route == "both":
+            text = stmt.info.standby_text or stmt.sql
+            if self.place.copy_to_standby(stmt.info.is_transaction_end, stmt.sql, text,
+                                          buf, start):
+                return WAIT
+        s.portals[portal] = link.node_id
+        self.mode.bind(stmt, link, name, buf, start, end)
+        if stmt is not None:
+            if stmt.info.copy_from_stdin:
+                link.server.copy_started()
+            self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
+            if s.implicit_undo is not None:
+                self._file_undo(link)
+            self.mode.after_statement(stmt.info, stmt.sql, link)
+        return None
+
+    def on_describe(self, code, buf, start, end):
+        s = self.session
+        if s.failed_elsewhere or s.skip_until_sync:
+            return self.place.skip(code)
+        if buf[start] == 0x53:  # 'S'
+            stmt, link = self.mode.statement_link(code, buf[start + 1:end - 1], buf, start)
+            if link is None or link is WAIT:
+                return link
+            self.mode.describe_statement(stmt, link, buf, start, end)
+            return None
+        link = self.place.portal_link(buf[start + 1:end - 1])
+        if link is WAIT:
+            return WAIT
+        self.out.forward(link, buf, start - 5, end)
+        return None
+
+    def on_execute(self, code, buf, start, end):
+        s = self.session
+        if s.failed_elsewhere or s.skip_until_sync:
+            return self.place.skip(code)
+        link = self.place.portal_link(buf[start:buf.find(b"\0", start)])
+        if link is WAIT:
+            return WAIT
+        self.out.forward(link, buf, start - 5, end)
+        return None
+
+    def on_close(self, code, buf, start, end):
+        s = self.session
+        if s.failed_elsewhere or s.skip_until_sync:
+            return self.place.skip(code)
+        if buf[start] == 0x53:  # 'S'
+            return self.mode.close_statement(buf, start, end)
+        node_id = s.portals.pop(buf[start + 1:end - 1], None)
+        link = self.links.get(node_id) if node_id is not None else None
+        if link is None or link.closed:
+            link = self.place.current_or_primary()
+            if link is WAIT:
+                return WAIT
+        self.out.forward(link, buf, start - 5, end)
+        return None
+
+    def on_sync(self, code, buf, start, end):
+        s = self.session
+        skipping = s.skipping_link
+        tail = self.ordering.tail_open()
+        if s.skip_until_sync and skipping is not None and tail is not None \
+                and tail.link is skipping and not skipping.closed:
+            # The server skips to this Sync too: its ReadyForQuery ends the batch.
+            s.skip_until_sync = False
+            self.out.forward(skipping, buf, start - 5, end, sync=True)
+            return None
+        if s.skip_until_sync:
+            s.skip_until_sync = False
+            status, s.skip_status = s.skip_status, codes.TXN_FAILED
+            self.out.local(b"", status=status)
+            return None
+        if not self.links and tail is None:
+            # No link held (transaction pooling between transactions): nothing of this
+            # batch went to a server (all answered by pgtwist) and no transaction is open.
+            self.out.local(b"", status=codes.TXN_IDLE)
+            return None
+        link = self.place.current_or_primary()
+        if link is WAIT:
+            return WAIT
+        if link.server.copy_execute and self._copy_sync(link, buf, start, end):
+            return None
+        self.out.forward(link, buf, start - 5, end, sync=True)
+        return None
+
+    def _copy_sync(self, link, buf, start, end) -> bool:
+        """A Sync around an extended-protocol COPY FROM STDIN.  The server ignores Syncs
+        that reach it in copy-in mode (libpq sends one right after the Execute, and
+        another after CopyDone): True when this one gets no ReadyForQuery of its own."""
+        server = link.server
+        if self.session.copy_link is link and not server.copy_client_done:
+            self.out.send_frame(link, buf, start - 5, end)  # in copy-in: ignored
+            return True
+        if server.syncs_owed:
+            # The copy is over; this Sync's ReadyForQuery answers one sent before the copy
+            # began, which the server ignored.
+            server.syncs_owed -= 1
+            self.out.send_frame(link, buf, start - 5, end)
+            return True
+        server.copy_syncs += 1  # counted; if the COPY starts, the server will ignore it
+        return False
+
+    def on_flush(self, code, buf, start, end):
+        tail = self.ordering.tail_open()
+        if tail is not None:
+            self.out.send_frame(tail.link, buf, start - 5, end)
+        return None
+
+    def on_function_call(self, code, buf, start, end):
+        inside = self.place.inside_batch()
+        if inside is not GO:
+            return inside
+        link = self.place.link_ready(self.session.primary_id)
+        if link is WAIT:
+            return WAIT
+        self.out.forward(link, buf, start - 5, end, sync=True)
+        return None
+
+    def on_copy(self, code, buf, start, end):
+        link = self.session.copy_link or self.links.primary
+        if link is not None and not link.closed:
+            if code != codes.COPY_DATA:
+                link.server.copy_client_done = True  # CopyDone / CopyFail: copy-in ends
+            self.out.send_frame(link, buf, start - 5, end)
+        return None
+
+    # -- commands answered by pgtwist -----------------------------------------------------------
+    def _admin(self, special):
+        kind, arg = special
+        s = self.session
+        local = self.out.local
+        if kind == "show" and arg == "pool_nodes":
+            local(admin.pool_nodes(self.cluster, s.lb_node))
+        elif kind == "show" and arg == "pgtwist_pool":
+            local(admin.pgtwist_pool(self.pooling))
+        elif kind == "show":
+            local(admin.pool_version())
+        elif kind == "explain":
+            info = self.router.classify(arg)
+            facts = self.place.facts(info)
+            if facts is WAIT:
+                return WAIT
+            explanation = self.router.explain(info, s, facts, arg)
+            node = self.router.node_of(explanation.decision, s)
+            local(admin.explain_route(explanation, node))
+        else:
+            local(admin.error("42601", f"unknown pgtwist command: {arg[:60]}"))
+        return None
+
