@@ -1,6 +1,8 @@
-"""Fakes and builders for tests: routing policies, factories, cluster/session/request values.
+"""Fakes and builders for tests: routing policies, factories, cluster/session/request values,
+and scripted servers for the session layer.
 
-Pure Python and free of Twisted, so routing tests stay sans-IO.
+Importing this module loads no Twisted, so routing tests stay sans-IO; the session-layer
+helpers at the end import it when they are used.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Transaction pooling: the relay's message handling when links change between transactions.
+"""Transaction pooling: what a session does when its links change between transactions.
 
 With ``pool_mode: transaction`` a session holds a backend link only while a transaction
 (or an autocommit statement) runs on it; at an idle ReadyForQuery the link goes back to
-the shared pool (see TransactionMode.release_idle).  What a client expects to survive between its
-transactions is carried by the session and put back on whatever link serves it next:
+the shared pool (TransactionMode.release_idle).  What a client expects to survive
+between its transactions is carried by the session and put back on whatever link
+serves it next:
 
 - SET/RESET state: re-applied at checkout when the link's applied state differs
   (pgtwist.session.links);
