@@ -231,18 +231,19 @@ class ScriptedCluster:
     """A real ``Proxy`` over scripted servers: node 0 the primary, the rest standbys.
 
     ``config`` is a YAML-like mapping for pgtwist.config.parse_config (backends are
-    added).  Every link the pool opens is a new ScriptedServer, logged in at once and
+    added, with ``weights``).  Every link the pool opens is a new ScriptedServer, logged in at once and
     kept in ``servers[node_id]`` (newest last).
     """
 
-    def __init__(self, nodes: int = 2, **config) -> None:
+    def __init__(self, nodes: int = 2, weights=None, **config) -> None:
         from twisted.internet import defer
         from twisted.internet.testing import MemoryReactorClock
 
         from .config import parse_config
         from .service import Proxy
 
-        raw = {"backends": [{"hostname": "127.0.0.1", "port": 5432 + i}
+        weights = weights or [1] * nodes
+        raw = {"backends": [{"hostname": "127.0.0.1", "port": 5432 + i, "weight": weights[i]}
                             for i in range(nodes)],
                "pool_passwd": "", "sr_check_period": 0, **config}
         self.reactor = MemoryReactorClock()

@@ -6,8 +6,11 @@ instance of it, built with the session's objects.  Client-message handling
 points where they differ:
 
 - ``before_route(info, sql)``: answer a statement from the session's own names (GO: no);
-- ``parse(...)``, ``statement_link(...)``, ``bind(...)``, ``describe_statement(...)``,
-  ``close_statement(...)``: how client statement names map to server statements;
+- ``parse(...)``, ``bind(...)``, ``describe_statement(...)``, ``close_statement(...)``:
+  how client statement names map to server statements;
+- ``unknown_statement``, ``placed``, ``deallocate_link``, ``batch_starts``, ``holds``,
+  ``add_statement``, ``placed_now``: the mode's steps in placing a statement for a Bind
+  or Describe (Requests._statement_link);
 - ``prepared_on(link, prepared)``: a SQL PREPAREd statement exists where EXECUTE goes;
 - ``before_query`` / ``after_statement``: bookkeeping around a statement sent to a link;
 - ``parameter_reported``: a setting the primary reported changed;
@@ -22,7 +25,7 @@ from __future__ import annotations
 from ..routing.values import Target
 from ..wire import codes
 from ..wire import messages as m
-from .placement import GO, SKIP, WAIT, route_node
+from .placement import GO, WAIT, route_node
 from .state import Statement
 
 
@@ -83,57 +86,45 @@ class SessionMode:
         self.ordering.parse_sent(self.ordering.open_segment(link))
         return None
 
-    def statement_link(self, code: int, name: bytes, buf: bytes, start: int):
-        """(statement, link) for a Bind / Describe 'S' naming ``name``, re-parsed on the
-        link it is routed to if missing there; or (None, the frame's answer)."""
-        stmt = self.session.statements.get(name)
-        link = self._statement_link(stmt)
-        if link is WAIT:
-            return None, WAIT
-        if link is SKIP:
-            return None, self.place.skip(code)
-        return stmt, link
+    # Placing a statement for a Bind / Describe 'S' (Requests._statement_link).
+    def unknown_statement(self, name: bytes):
+        return GO  # the server answers for a name the session does not know
 
-    def _statement_link(self, stmt: Statement | None):
-        s = self.session
-        place = self.place
-        if stmt is None:
-            return place.current_or_primary()
-        # Hot path of prepared workloads: the same statement, the same session state and
-        # cluster as last time go to the same link (no re-routing per Bind/Describe).
+    def placed(self, stmt):
+        """The link ``stmt`` went to last time, while the session state, the cluster and
+        the link are the same: no re-routing per Bind/Describe."""
         placed = stmt.placed
         if placed is not None:
+            s = self.session
             key, link, sticky = placed
             if (sticky is s.sticky and key == (s.route_status, s.lb_node, self.cluster.version)
                     and not link.closed and link.node_id in stmt.nodes
                     and self.links.get(link.node_id) is link):
                 return link
-        decision, prepared = place.follow(stmt.info, stmt.sql)
-        if decision is WAIT:
-            return WAIT
+        return None
+
+    def deallocate_link(self, stmt):
+        """A DEALLOCATE runs where its statement was parsed first."""
         if stmt.info.deallocate_name not in (None, "*"):
-            return place.link_ready(min(stmt.nodes))
-        if decision.target is Target.BOTH or decision.target is Target.REJECT:
-            decision = self.router.PRIMARY
-        link = place.target_link(decision)
-        if link is WAIT:
-            return WAIT
-        if link.node_id not in stmt.nodes:
-            if s.route_status == "E" and not stmt.info.is_transaction_end:
-                # An aborted transaction refuses the Parse; the client must see what
-                # PostgreSQL would say of the statement itself: 25P02.
-                return SKIP
-            # Parse it there first, inside the client's batch; its ParseComplete is not the
-            # client's business, an error from it is.
-            stmt.nodes.add(link.node_id)
-            self.out.insert_parses(link, [stmt])
-        self.prepared_on(link, prepared)
-        s.last_statement = stmt
+            return self.place.link_ready(min(stmt.nodes))
+        return None
+
+    def batch_starts(self, link, buf: bytes, start: int) -> None:
+        pass
+
+    def holds(self, link, stmt) -> bool:
+        return link.node_id in stmt.nodes
+
+    def add_statement(self, link, stmt) -> None:
+        stmt.nodes.add(link.node_id)
+        self.out.insert_parses(link, [stmt])
+
+    def placed_now(self, stmt, link, prepared) -> None:
+        s = self.session
         info = stmt.info
         if (self.router.cacheable and prepared is None and info.execute_name is None
                 and info.deallocate_name is None and info.command not in ("FETCH", "MOVE", "CLOSE")):
             stmt.placed = ((s.route_status, s.lb_node, self.cluster.version), link, s.sticky)
-        return link
 
     def bind(self, stmt, link, name: bytes, buf: bytes, start: int, end: int) -> None:
         self.out.forward(link, buf, start - 5, end)

@@ -182,7 +182,7 @@ class Requests:
         if s.failed_elsewhere or s.skip_until_sync:
             return self.place.skip(code)
         portal, name = cstr_pair(buf, start)
-        stmt, link = self.mode.statement_link(code, name, buf, start)
+        stmt, link = self._statement_link(code, name, buf, start)
         if link is None or link is WAIT:
             return link
         if stmt is not None and stmt.info.route == "both":
@@ -201,12 +201,55 @@ class Requests:
             self.mode.after_statement(stmt.info, stmt.sql, link)
         return None
 
+    def _statement_link(self, code: int, name: bytes, buf: bytes, start: int):
+        """(statement, link) for a Bind / Describe 'S' naming ``name``: re-routed now, and
+        the statement parsed on that link first if it lacks it; or (None, the frame's
+        answer) when the frame is answered already (WAIT, an error, a skip)."""
+        s = self.session
+        place = self.place
+        mode = self.mode
+        stmt = s.statements.get(name)
+        if stmt is None:
+            answer = mode.unknown_statement(name)
+            if answer is not GO:
+                return None, answer
+            return None, place.current_or_primary()
+        # Hot path of prepared workloads: placed where it was last time (session mode).
+        link = mode.placed(stmt)
+        if link is not None:
+            return stmt, link
+        decision, prepared = place.follow(stmt.info, stmt.sql)
+        if decision is WAIT:
+            return None, WAIT
+        link = mode.deallocate_link(stmt)
+        if link is not None:
+            return stmt, link
+        if decision.target is Target.BOTH or decision.target is Target.REJECT:
+            decision = self.router.PRIMARY
+        link = place.target_link(decision)
+        if link is WAIT:
+            return None, WAIT
+        mode.batch_starts(link, buf, start)
+        if not mode.holds(link, stmt):
+            if s.route_status == "E" and not stmt.info.is_transaction_end:
+                # An aborted transaction refuses the Parse; the client must see what
+                # PostgreSQL would say of the statement itself: 25P02.
+                return None, place.skip(code)
+            # Parse it there first, inside the client's batch (not foreseen when the batch
+            # began, or parsed on another link); its ParseComplete is not the client's
+            # business, an error from it is.
+            mode.add_statement(link, stmt)
+        mode.prepared_on(link, prepared)
+        s.last_statement = stmt
+        mode.placed_now(stmt, link, prepared)
+        return stmt, link
+
     def on_describe(self, code, buf, start, end):
         s = self.session
         if s.failed_elsewhere or s.skip_until_sync:
             return self.place.skip(code)
         if buf[start] == 0x53:  # 'S'
-            stmt, link = self.mode.statement_link(code, buf[start + 1:end - 1], buf, start)
+            stmt, link = self._statement_link(code, buf[start + 1:end - 1], buf, start)
             if link is None or link is WAIT:
                 return link
             self.mode.describe_statement(stmt, link, buf, start, end)

@@ -47,7 +47,7 @@ from ..txpool import (
 )
 from ..wire import codes
 from ..wire import messages as m
-from .placement import GO, SKIP, WAIT
+from .placement import GO, WAIT
 from .state import Statement
 
 log = logger(__name__)
@@ -76,10 +76,6 @@ class TransactionMode:
     # -- statements on links ------------------------------------------------------------------
     def _cache(self, link) -> LinkStatements:
         return link.server.cache(self.pooling.max_prepared_statements)
-
-    @staticmethod
-    def _holds(link, stmt: Statement) -> bool:
-        return link.server.holds(stmt)
 
     def _batch_frames(self, buf: bytes, start: int):
         """The client's frames from the one at ``buf[start]`` on, as far as received."""
@@ -113,7 +109,7 @@ class TransactionMode:
             # Parse below does.
             counters["statements_evicted"] += len(evicted)
             self.out.shadow(link, b"".join(map(close_statement, evicted)) + m.SYNC)
-        missing = [stmt for stmt in used if not self._holds(link, stmt)]
+        missing = [stmt for stmt in used if not self.holds(link, stmt)]
         if missing:
             self._insert_parses(link, missing)
 
@@ -144,35 +140,30 @@ class TransactionMode:
         held[name] = prepared.sql
         self.out.shadow(link, b"".join(frames), syncs=len(frames))
 
-    def _statement_link(self, stmt: Statement | None, buf: bytes, start: int):
-        """The link for a Bind / Describe 'S' of ``stmt``, holding it by the time it arrives."""
-        s = self.session
-        if stmt is None:
-            return self.place.current_or_primary()
-        decision, prepared = self.place.follow(stmt.info, stmt.sql)
-        if decision is WAIT:
-            return WAIT
-        if decision.target is Target.BOTH or decision.target is Target.REJECT:
-            decision = self.router.PRIMARY
+    # Placing a statement for a Bind / Describe 'S' (Requests._statement_link).
+    def placed(self, stmt):
+        return None  # the link may change between transactions: placed every time
+
+    def deallocate_link(self, stmt):
+        """DEALLOCATE via the extended protocol runs where its unnamed statement is."""
         if stmt.server_name is None and stmt.info.deallocate_name is not None:
-            # DEALLOCATE via the extended protocol runs where its unnamed statement is.
             for link in self.links.values():
                 if link.server.unnamed is stmt and not link.closed:
                     return link
-        link = self.place.target_link(decision)
-        if link is WAIT:
-            return WAIT
+        return None
+
+    def batch_starts(self, link, buf: bytes, start: int) -> None:
         if self.ordering.open_segment(link) is None:
             self._prepare_batch(link, buf, start)
-        if not self._holds(link, stmt):
-            if s.route_status == "E" and not stmt.info.is_transaction_end:
-                return SKIP
-            # Not foreseen when the batch began (it arrived later, or was parsed on
-            # another link): parsed now, just before its use.
-            self._insert_parses(link, [stmt])
-        self.prepared_on(link, prepared)
-        s.last_statement = stmt
-        return link
+
+    def holds(self, link, stmt) -> bool:
+        return link.server.holds(stmt)
+
+    def add_statement(self, link, stmt) -> None:
+        self._insert_parses(link, [stmt])
+
+    def placed_now(self, stmt, link, prepared) -> None:
+        pass
 
     # -- links ------------------------------------------------------------------------------
     def release_idle(self, link) -> None:
@@ -228,7 +219,7 @@ class TransactionMode:
         if fresh:
             self._prepare_batch(link, buf, start)
         if deallocating is not None:
-            if not self._holds(link, deallocating):
+            if not self.holds(link, deallocating):
                 self._insert_parses(link, [deallocating])
             sql = f"DEALLOCATE {deallocating.server_name.decode()}"
             rest = sql.encode() + b"\0\0\0"
@@ -293,21 +284,6 @@ class TransactionMode:
         self.out.local(PARSE_COMPLETE, ready=False)
         return None
 
-    def statement_link(self, code: int, name: bytes, buf: bytes, start: int):
-        """(statement, link) for a Bind / Describe 'S' naming ``name``; or (None, answer)
-        when the frame is answered already (WAIT, an error, a skip)."""
-        stmt = self.session.statements.get(name)
-        if stmt is None:
-            answer = self._unknown_statement(name)
-            if answer is not GO:
-                return None, answer
-        link = self._statement_link(stmt, buf, start)
-        if link is WAIT:
-            return None, WAIT
-        if link is SKIP:
-            return None, self.place.skip(code)
-        return stmt, link
-
     def bind(self, stmt, link, name: bytes, buf: bytes, start: int, end: int) -> None:
         """Bind, naming the statement as the server knows it."""
         if stmt is None:  # a name the session PREPAREd in SQL
@@ -340,7 +316,7 @@ class TransactionMode:
             self.out.forward(tail.link, frame, 0, len(frame))
         return None
 
-    def _unknown_statement(self, name: bytes):
+    def unknown_statement(self, name: bytes):
         """A Bind/Describe of a statement this session has not prepared: the server may
         hold that name for someone else (a previous session's unnamed statement, another
         session's SQL PREPARE), so PostgreSQL's error is answered here (the handler's

@@ -204,3 +204,37 @@ def test_a_lost_primary_link_ends_the_session_with_an_error():
     sent = _read(client)
     assert b"08006" in sent and b"FATAL" in sent
     assert relay.closed and relay.session.closed
+
+
+def test_both_modes_answer_every_hook():
+    def hooks(cls):
+        return {name for name in vars(cls) if not name.startswith("_")}
+
+    assert hooks(SessionMode) == hooks(TransactionMode)
+
+
+def test_a_transaction_read_on_the_standby_and_its_commit_there_first():
+    cluster, relay, client = _session(weights=[0, 1])
+    assert relay.session.lb_node == 1
+    primary = cluster.server(0)
+    relay.client_data(m.query("BEGIN"))
+    assert primary.received() == m.query("BEGIN")
+    primary.reply(m.command_complete("BEGIN"), m.ready_for_query(BLOCK))
+    assert _read(client) == m.command_complete("BEGIN") + m.ready_for_query(BLOCK)
+    relay.client_data(m.query("SELECT 1"))
+    standby = cluster.server(1)
+    # The standby's new link joins the transaction first (hidden), then the read.
+    assert standby.received() == m.query("BEGIN") + m.query("SELECT 1")
+    standby.reply(m.command_complete("BEGIN"), m.ready_for_query(BLOCK))
+    assert _read(client) == b""
+    rows = m.data_row(["1"]) + m.command_complete("SELECT 1")
+    standby.reply(rows, m.ready_for_query(BLOCK))
+    assert _read(client) == rows + m.ready_for_query(BLOCK)
+    # COMMIT: on the standby first, unseen; the primary's answers the client.
+    relay.client_data(m.query("COMMIT"))
+    assert standby.received() == m.query("COMMIT") and primary.received() == b""
+    standby.reply(m.command_complete("COMMIT"), m.ready_for_query(IDLE))
+    assert primary.received() == m.query("COMMIT")
+    primary.reply(m.command_complete("COMMIT"), m.ready_for_query(IDLE))
+    assert _read(client) == m.command_complete("COMMIT") + m.ready_for_query(IDLE)
+    assert relay.session.txn_status == IDLE and relay.ordering.idle
