@@ -6,8 +6,8 @@ instance of it, built with the session's objects.  Client-message handling
 points where they differ:
 
 - ``before_route(info, sql)``: answer a statement from the session's own names (GO: no);
-- ``parse(...)``, ``bind(...)``, ``describe_statement(...)``, ``close_statement(...)``:
-  how client statement names map to server statements;
+- ``before_parse``, ``parse_decision``, ``send_parse``, ``bind``, ``describe_statement``,
+  ``close_statement``: how client statement names map to server statements;
 - ``unknown_statement``, ``placed``, ``deallocate_link``, ``batch_starts``, ``holds``,
   ``add_statement``, ``placed_now``: the mode's steps in placing a statement for a Bind
   or Describe (Requests._statement_link);
@@ -22,7 +22,6 @@ transaction mode is in pgtwist.session.txmode.
 
 from __future__ import annotations
 
-from ..routing.values import Target
 from ..wire import codes
 from ..wire import messages as m
 from .placement import GO, WAIT, route_node
@@ -60,31 +59,29 @@ class SessionMode:
         pass
 
     # -- extended protocol ----------------------------------------------------------------------
-    def parse(self, name: bytes, sql: str, rest: bytes, info, buf: bytes, start: int,
-              end: int, rewritten: bool):
-        """The client's Parse goes to where its statement is routed, under its own name."""
+    # A Parse (Requests.on_parse), in order: before_parse, parse_decision, batch_starts,
+    # prepared_on, send_parse.
+    def before_parse(self, name: bytes, sql: str, rest: bytes, info, buf: bytes, start: int):
+        return GO  # the server answers for a duplicate name
+
+    def parse_decision(self, info, decision):
+        """A Parse of DEALLOCATE goes where the SQL PREPARE it drops was made first."""
         s = self.session
+        if info.deallocate_name not in (None, "*") and info.deallocate_name in s.sql_prepared:
+            return route_node(min(s.sql_prepared[info.deallocate_name].nodes))
+        return decision
+
+    def send_parse(self, link, name: bytes, sql: str, rest: bytes, info, buf: bytes,
+                   start: int, end: int, rewritten: bool) -> None:
+        """The client's Parse goes to the link, under the client's own name."""
         if rewritten:
             buf = m.frame(codes.PARSE, name + b"\0" + rest)
             start, end = 5, len(buf)
-        place = self.place
-        decision, prepared = place.follow(info, sql)
-        if decision is WAIT:
-            return WAIT
-        if info.deallocate_name not in (None, "*") and info.deallocate_name in s.sql_prepared:
-            decision = route_node(min(s.sql_prepared[info.deallocate_name].nodes))
-        if decision.target is Target.BOTH or decision.target is Target.REJECT:
-            decision = self.router.PRIMARY
-        link = place.target_link(decision)
-        if link is WAIT:
-            return WAIT
-        self.prepared_on(link, prepared)
         stmt = Statement(name, sql, buf[start - 5:end], info, {link.node_id})
-        s.statements[name] = stmt
+        self.session.statements[name] = stmt
         link.server.pending_parses.append(stmt)  # confirmed by its ParseComplete
         self.out.forward(link, buf, start - 5, end)
         self.ordering.parse_sent(self.ordering.open_segment(link))
-        return None
 
     # Placing a statement for a Bind / Describe 'S' (Requests._statement_link).
     def unknown_statement(self, name: bytes):

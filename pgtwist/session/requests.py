@@ -175,7 +175,24 @@ class Requests:
             if info.command != "ROLLBACK":
                 sql, rest, rewritten = "ROLLBACK", b"ROLLBACK\0\0\0", True
                 info = self.router.classify_parse(sql)
-        return self.mode.parse(name, sql, rest, info, buf, start, end, rewritten)
+        mode = self.mode
+        answer = mode.before_parse(name, sql, rest, info, buf, start)
+        if answer is not GO:
+            return answer
+        place = self.place
+        decision, prepared = place.follow(info, sql)
+        if decision is WAIT:
+            return WAIT
+        decision = mode.parse_decision(info, decision)
+        if decision.target is Target.BOTH or decision.target is Target.REJECT:
+            decision = self.router.PRIMARY
+        link = place.target_link(decision)
+        if link is WAIT:
+            return WAIT
+        mode.batch_starts(link, buf, start)
+        mode.prepared_on(link, prepared)
+        mode.send_parse(link, name, sql, rest, info, buf, start, end, rewritten)
+        return None
 
     def on_bind(self, code, buf, start, end):
         s = self.session

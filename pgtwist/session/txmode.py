@@ -31,7 +31,6 @@ from operator import itemgetter
 
 from ..conn.server import LinkStatements, UndoPrepare
 from ..logs import logger
-from ..routing.values import Target
 from ..txpool import (
     DISCARD_ALL,
     MAY_KEEP_STATE,
@@ -190,9 +189,9 @@ class TransactionMode:
         self.router.remember_parameter(self.session, name, value)
 
     # -- extended protocol ---------------------------------------------------------------------
-    def parse(self, name: bytes, sql: str, rest: bytes, info, buf: bytes, start: int,
-              end: int, rewritten: bool):
-        """The client's Parse: prepared under a pgtwist name the link may hold already."""
+    def before_parse(self, name: bytes, sql: str, rest: bytes, info, buf: bytes, start: int):
+        """A duplicate name is refused here (the server may hold it for another session);
+        a driver's lone "prepare" while every link is busy is answered ahead."""
         s = self.session
         if name and name in s.statements:
             return self._fail_extended(
@@ -200,32 +199,26 @@ class TransactionMode:
         if name and not self.links and self._lone_parses(buf, start) \
                 and self.pooling.would_wait(s, s.primary_id, self.links.poolable):
             return self._defer_parse(name, sql, rest, info)
-        deallocating = None
+        return GO
+
+    def parse_decision(self, info, decision):
+        return decision
+
+    def send_parse(self, link, name: bytes, sql: str, rest: bytes, info, buf: bytes,
+                   start: int, end: int, rewritten: bool) -> None:
+        """The client's Parse, prepared under a pgtwist name the link may hold already."""
+        s = self.session
+        cache = self._cache(link)
         if info.deallocate_name not in (None, "*"):
             # DEALLOCATE of a protocol-level name: the server only knows pgtwist's name.
             target = s.statements.get(info.deallocate_name.encode())
             if target is not None and target.server_name is not None:
-                deallocating = target
-        decision, prepared = self.place.follow(info, sql)
-        if decision is WAIT:
-            return WAIT
-        if decision.target is Target.BOTH or decision.target is Target.REJECT:
-            decision = self.router.PRIMARY
-        link = self.place.target_link(decision)
-        if link is WAIT:
-            return WAIT
-        cache = self._cache(link)
-        fresh = self.ordering.open_segment(link) is None
-        if fresh:
-            self._prepare_batch(link, buf, start)
-        if deallocating is not None:
-            if not self.holds(link, deallocating):
-                self._insert_parses(link, [deallocating])
-            sql = f"DEALLOCATE {deallocating.server_name.decode()}"
-            rest = sql.encode() + b"\0\0\0"
-            cache.discard(deallocating.server_name)
-            s.statements.pop(info.deallocate_name.encode(), None)
-        self.prepared_on(link, prepared)
+                if not self.holds(link, target):
+                    self._insert_parses(link, [target])
+                sql = f"DEALLOCATE {target.server_name.decode()}"
+                rest = sql.encode() + b"\0\0\0"
+                cache.discard(target.server_name)
+                s.statements.pop(info.deallocate_name.encode(), None)
         stmt = Statement(name, sql, b"", info, set())
         if not name:
             stmt.parse_frame = parse_frame(b"", rest)
@@ -234,11 +227,12 @@ class TransactionMode:
             link.server.pending_parses.append(stmt)
             self.out.forward(link, stmt.parse_frame, 0, len(stmt.parse_frame))
             self.ordering.parse_sent(self.ordering.open_segment(link))
-            return None
+            return
         pooling = self.pooling
         server = pooling.registry.name_for(rest)
         if server in cache:
-            if fresh and self.ordering.tail_open() is None and s.route_status != "E":
+            if (self.ordering.open_segment(link) is None and self.ordering.tail_open() is None
+                    and s.route_status != "E"):
                 # The link has it already: ParseComplete from pgtwist, nothing to send.
                 cache.touch(server)
                 stmt.server_name = server
@@ -246,7 +240,7 @@ class TransactionMode:
                 stmt.confirmed = True
                 s.statements[name] = stmt
                 self.out.local(PARSE_COMPLETE, ready=False)
-                return None
+                return
             server = pooling.registry.fresh()  # mid-batch: a second name for the same text
         stmt.server_name = server
         stmt.parse_frame = parse_frame(server, rest)
@@ -256,7 +250,6 @@ class TransactionMode:
         pooling.counters["statements_parsed"] += 1
         self.out.forward(link, stmt.parse_frame, 0, len(stmt.parse_frame))
         self.ordering.parse_sent(self.ordering.open_segment(link))
-        return None
 
     def _lone_parses(self, buf: bytes, start: int) -> bool:
         """The batch from this frame on is Parses then a Sync (a driver's "prepare")."""
