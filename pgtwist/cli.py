@@ -15,7 +15,8 @@ import secrets
 import sys
 
 from .check import check_runtime
-from .config import ConfigError, load_config
+from .config import load_config
+from .errors import ConfigError
 from .hba import HbaError
 from .params import unimplemented_warnings
 from .passwd import KINDS, PasswdError, encode_entry, find_key_file, read_key_file

@@ -157,7 +157,7 @@ class ReportingFactory:
     name = "{name}"
 
     def parse_config(self, raw, path):
-        from pgtwist.config import ConfigError
+        from pgtwist.errors import ConfigError
         if not isinstance(raw.get("node", 1), int):
             raise ConfigError(f"{{path}}.node: expected a node id")
         return raw.get("node", 1)

@@ -23,6 +23,8 @@ SANS_IO_MODULES = [
     "pgtwist.conn.frontend",
     "pgtwist.conn.backend",
     "pgtwist.conn.auth",
+    "pgtwist.errors",
+    "pgtwist.options",
 ]
 
 FORBIDDEN = ("twisted", "sqlglot")
