@@ -1,0 +1,124 @@
+"""bench/'s pure helpers: /proc/PID/stat parsing, process-tree CPU, ratios, --base-rev targets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench import cpu, report
+from bench.__main__ import parse_args
+
+
+def stat_line(pid, comm, ppid, utime, stime, cutime=0, cstime=0):
+    # fields 1-2, state, ppid (4), pgrp..cminflt.. up to majflt (5-12), utime..cstime (14-17)
+    middle = " ".join(["0"] * 9)  # fields 5-13
+    return (f"{pid} ({comm}) S {ppid} {middle} {utime} {stime} {cutime} {cstime} 20 0 1 0 "
+            "64136 3133440 381\n")
+
+
+def test_parse_stat_sums_own_and_reaped_children_ticks():
+    assert cpu.parse_stat(stat_line(7, "twistd", 1, 120, 30, 5, 2)) == (1, 157)
+
+
+def test_parse_stat_counts_fields_from_the_last_parenthesis():
+    # a command name may contain spaces and parentheses
+    assert cpu.parse_stat(stat_line(9, "a) (b c", 4, 1, 2)) == (4, 3)
+
+
+def test_parse_stat_reads_a_real_line():
+    with open(f"/proc/{os.getpid()}/stat") as f:
+        ppid, ticks = cpu.parse_stat(f.read())
+    assert ppid == os.getppid()
+    assert ticks >= 0
+
+
+def test_tree_ticks_sums_the_root_and_all_descendants_only():
+    procs = {
+        1: (0, 1000),  # init: not in the tree
+        10: (1, 5),  # pgpool main
+        11: (10, 7),  # a child
+        12: (11, 3),  # a grandchild
+        20: (1, 100),  # an unrelated process
+    }
+    assert cpu.tree_ticks(procs, [10]) == 15
+    assert cpu.tree_ticks(procs, [11, 20]) == 110
+    assert cpu.tree_ticks(procs, [99]) == 0
+
+
+def test_snapshot_sees_this_process_with_its_parent():
+    procs = cpu.snapshot()
+    assert procs[os.getpid()][0] == os.getppid()
+
+
+def test_meter_measures_cpu_spent_by_a_process_tree():
+    meter = cpu.CpuMeter([os.getpid()])
+    with meter.measure(os.getpid()) as reading:
+        sum(i * i for i in range(3_000_000))  # burn some CPU in this process
+    assert reading.proxy_s > 0
+    assert reading.server_s == reading.proxy_s
+    assert reading.pgbench_s == 0
+    figures = reading.per_txn(1000)
+    assert figures["proxy_us"] == pytest.approx(reading.proxy_s * 1000, abs=0.1)
+
+
+def test_meter_without_a_proxy_reports_none():
+    with cpu.CpuMeter([]).measure(None) as reading:
+        pass
+    assert reading.per_txn(10)["proxy_us"] is None
+    assert reading.per_txn(10)["server_us"] is None
+
+
+def test_us_per_txn_and_median():
+    assert cpu.us_per_txn(0.5, 10_000) == 50.0
+    assert cpu.us_per_txn(0.5, 0) is None
+    assert cpu.us_per_txn(None, 10) is None
+    assert cpu.median([3, None, 1, 2]) == 2
+    assert cpu.median([4, 1]) == 2.5
+    assert cpu.median([None]) is None
+
+
+def test_ratio_pairs_with_every_target():
+    names = ["direct", "pgtwist", "pgtwist-lb", "base", "base-lb", "relay", "pgpool"]
+    assert report.ratio_pairs(names) == [
+        ("pgtwist", "direct"),
+        ("pgtwist", "relay"),
+        ("pgtwist", "pgpool"),
+        ("pgtwist-lb", "direct"),
+        ("pgtwist-lb", "pgtwist"),
+        ("pgtwist", "base"),
+        ("pgtwist-lb", "base-lb"),
+    ]
+    assert report.ratio_pairs(["direct", "relay"]) == []
+    assert report.base_pairs(["pgtwist-lb", "base-lb", "base"]) == [("pgtwist-lb", "base-lb")]
+
+
+def test_ratios_skip_missing_and_failed_values():
+    values = {"pgtwist": 900.0, "base": 1000.0, "direct": None}
+    pairs = [("pgtwist", "base"), ("pgtwist", "direct"), ("pgtwist-lb", "base-lb")]
+    assert report.ratios(values, pairs) == {"pgtwist/base": 0.9}
+    assert report.ratios(values, pairs, "cpu ") == {"cpu pgtwist/base": 0.9}
+
+
+def test_table_aligns_columns():
+    text = report.table(["name", "tps"], [["direct", "1,000"], ["pgtwist", "900"]], left=1)
+    assert text.splitlines() == [
+        "name       tps",
+        "-------  -----",
+        "direct   1,000",
+        "pgtwist    900",
+    ]
+
+
+def test_base_rev_adds_the_twin_of_each_pgtwist_target():
+    args = parse_args(["--base-rev", "HEAD", "--targets", "direct,pgtwist,pgtwist-lb"])
+    assert args.targets == ["direct", "pgtwist", "pgtwist-lb", "base", "base-lb"]
+    args = parse_args(["--base-rev", "HEAD", "--targets", "direct,pgtwist-lb"])
+    assert args.targets == ["direct", "pgtwist-lb", "base-lb"]
+    assert "pgtwist-lb" in parse_args([]).targets
+    assert "base" not in parse_args([]).targets
+
+
+def test_base_targets_need_base_rev():
+    with pytest.raises(SystemExit):
+        parse_args(["--targets", "direct,base"])
