@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -60,6 +62,38 @@ def test_meter_measures_cpu_spent_by_a_process_tree():
     assert reading.pgbench_s == 0
     figures = reading.per_txn(1000)
     assert figures["proxy_us"] == pytest.approx(reading.proxy_s * 1000, abs=0.1)
+
+
+_BURN = "sum(i * i for i in range(2_000_000)); print(1, flush=True); input()"
+#: a "proxy" that forks a child which burns CPU and stays, and one that burns CPU and exits
+_FORKER = f"""
+import subprocess, sys
+burn = [sys.executable, "-c", {_BURN!r}]
+alive = subprocess.Popen(burn, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+alive.stdout.readline()
+subprocess.run(burn, input=b"\\n", stdout=subprocess.DEVNULL)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_tree_counts_live_children_and_the_time_of_reaped_ones():
+    proc = subprocess.Popen([sys.executable, "-c", _FORKER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        procs = cpu.snapshot()
+        children = [pid for pid, (ppid, _) in procs.items() if ppid == proc.pid]
+        assert len(children) == 1  # the live burner; the other was reaped
+        with open(f"/proc/{proc.pid}/stat") as f:
+            cutime = int(f.read().rsplit(")", 1)[1].split()[13])
+        assert cutime > 0  # the reaped burner's time, in the parent's cutime
+        live = procs[children[0]][1]
+        assert live > 0
+        assert cpu.tree_ticks(procs, [proc.pid]) == procs[proc.pid][1] + live
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_meter_without_a_proxy_reports_none():
