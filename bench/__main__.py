@@ -1,12 +1,15 @@
 """``python -m bench``: pgbench through pgtwist, against direct PostgreSQL and a bare relay.
 
-Starts a throwaway primary + replica (pgtwist.devcluster), pgtwist, the
+Starts a throwaway primary + replica (pgtwist.devcluster), pgtwist (replica
+weight 0, and as ``pgtwist-lb`` with load balancing over both nodes), the
 minimal Twisted relay (bench/relay.py) and, when installed, PgBouncer and
-Pgpool-II; runs ``pgbench -S`` against each, interleaved, and prints tps and
-ratios; then ``pgbench -C``; then 200 clients on 10 links through pgtwist's
-transaction pool next to 200 direct connections (bench/txn.py); then measures
-pgtwist's resident memory per idle client.  ``--only`` picks sections.  The
-tables also go to bench/results/latest.json.  See bench/README.md.
+Pgpool-II; runs ``pgbench -S`` against each, interleaved, and prints tps,
+ratios and CPU µs per transaction (bench/cpu.py); then ``pgbench -C``; then
+200 clients on 10 links through pgtwist's transaction pool next to 200 direct
+connections (bench/txn.py); then measures pgtwist's resident memory per idle
+client.  ``--base-rev REV`` adds pgtwist from git revision REV (``base``,
+``base-lb``) to the same run.  ``--only`` picks sections.  The tables also go
+to bench/results/latest.json.  See bench/README.md.
 """
 
 from __future__ import annotations

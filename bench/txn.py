@@ -1,13 +1,16 @@
 """Many clients on few links: pgtwist's transaction pool next to direct connections.
 
 ``pgbench -c 200`` runs once against the primary itself (200 server connections)
-and once through a pgtwist started with ``pool_mode: transaction`` and
-``backend_max_connections: 10`` (and ``max_pool: 10``), interleaved cell by cell,
-on a database pgtwist pools (:data:`bench.__main__.POOLED_DB`).  While each run
-lasts, a thread samples ``pg_stat_activity`` on every node and counts the server
-connections on that database that belong to the target: for pgtwist the ones whose
-client port is a local port of one of pgtwist's own sockets (read from /proc), for
-direct all the others.
+and once through each pgtwist target (``pgtwist``, ``pgtwist-lb``, with
+``--base-rev`` also ``base``, ``base-lb``), each started with ``pool_mode:
+transaction`` and ``backend_max_connections: 10`` (and ``max_pool: 10``),
+interleaved cell by cell, on a database pgtwist pools
+(:data:`bench.__main__.POOLED_DB`).  While each run lasts, a thread samples
+``pg_stat_activity`` on every node and counts the server connections on that
+database that belong to the target: for a pgtwist the ones whose client port is a
+local port of one of its own sockets (read from /proc), for direct all the
+others; and the CPU of the target and of the servers is read around the run
+(bench/cpu.py).
 """
 
 from __future__ import annotations
