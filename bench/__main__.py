@@ -591,7 +591,8 @@ def main(argv=None) -> int:
                 f"connections, pgtwist = pool_mode transaction, backend_max_connections "
                 f"{section['links']}, max_pool {section['links']} (per node; -lb targets "
                 "balance reads over primary and replica); conns = client backends from "
-                "pg_stat_activity during the run; µs/txn = CPU per transaction"
+                "pg_stat_activity during the run; µs/txn = CPU per transaction once every "
+                "client is connected (with the logins: in the JSON)"
             )
             if section["rows"]:
                 say(txn.format_table(section))

@@ -14,10 +14,13 @@ in clock ticks (``SC_CLK_TCK``, normally 100 a second: 10 ms resolution).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import resource
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -70,6 +73,20 @@ def us_per_txn(seconds: float | None, processed: int) -> float | None:
     return round(seconds * 1e6 / processed, 1)
 
 
+def interpolate(samples: Sequence[tuple[float, float]], at: float) -> float:
+    """The value of a cumulative counter at time ``at``, from ``(time, value)`` samples.
+
+    Linear between the two samples around ``at``; clamped to the first or last sample
+    outside their range.
+    """
+    if at <= samples[0][0]:
+        return samples[0][1]
+    for (t0, v0), (t1, v1) in itertools.pairwise(samples):
+        if at <= t1:
+            return v0 + (v1 - v0) * (at - t0) / (t1 - t0) if t1 > t0 else v1
+    return samples[-1][1]
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -82,6 +99,23 @@ class Reading:
     proxy_s: float | None = None
     server_s: float | None = None
     pgbench_s: float | None = None
+    #: (seconds since the start, proxy ticks or None, server ticks), when sampled
+    samples: list[tuple[float, int | None, int]] = field(default_factory=list, repr=False)
+
+    def window_per_txn(self, processed: int, start: float, end: float) -> dict:
+        """Like :meth:`per_txn` for the CPU spent between ``start`` and ``end`` seconds
+        after the run began, read from the samples (pgbench excluded: it is not sampled)."""
+        out: dict = {"window_s": [round(start, 3), round(end, 3)]}
+        for key, col in (("proxy", 1), ("server", 2)):
+            points = [(s[0], s[col]) for s in self.samples if s[col] is not None]
+            seconds = None
+            if len(points) >= 2:
+                ticks = interpolate(points, end) - interpolate(points, start)
+                seconds = ticks / CLK_TCK
+            out[f"{key}_us"] = us_per_txn(seconds, processed)
+            out[f"{key}_cpu_s"] = None if seconds is None else round(seconds, 3)
+        out["samples"] = len(self.samples)
+        return out
 
     def per_txn(self, processed: int) -> dict:
         """``{proxy_us, server_us, pgbench_us}`` per transaction plus the raw seconds."""
@@ -110,14 +144,34 @@ class CpuMeter:
         return proxy, tree_ticks(procs, self.server_pids), _children_cpu()
 
     @contextlib.contextmanager
-    def measure(self, proxy_pid: int | None):
-        """``with meter.measure(pid) as reading: <run pgbench>``; then ``reading.per_txn(n)``."""
+    def measure(self, proxy_pid: int | None, every: float | None = None):
+        """``with meter.measure(pid) as reading: <run pgbench>``; then ``reading.per_txn(n)``.
+
+        With ``every`` a thread also reads the proxy's and the servers' CPU every
+        ``every`` seconds during the run, for :meth:`Reading.window_per_txn`.
+        """
         reading = Reading()
+        t0 = time.monotonic()
         before = self._read(proxy_pid)
+        reading.samples.append((0.0, before[0], before[1]))
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(every):
+                proxy, server, _ = self._read(proxy_pid)
+                reading.samples.append((time.monotonic() - t0, proxy, server))
+
+        thread = threading.Thread(target=sample, name="cpu-sampler", daemon=True)
+        if every:
+            thread.start()
         try:
             yield reading
         finally:
+            stop.set()
+            if every:
+                thread.join(10)
             after = self._read(proxy_pid)
+            reading.samples.append((time.monotonic() - t0, after[0], after[1]))
             if before[0] is not None and after[0] is not None:
                 reading.proxy_s = (after[0] - before[0]) / CLK_TCK
             if self.server_pids:

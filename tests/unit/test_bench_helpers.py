@@ -156,3 +156,38 @@ def test_base_rev_adds_the_twin_of_each_pgtwist_target():
 def test_base_targets_need_base_rev():
     with pytest.raises(SystemExit):
         parse_args(["--targets", "direct,base"])
+
+
+def test_interpolate_a_cumulative_counter():
+    samples = [(0.0, 0), (1.0, 100), (2.0, 300)]
+    assert cpu.interpolate(samples, -1) == 0
+    assert cpu.interpolate(samples, 0.5) == 50
+    assert cpu.interpolate(samples, 1.5) == 200
+    assert cpu.interpolate(samples, 9) == 300
+    assert cpu.interpolate([(0.0, 5), (0.0, 7)], 0.0) == 5
+
+
+def test_window_per_txn_leaves_out_the_login_phase():
+    reading = cpu.Reading()
+    tick = 1 / cpu.CLK_TCK
+    # logins cost 50 ticks in the first 0.5 s, then 10 ticks per 0.1 s for 1 s
+    reading.samples = [(0.0, 0, 1000), (0.5, 50, 1000)]
+    reading.samples += [(0.5 + 0.1 * i, 50 + 10 * i, 1000 + i) for i in range(1, 11)]
+    out = reading.window_per_txn(1000, 0.5, 1.5)
+    assert out["proxy_us"] == pytest.approx(100 * tick * 1000, rel=1e-3)
+    assert out["server_us"] == pytest.approx(10 * tick * 1000, rel=1e-3)
+    assert out["window_s"] == [0.5, 1.5]
+
+
+def test_window_without_a_proxy_has_only_the_servers():
+    reading = cpu.Reading(samples=[(0.0, None, 0), (1.0, None, 4)])
+    out = reading.window_per_txn(10, 0, 1)
+    assert out["proxy_us"] is None
+    assert out["server_us"] == pytest.approx(4 / cpu.CLK_TCK * 1e5)
+
+
+def test_meter_samples_during_the_run():
+    with cpu.CpuMeter([os.getpid()]).measure(os.getpid(), every=0.01) as reading:
+        sum(i * i for i in range(1_000_000))
+    assert len(reading.samples) >= 3
+    assert [s[0] for s in reading.samples] == sorted(s[0] for s in reading.samples)
