@@ -137,6 +137,13 @@ def parse_args(argv):
         help="pgtwist backend_max_connections and max_pool for the txn section (default 10)",
     )
     ap.add_argument(
+        "--txn-seconds",
+        type=int,
+        default=None,
+        help="pgbench -T for the txn section (default: --seconds, but at least 3: pgbench "
+        "counts connecting 200 clients in -T)",
+    )
+    ap.add_argument(
         "--txn-scripts",
         default=None,
         help="pgbench scripts for the txn section: select (-S), tpcb (the default "
@@ -160,6 +167,8 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds = 1
+    if args.txn_seconds is None:
+        args.txn_seconds = max(args.seconds, 3)
     args.clients = [int(c) for c in (args.clients or ("8" if args.quick else "1,8,32")).split(",")]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -547,7 +556,7 @@ def main(argv=None) -> int:
         _wait_backends_gone(cluster)
         if "txn" in args.only:
             say(
-                f"transaction pooling: pgbench -c {args.txn_clients} -T {args.seconds} on "
+                f"transaction pooling: pgbench -c {args.txn_clients} -T {args.txn_seconds} on "
                 f"{POOLED_DB}, directly and through pgtwist with {args.txn_links} links"
             )
             if "connect_each" not in report:
@@ -587,7 +596,7 @@ def main(argv=None) -> int:
             say(
                 f"{section['clients']} clients on {section['links']} links: pgbench -c "
                 f"{section['clients']} -j (listed) -n, median tps of {args.rounds} round(s) x "
-                f"{args.seconds} s on {POOLED_DB}; direct = {section['clients']} server "
+                f"{args.txn_seconds} s on {POOLED_DB}; direct = {section['clients']} server "
                 f"connections, pgtwist = pool_mode transaction, backend_max_connections "
                 f"{section['links']}, max_pool {section['links']} (per node; -lb targets "
                 "balance reads over primary and replica); conns = client backends from "

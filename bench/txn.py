@@ -254,7 +254,7 @@ def run(args, cluster, database: str, say, logs: Path, meter: CpuMeter | None = 
         "clients": clients,
         "links": links,
         "database": database,
-        "seconds": args.seconds,
+        "seconds": args.txn_seconds,
         "rounds": args.rounds,
         "pgtwist_settings": extra,
         "targets": ["direct", *variants],
@@ -304,7 +304,7 @@ def run(args, cluster, database: str, say, logs: Path, meter: CpuMeter | None = 
                 line = []
                 for name, target in targets.items():
                     entry = _one_run(cluster, database, target, name, listen, meter, script,
-                                     mode, clients, args.seconds, threads, say)
+                                     mode, clients, args.txn_seconds, threads, say)
                     runs[script, mode, threads][name].append(entry)
                     conns = entry["server_connections"]
                     line.append(
@@ -351,15 +351,18 @@ def _one_run(cluster, database, target, name, listen, meter, script, mode, clien
     with sampler, meter.measure(target.pid, every=min(0.25, seconds / 10)) as reading:
         result = pgbench.many_clients(target.port, script, mode, clients, seconds, database,
                                       threads=threads)
-    # pgbench first connects every client, then runs for `seconds`: the steady window
+    # pgbench 15 first connects every client, then runs until `seconds` after its start
+    # (connecting included); its tps is processed / the time after connecting
     connected = (result.connect_ms or 0) / 1000
+    measured = result.processed / result.tps if result.tps else seconds - connected
     entry = {
         "tps": result.tps,
         "latency_ms": result.latency_ms,
         "connect_ms": result.connect_ms,
         "processed": result.processed,
         "cpu": reading.per_txn(result.processed),
-        "cpu_steady": reading.window_per_txn(result.processed, connected, connected + seconds),
+        "cpu_steady": reading.window_per_txn(result.processed, connected,
+                                             connected + measured),
         "server_connections": sampler.summary(),
     }
     if mine:
