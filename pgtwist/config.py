@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 import yaml
 
+from pgtwist.errors import ConfigError
 from pgtwist.params import (
     ALIASES,
     BACKEND_FIELDS,
@@ -48,17 +49,6 @@ __all__ = ["Backend", "Config", "ConfigError", "load_config", "parse_config", "p
 ENV_PREFIX = "PGPOOL_PARAMS_"
 REDACTED = "********"
 HIDDEN = "<hidden>"
-
-
-class ConfigError(Exception):
-    """Every problem found in a configuration, each as ``"path: message"``."""
-
-    def __init__(self, errors: list[str] | str) -> None:
-        self.errors = [errors] if isinstance(errors, str) else list(errors)
-        super().__init__("\n".join(self.errors))
-
-    def __str__(self) -> str:
-        return "\n".join(self.errors)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from zope.interface import implementer
 from ..interfaces import IRoutingPolicy
 from ..sql.info import BOTH, EITHER
 from . import balancer, rules
-from .options import OptionReader
+from .options import MODES, OptionReader
 from .values import UNDECIDED, RouteDecision, RouteRequest, both, node, primary
 
 NO_LOAD_BALANCE = "NO LOAD BALANCE"
@@ -252,8 +252,6 @@ STICKINESS_KEYS = ("disable_load_balance_on_write", "dml_adaptive_object_relatio
 
 
 def parse_stickiness(raw: object, path: str = "") -> StickinessOptions:
-    from .stickiness import MODES
-
     r = OptionReader(raw, path, STICKINESS_KEYS)
     mode = r.choice("disable_load_balance_on_write", "transaction", MODES)
     key = "dml_adaptive_object_relationship_list"

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ..sql.info import QueryInfo
+from .builtin import FUNCTION_KEYS, parse_function_list, parse_statement, parse_stickiness
 from .rules import (
     FunctionOptions,
     bare,
@@ -29,8 +30,6 @@ from .rules import (
     writing_functions,
 )
 from .values import RouteRequest, SessionView
-
-MODES = ("off", "transaction", "trans_transaction", "always", "dml_adaptive")
 
 _TXN_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "ROLLBACK TO"})
 _NOT_STATEMENTS = frozenset({"EMPTY", "PGPOOL", "PGTWIST"})
@@ -206,8 +205,6 @@ class WriteRules:
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> WriteRules:
         """From the flat Pgpool-II parameters (Config.params); raises ConfigError."""
-        from .builtin import FUNCTION_KEYS, parse_function_list, parse_statement, parse_stickiness
-
         def pick(keys: tuple[str, ...]) -> dict:
             return {k: params[k] for k in keys if k in params}
 
