@@ -16,8 +16,15 @@ from . import logs
 from .catalog import _EMPTY, CatalogCache, quote_literal
 from .logs import logger
 from .policies import build_chain, write_rules
-from .routing import balancer, stickiness
-from .routing.values import CatalogFacts, RouteDecision, RouteRequest, Target, primary
+from .routing import stickiness
+from .routing.values import (
+    CatalogFacts,
+    RouteDecision,
+    RouteRequest,
+    SessionView,
+    Target,
+    primary,
+)
 from .sql.classify import Classifier
 from .sql.info import BOTH
 from .sql.split import split_statements
@@ -123,16 +130,9 @@ class Router:
         need_volatility = not (getattr(functions, "write", ()) or getattr(functions, "read_only", ()))
         self.catalog = CatalogCache(proxy, check_temp, bool(p.get("check_unlogged_table", True)),
                                     need_volatility)
-        lb = self.chain.policy("weighted_balancer")
-        self._lb_options = getattr(lb, "options", None)
         # Decisions depend only on (statement, session state, cluster) unless a policy
-        # looks at the raw text or draws per statement; then they are not cached.
-        self._cacheable = (
-            self.chain.names == ("statement", "pattern_list", "function_list", "temp_tables",
-                                 "stickiness", "weighted_balancer")
-            and not p.get("primary_routing_query_pattern_list")
-            and not p.get("statement_level_load_balance")
-        )
+        # looks at the raw text or draws per statement (IRoutingPolicy.cacheable).
+        self._cacheable = self.chain.cacheable
         self._decisions: dict = {}
 
     @property
@@ -214,13 +214,10 @@ class Router:
     def choose_lb_node(self, s) -> tuple[int | None, str]:
         if not self.config.load_balance_mode:
             return s.primary_id, "load_balance_mode is off"
-        o = self._lb_options
-        return balancer.choose_lb_node(
-            self.proxy.cluster.view(), self.rng.random(), self.rng.random(),
-            app_name=s.application_name, database=s.database, user=s.user,
-            app_list=getattr(o, "app_list", ()), db_list=getattr(o, "db_list", ()),
-            user_list=getattr(o, "user_list", ()),
-        )
+        who = SessionView(user=s.user, database=s.database,
+                          application_name=s.application_name, lb_node=None)
+        return self.chain.balancer.choose(self.proxy.cluster.view(), who, self.rng.random(),
+                                          self.rng.random())
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def after_statement(self, s, info, decision, node_id: int, sql: str) -> None:
