@@ -15,7 +15,7 @@ from dataclasses import replace
 from . import logs
 from .catalog import _EMPTY, CatalogCache, quote_literal
 from .logs import logger
-from .policies import build_chain, write_rules
+from .registry import build_chain, catalog_options, write_rules
 from .routing import stickiness
 from .routing.values import (
     CatalogFacts,
@@ -115,20 +115,19 @@ class Router:
         self.proxy = proxy
         self.config = config
         self.rng = rng or random.Random()
-        p = config.params
-        self.classifier = Classifier(
-            allow_sql_comments=bool(p.get("allow_sql_comments", False)),
-            ignore_leading_white_space=bool(p.get("ignore_leading_white_space", True)),
-            max_length=int(p.get("classify_max_length", 8192)),
-        )
         self.chain = build_chain(config)
-        self.rules = write_rules(config, self.chain)
-        check_temp = str(p.get("check_temp_table", "catalog")).lower()
-        check_temp = {"on": "catalog", "true": "catalog", "off": "none", "false": "none"}.get(
-            check_temp, check_temp)
+        self.rules = write_rules(config)
+        # The classifier reads the text as the statement policy does.
+        self.classifier = Classifier(
+            allow_sql_comments=self.rules.allow_sql_comments,
+            ignore_leading_white_space=self.rules.ignore_leading_white_space,
+            max_length=int(config.params.get("classify_max_length", 8192)),
+        )
+        temp = catalog_options(config)
         functions = self.rules.functions
-        need_volatility = not (getattr(functions, "write", ()) or getattr(functions, "read_only", ()))
-        self.catalog = CatalogCache(proxy, check_temp, bool(p.get("check_unlogged_table", True)),
+        # Volatility is asked of the catalog only when no function list decides instead.
+        need_volatility = not (functions.write or functions.read_only)
+        self.catalog = CatalogCache(proxy, temp.check_temp_table, temp.check_unlogged_table,
                                     need_volatility)
         # Decisions depend only on (statement, session state, cluster) unless a policy
         # looks at the raw text or draws per statement (IRoutingPolicy.cacheable).
