@@ -9,7 +9,6 @@ bytes and links.
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import replace
 
 from . import logs
@@ -25,21 +24,16 @@ from .routing.values import (
     Target,
     primary,
 )
+from .sql import state as sql_state
 from .sql.classify import Classifier
 from .sql.info import BOTH
-from .sql.split import split_statements
 
 log = logger(__name__)
 
 _STATUS = {ord("I"): "I", ord("T"): "T", ord("E"): "E"}
-_SET_LOCAL = re.compile(r"\s*SET\s+LOCAL\b", re.IGNORECASE)
-_RESET_ALL = re.compile(r"\s*(RESET\s+ALL|DISCARD\s+ALL)\b", re.IGNORECASE)
 # Session-state commands a link opened later must replay.
 _REPLAYED = frozenset({"SET", "RESET", "DISCARD"})
 _MAX_REPLAY = 256
-_SET_TRANSACTION = re.compile(r"\s*SET\s+TRANSACTION\b", re.IGNORECASE)
-_MAY_SET = re.compile(r"\b(SET|RESET|DISCARD)\b", re.IGNORECASE)
-_SESSION_STATE = re.compile(r"(SET|RESET|DISCARD\s+ALL)\b", re.IGNORECASE)
 
 
 # Settings the server reports with ParameterStatus that a client may change.
@@ -48,19 +42,14 @@ _REPORTED_SETTABLE = frozenset({"application_name", "client_encoding", "DateStyl
                                 "search_path"})
 
 
-_SAVEPOINT_NAME = re.compile(
-    r"^\s*(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+WORK|\s+TRANSACTION)?\s+TO"
-    r"(?:\s+SAVEPOINT)?)\s+(\"(?:[^\"]|\"\")+\"|[^\s;]+)", re.IGNORECASE)
-
-
-def _savepoint(s, command: str, sql: str) -> None:
+def _savepoint(s, command: str, sql: str, name: str | None = None) -> None:
     """SAVEPOINT / ROLLBACK TO / RELEASE: the SETs made after a savepoint rolled back to
-    never happened (PostgreSQL undoes them too)."""
-    found = _SAVEPOINT_NAME.match(sql)
-    if found is None:
-        return
-    name = found.group(1)
-    name = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+    never happened (PostgreSQL undoes them too).  ``name``: the savepoint, if known
+    (QueryInfo.savepoint_name); else it is read from ``sql``."""
+    if name is None:
+        name = sql_state.savepoint_name(sql)
+        if name is None:
+            return
     if command == "SAVEPOINT":
         s.savepoints.append((name, list(s.replay)))
         return
@@ -74,12 +63,17 @@ def _savepoint(s, command: str, sql: str) -> None:
             return
 
 
-def _remember_state(s, sql: str) -> None:
+def _remember_state(s, sql: str, info=None) -> None:
     """Record a session-state statement for links the session uses later (in order; a
-    repeated one moves to the end, so setting a value back is kept)."""
-    if _SET_LOCAL.match(sql) or _SET_TRANSACTION.match(sql):
+    repeated one moves to the end, so setting a value back is kept).  ``info``: its
+    QueryInfo, if classified; else the facts are read from ``sql``."""
+    if info is not None:
+        local, reset = info.set_local, info.reset_all
+    else:
+        local, reset = sql_state.set_local(sql), sql_state.reset_all(sql)
+    if local:
         return
-    if _RESET_ALL.match(sql):
+    if reset:
         s.replay.clear()
         return
     if sql in s.replay:
@@ -94,11 +88,11 @@ def _last_states(parts: list[str]) -> list[str]:
     keep: list[str] = []
     seen: set[str] = set()
     for part in reversed(parts):
-        if part in seen or _SET_LOCAL.match(part) or _SET_TRANSACTION.match(part):
+        if part in seen or sql_state.set_local(part):
             continue
         seen.add(part)
         keep.append(part)
-        if _RESET_ALL.match(part) or len(keep) > _MAX_REPLAY:
+        if sql_state.reset_all(part) or len(keep) > _MAX_REPLAY:
             break
     keep.reverse()
     return keep
@@ -127,7 +121,7 @@ class Router:
         functions = self.rules.functions
         # Volatility is asked of the catalog only when no function list decides instead.
         need_volatility = not (functions.write or functions.read_only)
-        self.catalog = CatalogCache(proxy, temp.check_temp_table, temp.check_unlogged_table,
+        self.catalog = CatalogCache(temp.check_temp_table, temp.check_unlogged_table,
                                     need_volatility)
         # Decisions depend only on (statement, session state, cluster) unless a policy
         # looks at the raw text or draws per statement (IRoutingPolicy.cacheable).
@@ -245,7 +239,8 @@ class Router:
             s.route_status = "I"
             s.txn_begin_for_standby = None
         elif command in ("SAVEPOINT", "ROLLBACK TO", "RELEASE") and s.route_status != "I":
-            _savepoint(s, command, sql)
+            if info.savepoint_name is not None:
+                _savepoint(s, command, sql, info.savepoint_name)
         if command == "BEGIN" and info.multi_statement and info.is_write:
             # "BEGIN; INSERT ...": the writes happen inside the transaction it opens.
             self._sticky_after(s, replace(info, command="UNKNOWN"), sql)
@@ -253,11 +248,11 @@ class Router:
         if command in _REPLAYED and info.route == BOTH:
             if implicit and s.implicit_undo is None:
                 s.implicit_undo = list(s.replay)
-            _remember_state(s, sql)
-        elif info.multi_statement and _MAY_SET.search(sql):
+            _remember_state(s, sql, info)
+        elif info.multi_statement and sql_state.may_change_settings(sql):
             if implicit and s.implicit_undo is None:
                 s.implicit_undo = list(s.replay)
-            parts = [part for part in split_statements(sql) if _SESSION_STATE.match(part)]
+            parts = sql_state.setting_statements(sql)
             if len(parts) > _MAX_REPLAY:
                 parts = _last_states(parts)
             for part in parts:
@@ -272,7 +267,7 @@ class Router:
                 s.sql_prepared.clear()
             else:
                 s.sql_prepared.pop(info.deallocate_name, None)
-        if command == "DISCARD" and _RESET_ALL.match(sql) and s.route_status == "I":
+        if info.discard_all and s.route_status == "I":
             s.sql_prepared.clear()  # (DISCARD ALL fails inside a transaction block)
         if info.temp_tables_created or info.tables_dropped:
             self.catalog.forget_tables(s.database, info.temp_tables_created + info.tables_dropped)
