@@ -17,6 +17,12 @@ from .split import split_statements
 _SET_LOCAL = re.compile(r"\s*SET\s+(?:LOCAL|TRANSACTION)\b", re.IGNORECASE)
 _RESET_ALL = re.compile(r"\s*(?:RESET\s+ALL|DISCARD\s+ALL)\b", re.IGNORECASE)
 _DISCARD_ALL = re.compile(r"\s*DISCARD\s+ALL\b", re.IGNORECASE)
+_DISCARD_TEMP = re.compile(r"\s*DISCARD\s+(?:ALL|TEMP|TEMPORARY)\b", re.IGNORECASE)
+_READ_ONLY_SET = re.compile(
+    r"\s*SET\s+(?:SESSION\s+CHARACTERISTICS\s+AS\s+)?TRANSACTION\b.*\bREAD\s+ONLY\b"
+    r"|\s*SET\s+(?:SESSION\s+|LOCAL\s+)?transaction_read_only\s*(?:=|\bTO\b)\s*'?(?:on|true|1|yes)\b",
+    re.IGNORECASE | re.DOTALL,
+)
 _MAY_SET = re.compile(r"\b(?:SET|RESET|DISCARD)\b", re.IGNORECASE)
 _SETTING = re.compile(r"(?:SET|RESET|DISCARD\s+ALL)\b", re.IGNORECASE)
 _SAVEPOINT_NAME = re.compile(
@@ -38,6 +44,17 @@ def reset_all(text: str) -> bool:
 def discard_all(text: str) -> bool:
     """DISCARD ALL: settings, prepared statements, temporary tables, cursors, locks..."""
     return _DISCARD_ALL.match(text) is not None
+
+
+def discard_temp(text: str) -> bool:
+    """DISCARD ALL, TEMP or TEMPORARY: the session's temporary tables are dropped."""
+    return _DISCARD_TEMP.match(text) is not None
+
+
+def sets_read_only(text: str) -> bool:
+    """SET [SESSION CHARACTERISTICS AS] TRANSACTION ... READ ONLY, or transaction_read_only
+    set on (Pgpool-II does not count these as writes)."""
+    return _READ_ONLY_SET.match(text) is not None
 
 
 def may_change_settings(sql: str) -> bool:

@@ -179,3 +179,19 @@ def test_router_forgets_sql_prepared_statements_at_discard_all():
     assert "p" in s.sql_prepared
     _run(router, s, "discard all")
     assert s.sql_prepared == {}
+
+
+@pytest.mark.parametrize(("text", "temp", "read_only"), [
+    ("DISCARD TEMP", True, False),
+    ("discard temporary", True, False),
+    ("DISCARD ALL", True, False),
+    ("DISCARD PLANS", False, False),
+    ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY", False, True),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", False, True),
+    ("SET transaction_read_only TO 'on'", False, True),
+    ("SET LOCAL transaction_read_only = true", False, True),
+    ("SET transaction_read_only = off", False, False),
+    ("SET TRANSACTION READ WRITE", False, False),
+])
+def test_discard_temp_and_read_only_sets(text, temp, read_only):
+    assert (state.discard_temp(text), state.sets_read_only(text)) == (temp, read_only)
