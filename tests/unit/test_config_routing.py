@@ -125,3 +125,20 @@ def test_block_errors_still_name_their_entry():
 
 def test_default_chain_is_the_default_order():
     assert build_chain(_config()).names == DEFAULT_ORDER
+
+
+def test_router_reads_text_as_its_statement_policy_and_catalog_as_temp_tables():
+    from types import SimpleNamespace
+
+    from pgtwist.router import Router
+
+    config = _config({"policies": [
+        {"name": "statement", "allow_sql_comments": True},
+        {"name": "temp_tables", "check_temp_table": "none", "check_unlogged_table": False},
+        "weighted_balancer"]})
+    router = Router(SimpleNamespace(), config)
+    assert router.classifier.allow_sql_comments is True
+    assert (router.catalog.check_temp, router.catalog.check_unlogged) == (False, False)
+    flat = Router(SimpleNamespace(), _config())
+    assert flat.classifier.allow_sql_comments is False
+    assert (flat.catalog.check_temp, flat.catalog.check_unlogged) == (True, True)
