@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 import yaml
 
+from pgtwist.config_routing import RoutingConfig, parse_routing
 from pgtwist.errors import ConfigError
 from pgtwist.options import (
     AuthOptions,
@@ -111,6 +112,7 @@ class Config:
     auth: AuthOptions = field(repr=False)
     tls: TLSOptions = field(repr=False)
     classifier: ClassifierOptions = field(repr=False)
+    routing: RoutingConfig = field(repr=False)   # the checked ``routing`` section (params has it raw)
 
     def secrets_redacted(self) -> dict:
         """All parameters, with password-like values replaced (safe to log or show)."""
@@ -546,9 +548,12 @@ def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str
                           f"it to {PARAMS[name].default!r}")
     if check_files:
         _check_files(params, labels, errors)
+    routing = parse_routing(params.get("routing") or {}, base_dir, errors,
+                            check_files=check_files)
     if errors:
         raise ConfigError(errors)
     fields = {f.name: params[f.name] for f in dataclasses.fields(Config) if f.name in params}
+    fields["routing"] = routing
     return Config(path=abspath, base_dir=base_dir, backends=backends,
                   params=MappingProxyType(params), pool=PoolOptions.from_params(params),
                   session=SessionOptions.from_params(params),

@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-#: check_temp_table's Pgpool-II synonyms, folded once
-_TEMP_TABLE_MODES = {"on": "catalog", "true": "catalog", "off": "none", "false": "none"}
-
 
 @dataclass(frozen=True)
 class PoolOptions:
@@ -130,21 +127,12 @@ class TLSOptions:
 
 @dataclass(frozen=True)
 class ClassifierOptions:
-    """SQL classification and the catalog facts routing looks up."""
+    """Bounds on SQL classification.  How the text is read (comments, leading white
+    space) and the catalog checks are routing options: registry.write_rules and
+    registry.catalog_options overlay the policies' blocks on the flat parameters."""
 
-    allow_sql_comments: bool
-    ignore_leading_white_space: bool
     max_length: int                        # classify_max_length, bytes
-    check_temp_table: str                  # "catalog", "trace" or "none"
-    check_unlogged_table: bool
 
     @classmethod
     def from_params(cls, p: Mapping[str, object]) -> ClassifierOptions:
-        temp = str(p["check_temp_table"]).lower()
-        return cls(
-            allow_sql_comments=bool(p["allow_sql_comments"]),
-            ignore_leading_white_space=bool(p["ignore_leading_white_space"]),
-            max_length=int(p["classify_max_length"]),
-            check_temp_table=_TEMP_TABLE_MODES.get(temp, temp),
-            check_unlogged_table=bool(p["check_unlogged_table"]),
-        )
+        return cls(max_length=int(p["classify_max_length"]))

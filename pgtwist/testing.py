@@ -27,9 +27,11 @@ from .sql.info import BOTH, EITHER, PRIMARY, QueryInfo
 class FakePolicy:
     """Returns one fixed decision and remembers every request it saw."""
 
-    def __init__(self, decision: RouteDecision = UNDECIDED, name: str = "fake") -> None:
+    def __init__(self, decision: RouteDecision = UNDECIDED, name: str = "fake",
+                 cacheable: bool = False) -> None:
         self.decision = decision
         self.name = name
+        self.cacheable = cacheable
         self.requests: list[RouteRequest] = []
 
     def route(self, request: RouteRequest) -> RouteDecision:
@@ -40,6 +42,8 @@ class FakePolicy:
 @implementer(IRoutingPolicy)
 class RaisingPolicy:
     """A broken policy: raises ``exc`` on every request."""
+
+    cacheable = False
 
     def __init__(self, exc: BaseException | None = None, name: str = "raising") -> None:
         self.exc = exc if exc is not None else RuntimeError("policy is broken")
@@ -142,6 +146,7 @@ from pgtwist.routing.values import UNDECIDED, node
 @implementer(IRoutingPolicy)
 class ReportingReads:
     name = "{name}"
+    cacheable = True  # reads only the query's classification and the session view
 
     def __init__(self, node_id):
         self.node_id = node_id

@@ -53,12 +53,6 @@ def test_units_are_converted_once():
     assert config.session.max_message_length == 1 << 20
 
 
-@pytest.mark.parametrize(("value", "mode"), [("on", "catalog"), ("off", "none"),
-                                             ("trace", "trace"), ("catalog", "catalog")])
-def test_check_temp_table_synonyms_are_folded(value, mode):
-    assert parse({"check_temp_table": value}).classifier.check_temp_table == mode
-
-
 def test_transaction_mode_and_auth_and_tls_groups():
     config = parse({"pool_mode": "transaction", "auth_user": "lookup",
                     "allow_clear_text_frontend_auth": True, "ssl_require": True,
