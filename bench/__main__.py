@@ -1,17 +1,21 @@
 """``python -m bench``: pgbench through pgtwist, against direct PostgreSQL and a bare relay.
 
-Starts a throwaway primary + replica (pgtwist.devcluster), pgtwist, the
+Starts a throwaway primary + replica (pgtwist.devcluster), pgtwist (replica
+weight 0, and as ``pgtwist-lb`` with load balancing over both nodes), the
 minimal Twisted relay (bench/relay.py) and, when installed, PgBouncer and
-Pgpool-II; runs ``pgbench -S`` against each, interleaved, and prints tps and
-ratios; then ``pgbench -C``; then 200 clients on 10 links through pgtwist's
-transaction pool next to 200 direct connections (bench/txn.py); then measures
-pgtwist's resident memory per idle client.  ``--only`` picks sections.  The
-tables also go to bench/results/latest.json.  See bench/README.md.
+Pgpool-II; runs ``pgbench -S`` against each, interleaved, and prints tps,
+ratios and CPU µs per transaction (bench/cpu.py); then ``pgbench -C``; then
+200 clients on 10 links through pgtwist's transaction pool next to 200 direct
+connections (bench/txn.py); then measures pgtwist's resident memory per idle
+client.  ``--base-rev REV`` adds pgtwist from git revision REV (``base``,
+``base-lb``) to the same run.  ``--only`` picks sections.  The tables also go
+to bench/results/latest.json.  See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -25,9 +29,14 @@ from pathlib import Path
 from pgtwist import devcluster as dc
 
 from . import memory, pgbench, txn
+from . import report as tables
+from .cpu import CpuMeter
+from .cpu import median as median_of
 from .targets import (
     ALL_TARGETS,
+    BASE_OF,
     DEFAULT_TARGETS,
+    PGTWISTS,
     REPO_ROOT,
     Pgtwist,
     Relay,
@@ -63,6 +72,14 @@ class BenchCluster(dc.DevCluster):
         with open(Path(data) / "pgtwist_dev.conf", "a") as f:
             for key, value in self.extra_settings.items():
                 f.write(f"{key} = {dc._conf_value(value)}\n")
+
+    def postmaster_pids(self) -> list[int]:
+        """The running nodes' postmasters (every backend is a child of one)."""
+        pids = []
+        for _name, data in self._nodes:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pids.append(int((Path(data) / "postmaster.pid").read_text().split()[0]))
+        return pids
 
 
 def say(msg: str) -> None:
@@ -120,6 +137,13 @@ def parse_args(argv):
         help="pgtwist backend_max_connections and max_pool for the txn section (default 10)",
     )
     ap.add_argument(
+        "--txn-seconds",
+        type=int,
+        default=None,
+        help="pgbench -T for the txn section (default: --seconds, but at least 3: pgbench "
+        "counts connecting 200 clients in -T)",
+    )
+    ap.add_argument(
         "--txn-scripts",
         default=None,
         help="pgbench scripts for the txn section: select (-S), tpcb (the default "
@@ -131,16 +155,32 @@ def parse_args(argv):
         metavar="REV",
         help="run pgtwist as committed in git revision REV (e.g. HEAD) instead of the working tree",
     )
+    ap.add_argument(
+        "--base-rev",
+        default=None,
+        metavar="REV",
+        help="also run pgtwist as committed in git revision REV, as targets base (next to "
+        "pgtwist) and base-lb (next to pgtwist-lb), in the sweep, pgbench -C and the txn "
+        "section, and print pgtwist/base ratios (e.g. --base-rev main~5)",
+    )
     ap.add_argument("--json", default=str(RESULTS), help=f"result file (default {RESULTS})")
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds = 1
+    if args.txn_seconds is None:
+        args.txn_seconds = max(args.seconds, 3)
     args.clients = [int(c) for c in (args.clients or ("8" if args.quick else "1,8,32")).split(",")]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in args.targets if t not in ALL_TARGETS]
     if unknown:
         ap.error(f"unknown target(s) {unknown}; choose from {list(ALL_TARGETS)}")
+    bases = set(BASE_OF.values())
+    if not args.base_rev and bases & set(args.targets):
+        ap.error(f"targets {sorted(bases & set(args.targets))} need --base-rev REV")
+    if args.base_rev:  # each pgtwist target gets its twin from REV
+        args.targets += [BASE_OF[t] for t in list(args.targets)
+                         if t in BASE_OF and BASE_OF[t] not in args.targets]
     if args.memory_clients is None:
         args.memory_clients = 200 if args.quick else 1000
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -200,6 +240,13 @@ def versions(cluster, args) -> dict:
             text=True,
         )
         out["pgtwist_git"] = f"{args.pgtwist_rev} = {rev.stdout.strip()} (git archive)"
+    if args.base_rev:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", args.base_rev],
+            capture_output=True,
+            text=True,
+        )
+        out["base_git"] = f"{args.base_rev} = {rev.stdout.strip()} (git archive)"
     for name, argv in (
         ("pgbouncer", ["pgbouncer", "--version"]),
         ("pgpool", ["pgpool", "--version"]),
@@ -214,7 +261,7 @@ def versions(cluster, args) -> dict:
 # -- throughput ------------------------------------------------------------------------
 
 
-def throughput(args, running: dict[str, Target]) -> list[dict]:
+def throughput(args, running: dict[str, Target], meter: CpuMeter) -> list[dict]:
     names = list(running)
     for name, target in running.items():  # warm up (and prove each target answers)
         run = pgbench.select_only(target.port, "prepared", 8, 1)
@@ -229,21 +276,32 @@ def throughput(args, running: dict[str, Target]) -> list[dict]:
             for clients in args.clients:
                 line = []
                 for name in names:
-                    run = pgbench.select_only(running[name].port, mode, clients, args.seconds)
-                    cells[mode, clients][name].append(run)
+                    with meter.measure(running[name].pid) as reading:
+                        run = pgbench.select_only(running[name].port, mode, clients, args.seconds)
+                    cpu = reading.per_txn(run.processed)
+                    cells[mode, clients][name].append((run, cpu))
                     line.append(
                         f"{name} {run.tps:,.0f}" if run.tps is not None else f"{name} FAILED"
                     )
+                    if cpu["proxy_us"] is not None:
+                        line[-1] += f" ({cpu['proxy_us']:.0f} µs)"
                     if not run.ok:
                         line[-1] += f" (rc={run.returncode}, failed={run.failed})"
                 say(f"  round {rnd} -M {mode:<8} -c {clients:<3} " + ", ".join(line))
+    pairs = tables.ratio_pairs(names)
     rows = []
     for (mode, clients), per_target in cells.items():
-        row = {"mode": mode, "clients": clients, "tps": {}, "runs": {}, "problems": {}}
+        row = {"mode": mode, "clients": clients, "tps": {}, "us_per_txn": {},
+               "server_us_per_txn": {}, "pgbench_us_per_txn": {}, "runs": {}, "cpu_runs": {},
+               "problems": {}}
         for name, runs in per_target.items():
-            good = [r.tps for r in runs if r.tps is not None]
+            good = [r.tps for r, _ in runs if r.tps is not None]
             row["tps"][name] = round(statistics.median(good), 1) if good else None
-            row["runs"][name] = [r.tps for r in runs]
+            row["runs"][name] = [r.tps for r, _ in runs]
+            row["cpu_runs"][name] = [dict(cpu, processed=r.processed) for r, cpu in runs]
+            for key, field in (("us_per_txn", "proxy_us"), ("server_us_per_txn", "server_us"),
+                               ("pgbench_us_per_txn", "pgbench_us")):
+                row[key][name] = median_of(cpu[field] for r, cpu in runs if r.ok)
             bad = [
                 {
                     "returncode": r.returncode,
@@ -251,17 +309,13 @@ def throughput(args, running: dict[str, Target]) -> list[dict]:
                     "processed": r.processed,
                     "stderr": r.errors[-5:],
                 }
-                for r in runs
+                for r, _ in runs
                 if not r.ok
             ]
             if bad:
                 row["problems"][name] = bad
-        tps = row["tps"]
-        row["ratios"] = {
-            f"pgtwist/{other}": round(tps["pgtwist"] / tps[other], 3)
-            for other in names
-            if other != "pgtwist" and tps.get("pgtwist") and tps.get(other)
-        }
+        row["ratios"] = tables.ratios(row["tps"], pairs)
+        row["cpu_ratios"] = tables.ratios(row["us_per_txn"], tables.base_pairs(names), "cpu ")
         rows.append(row)
     return rows
 
@@ -274,41 +328,81 @@ def pooled_db(cluster) -> None:
     if cluster.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{POOLED_DB}'") == "0":
         cluster.psql(f"CREATE DATABASE {POOLED_DB}")
     pgbench.initialise(cluster.primary_port, database=POOLED_DB)
+    cluster.wait_replayed(timeout=60)  # pgtwist-lb reads from the replica
 
 
-def connect_each(args, cluster, running: dict[str, Target]) -> dict:
-    """pgbench -C directly and through pgtwist, on a database pgtwist's pool caches."""
+def connect_each(args, cluster, running: dict[str, Target], meter: CpuMeter) -> dict:
+    """pgbench -C directly and through each pgtwist target, on a database pgtwist's pool caches."""
     pooled_db(cluster)
     clients = 8
+    names = [n for n in running if n == "direct" or n in PGTWISTS]
     tps: dict[str, float | None] = {}
-    for name in ("direct", "pgtwist"):
-        run = pgbench.connect_each(running[name].port, clients, args.seconds, POOLED_DB)
+    cpu: dict[str, dict] = {}
+    for name in names:
+        with meter.measure(running[name].pid) as reading:
+            run = pgbench.connect_each(running[name].port, clients, args.seconds, POOLED_DB)
         tps[name] = run.tps
-        say(f"  pgbench -C -c {clients}  {name} {run.tps if run.tps is None else f'{run.tps:,.0f}'}"
+        cpu[name] = dict(reading.per_txn(run.processed), processed=run.processed)
+        say(f"  pgbench -C -c {clients}  {name} {tables.num(run.tps, missing='FAILED')} tps"
+            + (f", {cpu[name]['proxy_us']:.0f} µs/txn" if cpu[name]["proxy_us"] else "")
             + (f"  errors: {run.errors[:2]}" if not run.ok else ""))
-    ratio = tps["pgtwist"] / tps["direct"] if tps["pgtwist"] and tps["direct"] else None
-    return {"clients": clients, "tps": tps, "ratio": ratio}
+    ratio = tps.get("pgtwist") / tps["direct"] if tps.get("pgtwist") and tps["direct"] else None
+    pairs = [(n, "direct") for n in names if n != "direct"] + tables.base_pairs(names)
+    us = {n: c["proxy_us"] for n, c in cpu.items()}
+    return {"clients": clients, "tps": tps, "ratio": ratio,
+            "ratios": tables.ratios(tps, pairs),
+            "us_per_txn": us,
+            "server_us_per_txn": {n: c["server_us"] for n, c in cpu.items()},
+            "cpu_ratios": tables.ratios(us, tables.base_pairs(names), "cpu "),
+            "cpu": cpu}
+
+
+def format_connect(each: dict) -> str:
+    head = ["target", "tps", "/direct", "proxy µs/txn", "pg µs/txn"]
+    body = [
+        [name, tables.num(tps, missing="FAILED"),
+         "1.00" if name == "direct" else tables.num(each["ratios"].get(f"{name}/direct"),
+                                                    "{:.2f}"),
+         tables.num(each["us_per_txn"].get(name)),
+         tables.num(each["server_us_per_txn"].get(name))]
+        for name, tps in each["tps"].items()
+    ]
+    return tables.table(head, body, left=1)
 
 
 def format_table(rows: list[dict], names: list[str]) -> str:
-    ratio_names = [f"pgtwist/{n}" for n in names if n != "pgtwist"] if "pgtwist" in names else []
-    head = ["mode", "clients"] + [f"{n} tps" for n in names] + ratio_names
+    """Per cell and target: tps, ratio to direct, CPU µs per transaction."""
+    head = ["mode", "clients", "target", "tps", "/direct", "proxy µs/txn", "pg µs/txn",
+            "pgbench µs/txn"]
     body = []
     for row in rows:
-        cells = [row["mode"], str(row["clients"])]
-        cells += [f"{row['tps'][n]:,.0f}" if row["tps"].get(n) else "FAILED" for n in names]
-        cells += [f"{row['ratios'][r]:.2f}" if r in row["ratios"] else "-" for r in ratio_names]
-        body.append(cells)
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    lines = [
-        "  ".join(
-            c.rjust(w) if i > 1 else c.ljust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in [head, *body]
+        direct = row["tps"].get("direct")
+        for i, name in enumerate(names):
+            tps = row["tps"].get(name)
+            body.append([
+                row["mode"] if i == 0 else "",
+                str(row["clients"]) if i == 0 else "",
+                name,
+                tables.num(tps, missing="FAILED"),
+                f"{tps / direct:.2f}" if tps and direct else "-",
+                tables.num(row["us_per_txn"].get(name)),
+                tables.num(row["server_us_per_txn"].get(name)),
+                tables.num(row["pgbench_us_per_txn"].get(name)),
+            ])
+    return tables.table(head, body, left=3)
+
+
+def format_ratios(rows: list[dict], names: list[str]) -> str:
+    """Per cell: the tps ratios of :func:`report.ratio_pairs`, then CPU ratios to the base."""
+    keys = [f"{a}/{b}" for a, b in tables.ratio_pairs(names) if b != "direct"]
+    keys += [f"cpu {a}/{b}" for a, b in tables.base_pairs(names)]
+    head = ["mode", "clients", *keys]
+    body = [
+        [row["mode"], str(row["clients"]),
+         *(tables.num({**row["ratios"], **row["cpu_ratios"]}.get(k), "{:.2f}") for k in keys)]
+        for row in rows
     ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return tables.table(head, body)
 
 
 # -- memory ----------------------------------------------------------------------------
@@ -411,7 +505,8 @@ def main(argv=None) -> int:
         say(f"skipping {name}: {why}")
     need = max(args.memory_clients + 100, 300)
     if "txn" in args.only:  # direct: a server connection per client, plus the samplers
-        need = max(need, args.txn_clients + 100)
+        # ... and the idle pooled links of every pgtwist of the section
+        need = max(need, args.txn_clients + 100 + args.txn_links * len(PGTWISTS))
     cluster = BenchCluster({"max_connections": need}, replicas=1, log=say)
     running: dict[str, Target] = {}
     report: dict = {
@@ -424,18 +519,20 @@ def main(argv=None) -> int:
     code = 0
     try:
         cluster.start()
+        meter = CpuMeter(cluster.postmaster_pids())
         report["versions"] = versions(cluster, args)
         report["sections"] = args.only
         if "sweep" in args.only:
             say(f"pgbench -i -s 1 on the primary (port {cluster.primary_port})")
             pgbench.initialise(cluster.primary_port)
+            cluster.wait_replayed(timeout=60)  # the -lb targets read from the replica
         elif "connect" in args.only:
-            chosen = [n for n in chosen if n in ("direct", "pgtwist")]
+            chosen = [n for n in chosen if n == "direct" or n in PGTWISTS]
         else:
             chosen = []
         for name in chosen:
             try:
-                running[name] = make_target(name, cluster, args.pgtwist_rev).start()
+                running[name] = make_target(name, cluster, args.pgtwist_rev, args.base_rev).start()
                 say(f"{name} on port {running[name].port}")
             except TargetError as e:
                 say(f"could not start {name}: {e}")
@@ -447,11 +544,11 @@ def main(argv=None) -> int:
                 f"pgbench -S -n -T {args.seconds}, modes {args.modes}, clients {args.clients}, "
                 f"{args.rounds} round(s), targets {names}"
             )
-            rows = throughput(args, running)
+            rows = throughput(args, running, meter)
             report["targets"] = names
             report["rows"] = rows
-        if "connect" in args.only and "direct" in running and "pgtwist" in running:
-            report["connect_each"] = connect_each(args, cluster, running)
+        if "connect" in args.only and "direct" in running and set(running) & set(PGTWISTS):
+            report["connect_each"] = connect_each(args, cluster, running, meter)
         report["log_problems"] = {n: log_problems(t) for n, t in running.items() if log_problems(t)}
         for name, target in running.items():
             target.save_log(LOGS / f"{name}.log")
@@ -459,13 +556,13 @@ def main(argv=None) -> int:
         _wait_backends_gone(cluster)
         if "txn" in args.only:
             say(
-                f"transaction pooling: pgbench -c {args.txn_clients} -T {args.seconds} on "
+                f"transaction pooling: pgbench -c {args.txn_clients} -T {args.txn_seconds} on "
                 f"{POOLED_DB}, directly and through pgtwist with {args.txn_links} links"
             )
             if "connect_each" not in report:
                 say(f"pgbench -i -s 1 on {POOLED_DB}")
                 pooled_db(cluster)
-            report["txn"] = txn.run(args, cluster, POOLED_DB, say, LOGS)
+            report["txn"] = txn.run(args, cluster, POOLED_DB, say, LOGS, meter)
             _wait_backends_gone(cluster)
         if args.memory_clients > 0:
             say(f"memory: {args.memory_clients} idle clients")
@@ -474,31 +571,44 @@ def main(argv=None) -> int:
             say("")
             say(
                 f"pgbench -S, median tps of {args.rounds} round(s) x {args.seconds} s "
-                f"({os.cpu_count()} CPUs shared by pgbench, PostgreSQL and the proxy)"
+                f"({os.cpu_count()} CPUs shared by pgbench, PostgreSQL and the proxy); "
+                "µs/txn = CPU time per transaction of the proxy's process tree, of both "
+                "PostgreSQL servers (pg) and of pgbench"
             )
             say(format_table(rows, names))
+            if any(row["ratios"] or row["cpu_ratios"] for row in rows):
+                say("")
+                say("ratios of median tps (cpu = ratio of proxy CPU µs per transaction)")
+                say(format_ratios(rows, names))
         each = report.get("connect_each")
         if each:
             say("")
             say(f"pgbench -C -S -c {each['clients']} (a new connection per transaction, "
-                f"database {POOLED_DB}; tps including connection time)")
-            for name, tps in each["tps"].items():
-                say(f"  {name:8} {tps if tps is None else f'{tps:,.0f}'}")
-            if each.get("ratio"):
-                say(f"  pgtwist/direct {each['ratio']:.2f} (session pooling reuses links)")
+                f"database {POOLED_DB}; tps including connection time; session pooling "
+                "reuses links)")
+            say(format_connect(each))
+            for key, value in {**each["ratios"], **each["cpu_ratios"]}.items():
+                if not key.endswith("/direct"):
+                    say(f"  {key} {value:.2f}")
         section = report.get("txn")
         if section:
             say("")
             say(
                 f"{section['clients']} clients on {section['links']} links: pgbench -c "
                 f"{section['clients']} -j (listed) -n, median tps of {args.rounds} round(s) x "
-                f"{args.seconds} s on {POOLED_DB}; direct = {section['clients']} server "
+                f"{args.txn_seconds} s on {POOLED_DB}; direct = {section['clients']} server "
                 f"connections, pgtwist = pool_mode transaction, backend_max_connections "
-                f"{section['links']}, max_pool {section['links']}; conns = client backends on "
-                "the primary from pg_stat_activity during the run"
+                f"{section['links']}, max_pool {section['links']} (per node; -lb targets "
+                "balance reads over primary and replica); conns = client backends from "
+                "pg_stat_activity during the run; µs/txn = CPU per transaction once every "
+                "client is connected (with the logins: in the JSON)"
             )
             if section["rows"]:
                 say(txn.format_table(section))
+                base = txn.format_base(section)
+                if base:
+                    say("ratios to the base revision (cpu = ratio of proxy CPU µs per transaction)")
+                    say(base)
             for problem in section["problems"]:
                 say(f"  problem: txn: {problem}")
                 code = 1

@@ -39,6 +39,10 @@ def parse(stdout: str, stderr: str, returncode: int) -> Run:
     latency = _LATENCY.search(stdout)
     connect = _CONNECT.search(stdout)
     errors = [line for line in stderr.splitlines() if line.strip()]
+    if tps is None and not errors:
+        processed_ = int(processed.group(1)) if processed else 0
+        errors = [f"pgbench printed no tps ({processed_} transactions processed; "
+                  "did connecting take all of -T?)"]
     return Run(
         tps=float(tps.group(1)) if tps else None,
         processed=int(processed.group(1)) if processed else 0,

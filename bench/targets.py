@@ -20,9 +20,23 @@ from pgtwist import devcluster as dc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: every target the benchmark knows, in table order
-ALL_TARGETS = ("direct", "pgtwist", "relay", "relayfast", "pgbouncer", "pgpool")
-#: what runs without --targets (relayfast is opt-in)
-DEFAULT_TARGETS = ("direct", "pgtwist", "relay", "pgbouncer", "pgpool")
+ALL_TARGETS = (
+    "direct", "pgtwist", "pgtwist-lb", "base", "base-lb", "relay", "relayfast", "pgbouncer",
+    "pgpool",
+)
+#: what runs without --targets (relayfast is opt-in; base/base-lb come with --base-rev)
+DEFAULT_TARGETS = ("direct", "pgtwist", "pgtwist-lb", "relay", "pgbouncer", "pgpool")
+#: the pgtwist targets: name -> (replica weight, which code: "current" or "base")
+#: weight 0 keeps every read on the primary (one server vs one server); weight 1 on both
+#: nodes with load_balance_mode on (the default) is pgtwist as users run it
+PGTWISTS = {
+    "pgtwist": (0, "current"),
+    "pgtwist-lb": (1, "current"),
+    "base": (0, "base"),
+    "base-lb": (1, "base"),
+}
+#: the --base-rev twin of each pgtwist target
+BASE_OF = {"pgtwist": "base", "pgtwist-lb": "base-lb"}
 OPTIONAL_BINARIES = {"pgbouncer": "pgbouncer", "pgpool": "pgpool"}
 #: log lines from a proxy that deserve a look after the run
 _LOG_MARKERS = ("Traceback", "Unhandled", "CRITICAL", "#critical]", "#error]", "#failure]")
@@ -152,9 +166,12 @@ class Direct(Target):
 class Pgtwist(Target):
     """``twistd -n pgtwist`` with the devcluster's config (primary + replica).
 
-    Routing runs on every statement, but the replica has weight 0 so the
-    reads land on the primary like the other targets' (a ratio against direct
-    PostgreSQL must compare one server with one server).
+    Routing runs on every statement.  With ``replica_weight`` 0 (target
+    ``pgtwist``) the reads land on the primary like the other targets' (a ratio
+    against direct PostgreSQL compares one server with one server); with 1
+    (``pgtwist-lb``) both nodes have weight 1 and ``load_balance_mode`` is on
+    (its default), as users run it.  Pool sizes are the defaults unless ``extra``
+    sets them.
 
     With ``rev`` the pgtwist package and its twistd plugin come from that git
     revision (``git archive`` into the work folder, first on PYTHONPATH)
@@ -163,15 +180,19 @@ class Pgtwist(Target):
 
     name = "pgtwist"
 
-    def __init__(self, cluster, extra: dict | None = None, rev: str | None = None):
+    def __init__(self, cluster, extra: dict | None = None, rev: str | None = None,
+                 replica_weight: float = 0, name: str = "pgtwist"):
         super().__init__(cluster)
         self.extra = extra or {}
         self.rev = rev
+        self.replica_weight = replica_weight
+        self.name = name
 
     def start(self) -> Pgtwist:
         workdir = self._mkdir()
         self.port = dc.free_port()
-        config = dc.pgtwist_config(self.cluster, self.port, self.extra, replica_weight=0)
+        config = dc.pgtwist_config(self.cluster, self.port, self.extra,
+                                   replica_weight=self.replica_weight)
         path = dc.write_pgtwist_files(workdir, config, passwd={})
         env = dc.pgtwist_env()
         if self.rev:
@@ -320,17 +341,27 @@ failover_on_backend_error = off
         return self
 
 
-def make_target(name: str, cluster, pgtwist_rev: str | None = None) -> Target:
+def make_pgtwist(name: str, cluster, pgtwist_rev: str | None = None,
+                 base_rev: str | None = None, extra: dict | None = None) -> Pgtwist:
+    """The pgtwist target ``name`` (a key of :data:`PGTWISTS`), with ``extra`` settings."""
+    weight, code = PGTWISTS[name]
+    rev = base_rev if code == "base" else pgtwist_rev
+    if code == "base" and not base_rev:
+        raise TargetError(f"target {name} needs --base-rev")
+    return Pgtwist(cluster, extra, rev=rev, replica_weight=weight, name=name)
+
+
+def make_target(name: str, cluster, pgtwist_rev: str | None = None,
+                base_rev: str | None = None) -> Target:
     classes = {
         "direct": Direct,
-        "pgtwist": Pgtwist,
         "relay": Relay,
         "relayfast": RelayFast,
         "pgbouncer": PgBouncer,
         "pgpool": Pgpool,
     }
-    if name == "pgtwist":
-        return Pgtwist(cluster, rev=pgtwist_rev)
+    if name in PGTWISTS:
+        return make_pgtwist(name, cluster, pgtwist_rev, base_rev)
     return classes[name](cluster)
 
 

@@ -105,14 +105,14 @@ class SessionAuth:
         found = auth_secret_from_entry(self.proxy.passwd_entry(user))
         if found is not None:
             return found
-        config = self.proxy.config
-        auth_user = config.params.get("auth_user")
+        options = self.proxy.config.auth
+        auth_user = options.auth_user
         if not auth_user:
             return None
         primary = self.proxy.cluster.primary
         if primary is None:
             raise SecretLookupFailed("no primary is known to run auth_query on")
-        rows = yield self._auth_query(primary, auth_user, str(config.params["auth_query"]))
+        rows = yield self._auth_query(primary, auth_user, options.auth_query)
         if not rows or len(rows[0]) < 2 or not rows[0][1]:
             return None  # unknown user, expired (VALID UNTIL), or no password
         stored = rows[0][1]

@@ -18,6 +18,7 @@ from twisted.internet import defer
 
 from .logs import logger
 from .routing.values import CatalogFacts
+from .sql.idents import split_qualified, strip_quotes
 
 log = logger(__name__)
 
@@ -29,34 +30,22 @@ def quote_literal(text: str) -> str:
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def _split(name: str) -> tuple[str | None, str]:
-    schema, _, base = name.rpartition(".")
-    return (schema or None), base
-
-
-def _strip_quotes(part: str) -> str:
-    if len(part) >= 2 and part[0] == part[-1] == '"':
-        return part[1:-1].replace('""', '"')
-    return part
-
-
 def _name_conditions(names, column: str) -> str:
     """``(column = 'x' AND n.nspname = 's') OR ...`` for possibly qualified names."""
     conds = []
     for name in names:
-        schema, base = _split(name)
+        schema, base = split_qualified(name)
         eq = "OPERATOR(pg_catalog.=)"
-        cond = f"{column} {eq} {quote_literal(_strip_quotes(base))}"
+        cond = f"{column} {eq} {quote_literal(strip_quotes(base))}"
         if schema:
-            cond += f" AND n.nspname {eq} {quote_literal(_strip_quotes(schema))}"
+            cond += f" AND n.nspname {eq} {quote_literal(strip_quotes(schema))}"
         conds.append(f"({cond})")
     return " OR ".join(conds)
 
 
 class CatalogCache:
-    def __init__(self, proxy, check_temp_table: str, check_unlogged_table: bool,
+    def __init__(self, check_temp_table: str, check_unlogged_table: bool,
                  need_volatility: bool):
-        self.proxy = proxy
         self.check_temp = check_temp_table == "catalog"
         self.check_unlogged = check_unlogged_table
         self.need_volatility = need_volatility
@@ -158,14 +147,14 @@ class CatalogCache:
                     if found_t.get(key) != "t":
                         found_t[key] = flag
         for f in funcs:
-            schema, base = _split(f)
-            key = f"{_strip_quotes(schema)}.{_strip_quotes(base)}" if schema else _strip_quotes(base)
+            schema, base = split_qualified(f)
+            key = f"{strip_quotes(schema)}.{strip_quotes(base)}" if schema else strip_quotes(base)
             # Unknown functions (not in pg_proc) cannot be volatile user functions: builtins
             # sqlglot names differently fall here too; treat them as not writing.
             self._volatile[(database, f)] = found_f.get(key, False)
         for t in tables:
-            schema, base = _split(t)
-            key = f"{_strip_quotes(schema)}.{_strip_quotes(base)}" if schema else _strip_quotes(base)
+            schema, base = split_qualified(t)
+            key = f"{strip_quotes(schema)}.{strip_quotes(base)}" if schema else strip_quotes(base)
             p = found_t.get(key, "p")
             if p != "t":
                 self._persistence[(database, t)] = p

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .hba import load_hba
 from .passwd import load_pool_passwd
-from .policies import build_chain
+from .registry import build_chain
 from .tls import server_tls_from_config
 
 

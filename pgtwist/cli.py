@@ -15,8 +15,10 @@ import secrets
 import sys
 
 from .check import check_runtime
-from .config import ConfigError, load_config
+from .config import load_config
+from .errors import ConfigError
 from .hba import HbaError
+from .params import unimplemented_warnings
 from .passwd import KINDS, PasswdError, encode_entry, find_key_file, read_key_file
 from .passwd import write_entry as write_passwd_entry
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
-        warnings = check_runtime(config)
+        warnings = [*unimplemented_warnings(config.params), *check_runtime(config)]
     except (ConfigError, HbaError, PasswdError) as exc:
         print(f"pgtwist: configuration is invalid:\n{exc}", file=sys.stderr)
         return 1

@@ -27,6 +27,15 @@ from types import MappingProxyType
 
 import yaml
 
+from pgtwist.config_routing import RoutingConfig, parse_routing
+from pgtwist.errors import ConfigError
+from pgtwist.options import (
+    AuthOptions,
+    ClassifierOptions,
+    PoolOptions,
+    SessionOptions,
+    TLSOptions,
+)
 from pgtwist.params import (
     ALIASES,
     BACKEND_FIELDS,
@@ -48,17 +57,6 @@ __all__ = ["Backend", "Config", "ConfigError", "load_config", "parse_config", "p
 ENV_PREFIX = "PGPOOL_PARAMS_"
 REDACTED = "********"
 HIDDEN = "<hidden>"
-
-
-class ConfigError(Exception):
-    """Every problem found in a configuration, each as ``"path: message"``."""
-
-    def __init__(self, errors: list[str] | str) -> None:
-        self.errors = [errors] if isinstance(errors, str) else list(errors)
-        super().__init__("\n".join(self.errors))
-
-    def __str__(self) -> str:
-        return "\n".join(self.errors)
 
 
 @dataclass(frozen=True)
@@ -108,6 +106,13 @@ class Config:
     log_min_messages: str
     pid_file_name: str
     params: Mapping[str, object] = field(repr=False)
+    # One typed group per consumer (pgtwist.options), built from ``params``.
+    pool: PoolOptions = field(repr=False)
+    session: SessionOptions = field(repr=False)
+    auth: AuthOptions = field(repr=False)
+    tls: TLSOptions = field(repr=False)
+    classifier: ClassifierOptions = field(repr=False)
+    routing: RoutingConfig = field(repr=False)   # the checked ``routing`` section (params has it raw)
 
     def secrets_redacted(self) -> dict:
         """All parameters, with password-like values replaced (safe to log or show)."""
@@ -543,11 +548,17 @@ def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str
                           f"it to {PARAMS[name].default!r}")
     if check_files:
         _check_files(params, labels, errors)
+    routing = parse_routing(params.get("routing") or {}, base_dir, errors,
+                            check_files=check_files)
     if errors:
         raise ConfigError(errors)
     fields = {f.name: params[f.name] for f in dataclasses.fields(Config) if f.name in params}
+    fields["routing"] = routing
     return Config(path=abspath, base_dir=base_dir, backends=backends,
-                  params=MappingProxyType(params), **fields)
+                  params=MappingProxyType(params), pool=PoolOptions.from_params(params),
+                  session=SessionOptions.from_params(params),
+                  auth=AuthOptions.from_params(params), tls=TLSOptions.from_params(params),
+                  classifier=ClassifierOptions.from_params(params), **fields)
 
 
 _CONF_LINE = re.compile(

@@ -112,30 +112,30 @@ class PreAuthGate:
 class Pooling:
     def __init__(self, proxy, config):
         self.proxy = proxy
-        p = config.params
+        o = config.pool
         self.pool = Pool(
             proxy.reactor, self._connect,
             max_pool=0,                      # concurrency is capped per backend, below
-            max_idle=config.max_pool,        # Pgpool-II: cached links per (user, database)
-            backend_max_connections=int(p.get("backend_max_connections", 0)),
-            checkout_timeout=float(p.get("checkout_timeout", 30)),
-            connection_life_time=float(p.get("connection_life_time", 0)),
-            connection_cache=config.connection_cache,
-            reset_query_list=config.reset_query_list,
-            connect_rate=float(p.get("backend_connect_rate", 0)),
-            connect_burst=int(p.get("backend_connect_burst", 10)),
+            max_idle=o.max_idle,             # Pgpool-II: cached links per (user, database)
+            backend_max_connections=o.backend_max_connections,
+            checkout_timeout=o.checkout_timeout,
+            connection_life_time=o.connection_life_time,
+            connection_cache=o.connection_cache,
+            reset_query_list=o.reset_query_list,
+            connect_rate=o.connect_rate,
+            connect_burst=o.connect_burst,
         )
-        self.timeout = config.connect_timeout / 1000.0  # 0: no connect timeout
+        self.timeout = o.connect_timeout  # 0: no connect timeout
         # A reset is bounded by connect_timeout too, or a fixed limit when that is 0.
         self.reset_timeout = self.timeout or RESET_TIMEOUT_WHEN_DISABLED
-        self.mode = str(p.get("pool_mode", "session"))
+        self.mode = o.mode
         # Transaction pooling: server names of prepared statements, shared by all sessions.
         self.registry = StatementRegistry()
-        self.max_prepared_statements = int(p.get("max_prepared_statements", 200))
+        self.max_prepared_statements = o.max_prepared_statements
         self.counters = {"statements_parsed": 0, "statements_evicted": 0, "pinned": 0}
         self.counters.update({f"pinned_{reason}": 0 for reason in PIN_REASONS})
         self.server_methods = ServerMethods()
-        self.pre_auth = PreAuthGate(int(p.get("pre_auth_connections_per_user", 4)))
+        self.pre_auth = PreAuthGate(o.pre_auth_connections_per_user)
 
     def pin(self, reason: str) -> None:
         self.counters["pinned"] += 1

@@ -9,30 +9,31 @@ bytes and links.
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import replace
 
 from . import logs
 from .catalog import _EMPTY, CatalogCache, quote_literal
 from .logs import logger
-from .policies import build_chain, write_rules
-from .routing import balancer, stickiness
-from .routing.values import CatalogFacts, RouteDecision, RouteRequest, Target, primary
+from .registry import build_chain, catalog_options, write_rules
+from .routing import stickiness
+from .routing.values import (
+    CatalogFacts,
+    RouteDecision,
+    RouteRequest,
+    SessionView,
+    Target,
+    primary,
+)
+from .sql import state as sql_state
 from .sql.classify import Classifier
 from .sql.info import BOTH
-from .sql.split import split_statements
 
 log = logger(__name__)
 
 _STATUS = {ord("I"): "I", ord("T"): "T", ord("E"): "E"}
-_SET_LOCAL = re.compile(r"\s*SET\s+LOCAL\b", re.IGNORECASE)
-_RESET_ALL = re.compile(r"\s*(RESET\s+ALL|DISCARD\s+ALL)\b", re.IGNORECASE)
 # Session-state commands a link opened later must replay.
 _REPLAYED = frozenset({"SET", "RESET", "DISCARD"})
 _MAX_REPLAY = 256
-_SET_TRANSACTION = re.compile(r"\s*SET\s+TRANSACTION\b", re.IGNORECASE)
-_MAY_SET = re.compile(r"\b(SET|RESET|DISCARD)\b", re.IGNORECASE)
-_SESSION_STATE = re.compile(r"(SET|RESET|DISCARD\s+ALL)\b", re.IGNORECASE)
 
 
 # Settings the server reports with ParameterStatus that a client may change.
@@ -41,19 +42,14 @@ _REPORTED_SETTABLE = frozenset({"application_name", "client_encoding", "DateStyl
                                 "search_path"})
 
 
-_SAVEPOINT_NAME = re.compile(
-    r"^\s*(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+WORK|\s+TRANSACTION)?\s+TO"
-    r"(?:\s+SAVEPOINT)?)\s+(\"(?:[^\"]|\"\")+\"|[^\s;]+)", re.IGNORECASE)
-
-
-def _savepoint(s, command: str, sql: str) -> None:
+def _savepoint(s, command: str, sql: str, name: str | None = None) -> None:
     """SAVEPOINT / ROLLBACK TO / RELEASE: the SETs made after a savepoint rolled back to
-    never happened (PostgreSQL undoes them too)."""
-    found = _SAVEPOINT_NAME.match(sql)
-    if found is None:
-        return
-    name = found.group(1)
-    name = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+    never happened (PostgreSQL undoes them too).  ``name``: the savepoint, if known
+    (QueryInfo.savepoint_name); else it is read from ``sql``."""
+    if name is None:
+        name = sql_state.savepoint_name(sql)
+        if name is None:
+            return
     if command == "SAVEPOINT":
         s.savepoints.append((name, list(s.replay)))
         return
@@ -67,12 +63,17 @@ def _savepoint(s, command: str, sql: str) -> None:
             return
 
 
-def _remember_state(s, sql: str) -> None:
+def _remember_state(s, sql: str, info=None) -> None:
     """Record a session-state statement for links the session uses later (in order; a
-    repeated one moves to the end, so setting a value back is kept)."""
-    if _SET_LOCAL.match(sql) or _SET_TRANSACTION.match(sql):
+    repeated one moves to the end, so setting a value back is kept).  ``info``: its
+    QueryInfo, if classified; else the facts are read from ``sql``."""
+    if info is not None:
+        local, reset = info.set_local, info.reset_all
+    else:
+        local, reset = sql_state.set_local(sql), sql_state.reset_all(sql)
+    if local:
         return
-    if _RESET_ALL.match(sql):
+    if reset:
         s.replay.clear()
         return
     if sql in s.replay:
@@ -87,11 +88,11 @@ def _last_states(parts: list[str]) -> list[str]:
     keep: list[str] = []
     seen: set[str] = set()
     for part in reversed(parts):
-        if part in seen or _SET_LOCAL.match(part) or _SET_TRANSACTION.match(part):
+        if part in seen or sql_state.set_local(part):
             continue
         seen.add(part)
         keep.append(part)
-        if _RESET_ALL.match(part) or len(keep) > _MAX_REPLAY:
+        if sql_state.reset_all(part) or len(keep) > _MAX_REPLAY:
             break
     keep.reverse()
     return keep
@@ -108,31 +109,23 @@ class Router:
         self.proxy = proxy
         self.config = config
         self.rng = rng or random.Random()
-        p = config.params
-        self.classifier = Classifier(
-            allow_sql_comments=bool(p.get("allow_sql_comments", False)),
-            ignore_leading_white_space=bool(p.get("ignore_leading_white_space", True)),
-            max_length=int(p.get("classify_max_length", 8192)),
-        )
         self.chain = build_chain(config)
-        self.rules = write_rules(config, self.chain)
-        check_temp = str(p.get("check_temp_table", "catalog")).lower()
-        check_temp = {"on": "catalog", "true": "catalog", "off": "none", "false": "none"}.get(
-            check_temp, check_temp)
-        functions = self.rules.functions
-        need_volatility = not (getattr(functions, "write", ()) or getattr(functions, "read_only", ()))
-        self.catalog = CatalogCache(proxy, check_temp, bool(p.get("check_unlogged_table", True)),
-                                    need_volatility)
-        lb = self.chain.policy("weighted_balancer")
-        self._lb_options = getattr(lb, "options", None)
-        # Decisions depend only on (statement, session state, cluster) unless a policy
-        # looks at the raw text or draws per statement; then they are not cached.
-        self._cacheable = (
-            self.chain.names == ("statement", "pattern_list", "function_list", "temp_tables",
-                                 "stickiness", "weighted_balancer")
-            and not p.get("primary_routing_query_pattern_list")
-            and not p.get("statement_level_load_balance")
+        self.rules = write_rules(config)
+        # The classifier reads the text as the statement policy does.
+        self.classifier = Classifier(
+            allow_sql_comments=self.rules.allow_sql_comments,
+            ignore_leading_white_space=self.rules.ignore_leading_white_space,
+            max_length=config.classifier.max_length,
         )
+        temp = catalog_options(config)
+        functions = self.rules.functions
+        # Volatility is asked of the catalog only when no function list decides instead.
+        need_volatility = not (functions.write or functions.read_only)
+        self.catalog = CatalogCache(temp.check_temp_table, temp.check_unlogged_table,
+                                    need_volatility)
+        # Decisions depend only on (statement, session state, cluster) unless a policy
+        # looks at the raw text or draws per statement (IRoutingPolicy.cacheable).
+        self._cacheable = self.chain.cacheable
         self._decisions: dict = {}
 
     @property
@@ -214,13 +207,10 @@ class Router:
     def choose_lb_node(self, s) -> tuple[int | None, str]:
         if not self.config.load_balance_mode:
             return s.primary_id, "load_balance_mode is off"
-        o = self._lb_options
-        return balancer.choose_lb_node(
-            self.proxy.cluster.view(), self.rng.random(), self.rng.random(),
-            app_name=s.application_name, database=s.database, user=s.user,
-            app_list=getattr(o, "app_list", ()), db_list=getattr(o, "db_list", ()),
-            user_list=getattr(o, "user_list", ()),
-        )
+        who = SessionView(user=s.user, database=s.database,
+                          application_name=s.application_name, lb_node=None)
+        return self.chain.balancer.choose(self.proxy.cluster.view(), who, self.rng.random(),
+                                          self.rng.random())
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def after_statement(self, s, info, decision, node_id: int, sql: str) -> None:
@@ -249,7 +239,8 @@ class Router:
             s.route_status = "I"
             s.txn_begin_for_standby = None
         elif command in ("SAVEPOINT", "ROLLBACK TO", "RELEASE") and s.route_status != "I":
-            _savepoint(s, command, sql)
+            if info.savepoint_name is not None:
+                _savepoint(s, command, sql, info.savepoint_name)
         if command == "BEGIN" and info.multi_statement and info.is_write:
             # "BEGIN; INSERT ...": the writes happen inside the transaction it opens.
             self._sticky_after(s, replace(info, command="UNKNOWN"), sql)
@@ -257,11 +248,11 @@ class Router:
         if command in _REPLAYED and info.route == BOTH:
             if implicit and s.implicit_undo is None:
                 s.implicit_undo = list(s.replay)
-            _remember_state(s, sql)
-        elif info.multi_statement and _MAY_SET.search(sql):
+            _remember_state(s, sql, info)
+        elif info.multi_statement and sql_state.may_change_settings(sql):
             if implicit and s.implicit_undo is None:
                 s.implicit_undo = list(s.replay)
-            parts = [part for part in split_statements(sql) if _SESSION_STATE.match(part)]
+            parts = sql_state.setting_statements(sql)
             if len(parts) > _MAX_REPLAY:
                 parts = _last_states(parts)
             for part in parts:
@@ -276,7 +267,7 @@ class Router:
                 s.sql_prepared.clear()
             else:
                 s.sql_prepared.pop(info.deallocate_name, None)
-        if command == "DISCARD" and _RESET_ALL.match(sql) and s.route_status == "I":
+        if info.discard_all and s.route_status == "I":
             s.sql_prepared.clear()  # (DISCARD ALL fails inside a transaction block)
         if info.temp_tables_created or info.tables_dropped:
             self.catalog.forget_tables(s.database, info.temp_tables_created + info.tables_dropped)

@@ -13,8 +13,9 @@ from twisted.internet.protocol import ClientFactory as _ClientFactory
 from twisted.internet.protocol import Protocol
 
 from .admission import Gate, spare_connections
-from .config import ConfigError, load_config
+from .config import load_config
 from .conn.auth import Secret
+from .errors import ConfigError
 from .hba import HbaError, load_hba
 from .health import Cluster
 from .logs import logger, set_level
@@ -186,13 +187,12 @@ class Proxy:
 
     def backend_tls(self, backend):
         """Context factory for TLS to ``backend`` when ``ssl`` is on, else None."""
-        p = self.config.params
-        if not p.get("ssl"):
+        o = self.config.tls
+        if not o.enabled:
             return None
         key = backend.hostname
         if key not in self._backend_tls:
-            self._backend_tls[key] = client_tls(backend.hostname, p.get("ssl_ca_cert", ""),
-                                                p.get("ssl_ca_cert_dir", ""))
+            self._backend_tls[key] = client_tls(backend.hostname, o.ca_cert, o.ca_cert_dir)
         return self._backend_tls[key]
 
     def sr_secret(self) -> Secret | None:
@@ -320,7 +320,7 @@ class ProxyService(service.Service):
     def startService(self) -> None:
         super().startService()
         factory = ClientFactory(self.proxy)
-        multiplier = int(self.config.params.get("listen_backlog_multiplier", 2))
+        multiplier = self.config.session.listen_backlog_multiplier
         backlog = max(128, multiplier * self.config.num_init_children)
         for interface in listen_interfaces(self.config.listen_addresses):
             port = self.reactor.listenTCP(self.config.port, factory, backlog=backlog, interface=interface)

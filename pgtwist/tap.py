@@ -6,7 +6,8 @@ import sys
 
 from twisted.python import usage
 
-from .config import ConfigError, load_config
+from .config import load_config
+from .errors import ConfigError
 from .hba import HbaError
 from .passwd import PasswdError
 

@@ -29,9 +29,11 @@ from .sql.info import BOTH, EITHER, PRIMARY, QueryInfo
 class FakePolicy:
     """Returns one fixed decision and remembers every request it saw."""
 
-    def __init__(self, decision: RouteDecision = UNDECIDED, name: str = "fake") -> None:
+    def __init__(self, decision: RouteDecision = UNDECIDED, name: str = "fake",
+                 cacheable: bool = False) -> None:
         self.decision = decision
         self.name = name
+        self.cacheable = cacheable
         self.requests: list[RouteRequest] = []
 
     def route(self, request: RouteRequest) -> RouteDecision:
@@ -42,6 +44,8 @@ class FakePolicy:
 @implementer(IRoutingPolicy)
 class RaisingPolicy:
     """A broken policy: raises ``exc`` on every request."""
+
+    cacheable = False
 
     def __init__(self, exc: BaseException | None = None, name: str = "raising") -> None:
         self.exc = exc if exc is not None else RuntimeError("policy is broken")
@@ -144,6 +148,7 @@ from pgtwist.routing.values import UNDECIDED, node
 @implementer(IRoutingPolicy)
 class ReportingReads:
     name = "{name}"
+    cacheable = True  # reads only the query's classification and the session view
 
     def __init__(self, node_id):
         self.node_id = node_id
@@ -159,7 +164,7 @@ class ReportingFactory:
     name = "{name}"
 
     def parse_config(self, raw, path):
-        from pgtwist.config import ConfigError
+        from pgtwist.errors import ConfigError
         if not isinstance(raw.get("node", 1), int):
             raise ConfigError(f"{{path}}.node: expected a node id")
         return raw.get("node", 1)

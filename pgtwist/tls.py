@@ -21,7 +21,7 @@ from twisted.internet import ssl as tssl
 from twisted.internet.interfaces import IOpenSSLContextFactory
 from zope.interface import implementer
 
-from .config import ConfigError
+from .errors import ConfigError
 
 _WEAK_HASHES = ("md5", "sha1")
 
@@ -175,11 +175,10 @@ def peer_common_name(transport) -> str | None:
 
 
 def server_tls_from_config(config) -> ServerTLS | None:
-    p = config.params
-    if not p.get("ssl"):
+    o = config.tls
+    if not o.enabled:
         return None
-    if not p.get("ssl_cert") or not p.get("ssl_key"):
+    if not o.cert or not o.key:
         raise ConfigError("ssl: on needs ssl_cert and ssl_key")
-    return ServerTLS(p["ssl_cert"], p["ssl_key"], p.get("ssl_ca_cert", ""),
-                     p.get("ssl_ciphers", ""), bool(p.get("ssl_prefer_server_ciphers", False)),
-                     ca_dir=p.get("ssl_ca_cert_dir", ""), crl_path=p.get("ssl_crl_file", ""))
+    return ServerTLS(o.cert, o.key, o.ca_cert, o.ciphers, o.prefer_server_ciphers,
+                     ca_dir=o.ca_cert_dir, crl_path=o.crl_file)

@@ -23,7 +23,7 @@ class BuiltinPolicyFactory:
 
     @property
     def config_keys(self) -> tuple[str, ...]:
-        """Flat parameters (plus ``node_count``) that pgtwist.policies feeds in as defaults."""
+        """Flat parameters (plus ``node_count``) that pgtwist.registry feeds in as defaults."""
         from pgtwist.routing.builtin import POLICIES
 
         return POLICIES[self.name][0]

@@ -12,8 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from zope.interface import implementer
+
+from ..interfaces import IBalancer
 from .options import config_error
-from .values import ClusterView, NodeView
+from .values import ClusterView, NodeView, SessionView
 
 PRIMARY_TOKEN = "primary"
 STANDBY_TOKEN = "standby"
@@ -209,3 +212,26 @@ def choose_lb_node(cluster: ClusterView, draw: float, draw2: float | None = None
     if chosen is None:
         return primary, f"node {primary}: no usable node with weight > 0, primary"
     return chosen.node_id, f"node {chosen.node_id}: drawn by {_share(chosen, usable)}"
+
+
+@implementer(IBalancer)
+class WeightedBalancer:
+    """choose_lb_node with fixed redirect preference lists: the IBalancer of the
+    weighted_balancer policy, and (with no lists) the one a chain without it uses."""
+
+    def __init__(self, app_list: tuple[Entry, ...] = (), db_list: tuple[Entry, ...] = (),
+                 user_list: tuple[Entry, ...] = ()) -> None:
+        self.app_list = app_list
+        self.db_list = db_list
+        self.user_list = user_list
+
+    def choose(self, cluster: ClusterView, session: SessionView, draw: float,
+               draw2: float | None = None) -> tuple[int | None, str]:
+        return choose_lb_node(cluster, draw, draw2, app_name=session.application_name,
+                              database=session.database, user=session.user,
+                              app_list=self.app_list, db_list=self.db_list,
+                              user_list=self.user_list)
+
+
+WEIGHTS_ONLY = WeightedBalancer()
+"""The balancer of a chain without an IBalancer: a weighted draw over the usable nodes."""

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from zope.interface import implementer
 
-from ..interfaces import IRoutingPolicy
+from ..interfaces import IBalancer, IRoutingPolicy
 from ..sql.info import BOTH, EITHER
 from . import balancer, rules
-from .options import OptionReader
+from .options import MODES, OptionReader
 from .values import UNDECIDED, RouteDecision, RouteRequest, both, node, primary
 
 NO_LOAD_BALANCE = "NO LOAD BALANCE"
@@ -68,6 +68,8 @@ class StatementPolicy:
     """The statement's own destination and the §1.2/§1.3 preconditions for balancing it."""
 
     name = "statement"
+    # The text is read only for its first characters, which the classifier's shape key keeps.
+    cacheable = True
 
     def __init__(self, options: StatementOptions = StatementOptions()) -> None:
         self.options = options
@@ -132,6 +134,7 @@ class PatternListPolicy:
 
     def __init__(self, options: PatternOptions = PatternOptions()) -> None:
         self.patterns = options.patterns
+        self.cacheable = not self.patterns  # patterns match the text, literals included
 
     def route(self, request: RouteRequest) -> RouteDecision:
         if not self.patterns or request.query.route != EITHER:
@@ -165,6 +168,7 @@ class FunctionListPolicy:
     """Reads calling a writing function go to the primary (§1.1, §1.2 item 6)."""
 
     name = "function_list"
+    cacheable = True
 
     def __init__(self, options: rules.FunctionOptions | None = None) -> None:
         self.options = options = options or rules.FunctionOptions()
@@ -213,6 +217,7 @@ class TempTablePolicy:
     """Reads of temporary or unlogged tables go to the primary (§1.2 item 4)."""
 
     name = "temp_tables"
+    cacheable = True
 
     def __init__(self, options: TempTableOptions = TempTableOptions()) -> None:
         self.mode = options.check_temp_table
@@ -252,8 +257,6 @@ STICKINESS_KEYS = ("disable_load_balance_on_write", "dml_adaptive_object_relatio
 
 
 def parse_stickiness(raw: object, path: str = "") -> StickinessOptions:
-    from .stickiness import MODES
-
     r = OptionReader(raw, path, STICKINESS_KEYS)
     mode = r.choice("disable_load_balance_on_write", "transaction", MODES)
     key = "dml_adaptive_object_relationship_list"
@@ -267,6 +270,7 @@ class StickinessPolicy:
     """disable_load_balance_on_write: reads after writes (§1.4); state from stickiness.py."""
 
     name = "stickiness"
+    cacheable = True
 
     def __init__(self, options: StickinessOptions = StickinessOptions()) -> None:
         self.mode = options.mode
@@ -340,14 +344,21 @@ _NO_LB = primary("primary: no load-balance node").by("weighted_balancer")
 _LB_IS_PRIMARY = primary("primary: read, session LB node is the primary").by("weighted_balancer")
 
 
-@implementer(IRoutingPolicy)
+@implementer(IRoutingPolicy, IBalancer)
 class WeightedBalancerPolicy:
-    """The last link: a read goes to the session's load-balance node (§1.1, §1.2 item 8)."""
+    """The last link: a read goes to the session's load-balance node (§1.1, §1.2 item 8).
+
+    It is also the chain's IBalancer: the redirect preference lists choose each session's
+    load-balance node (and, with statement_level_load_balance, each read's)."""
 
     name = "weighted_balancer"
 
     def __init__(self, options: BalancerOptions = BalancerOptions()) -> None:
         self.options = options
+        self.balancer = balancer.WeightedBalancer(options.app_list, options.db_list,
+                                                  options.user_list)
+        # A statement-level draw differs per statement.
+        self.cacheable = not options.statement_level_load_balance
         if options.delay_threshold_by_time > 0:
             # NodeView.replication_delay is in seconds in time mode; the threshold in ms.
             self._limit, self._unit = options.delay_threshold_by_time / 1000.0, "s"
@@ -357,16 +368,17 @@ class WeightedBalancerPolicy:
             self._limit, self._unit = None, ""
         self._to_node: dict[int, RouteDecision] = {}  # session LB node -> its decision
 
+    def choose(self, cluster, session, draw: float, draw2: float | None = None
+               ) -> tuple[int | None, str]:
+        return self.balancer.choose(cluster, session, draw, draw2)
+
     def route(self, request: RouteRequest) -> RouteDecision:
         if request.query.route != EITHER:
             return UNDECIDED
         s, cluster, o = request.session, request.cluster, self.options
         why = None
         if o.statement_level_load_balance:
-            lb, why = balancer.choose_lb_node(
-                cluster, request.draw, None, app_name=s.application_name,
-                database=s.database, user=s.user, app_list=o.app_list, db_list=o.db_list,
-                user_list=o.user_list)
+            lb, why = self.balancer.choose(cluster, s, request.draw, None)
         else:
             lb = s.lb_node
         if lb is None:

@@ -12,6 +12,8 @@ import collections
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from ..interfaces import IBalancer
+from .balancer import WEIGHTS_ONLY
 from .rules import prepared_body_sql
 from .values import RouteDecision, RouteRequest, Target, primary
 
@@ -36,12 +38,20 @@ class Explanation:
 
 
 class Chain:
-    """An ordered tuple of IRoutingPolicy providers."""
+    """An ordered tuple of IRoutingPolicy providers.
+
+    ``cacheable``: every policy declares ``cacheable`` true (IRoutingPolicy), so a decision
+    may be reused for a request that agrees on query, session, cluster and catalog facts.
+    ``balancer``: the first policy providing IBalancer, else a plain weighted draw.
+    """
 
     def __init__(self, policies: Iterable[object],
                  on_error: Callable[[str, BaseException], None] | None = None) -> None:
         self.policies = tuple(policies)
         self.names = tuple(_name(p) for p in self.policies)
+        self.cacheable = all(getattr(p, "cacheable", False) is True for p in self.policies)
+        self.balancer = next((p for p in self.policies if IBalancer.providedBy(p)),
+                             WEIGHTS_ONLY)
         self.on_error = on_error
         self.errors: collections.deque[tuple[str, BaseException]] = collections.deque(
             maxlen=MAX_KEPT_ERRORS)

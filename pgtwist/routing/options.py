@@ -11,19 +11,19 @@ import difflib
 import re
 from collections.abc import Mapping
 
+from ..errors import ConfigError
+
+# disable_load_balance_on_write values (§1.4): read by the stickiness policy's options and
+# interpreted by routing.stickiness.
+MODES = ("off", "transaction", "trans_transaction", "always", "dml_adaptive")
+
 _TRUE = frozenset({"on", "true", "yes", "1"})
 _FALSE = frozenset({"off", "false", "no", "0"})
 _SEMI_SPLIT = re.compile(r"(?<!\\);")
 
 
-def config_error(errors: list[str] | str) -> Exception:
-    """A ``pgtwist.config.ConfigError``.
-
-    Imported late: the config module sits at the top of the layer stack and the
-    routing layer must stay importable on its own.
-    """
-    from pgtwist.config import ConfigError
-
+def config_error(errors: list[str] | str) -> ConfigError:
+    """The error a routing option reader raises: every problem, each naming its path."""
     return ConfigError(errors)
 
 

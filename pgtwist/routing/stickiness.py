@@ -15,11 +15,12 @@ not writes.  :func:`counts_as_write` computes exactly that.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ..sql.info import QueryInfo
+from ..sql.state import discard_all, discard_temp, sets_read_only
+from .builtin import FUNCTION_KEYS, parse_function_list, parse_statement, parse_stickiness
 from .rules import (
     FunctionOptions,
     bare,
@@ -30,17 +31,8 @@ from .rules import (
 )
 from .values import RouteRequest, SessionView
 
-MODES = ("off", "transaction", "trans_transaction", "always", "dml_adaptive")
-
 _TXN_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "ROLLBACK TO"})
 _NOT_STATEMENTS = frozenset({"EMPTY", "PGPOOL", "PGTWIST"})
-_READ_ONLY_SET = re.compile(
-    r"\s*SET\s+(?:SESSION\s+CHARACTERISTICS\s+AS\s+)?TRANSACTION\b.*\bREAD\s+ONLY\b"
-    r"|\s*SET\s+(?:SESSION\s+|LOCAL\s+)?transaction_read_only\s*(?:=|\bTO\b)\s*'?(?:on|true|1|yes)\b",
-    re.IGNORECASE | re.DOTALL,
-)
-_DISCARD_TEMP = re.compile(r"\s*DISCARD\s+(?:ALL|TEMP|TEMPORARY)\b", re.IGNORECASE)
-_DISCARD_ALL = re.compile(r"\s*DISCARD\s+ALL\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -85,7 +77,7 @@ def counts_as_write(query: QueryInfo, writing_functions: tuple[str, ...] = (), *
         query, sql = query.prepared, prepared_body_sql(sql)  # judged like its body (§1.3)
     if writing_functions:
         return True
-    if query.command == "SET" and (query.serializable or (sql and _READ_ONLY_SET.match(sql))):
+    if query.command == "SET" and (query.serializable or (sql and sets_read_only(sql))):
         return False  # Pgpool-II remembers a SERIALIZABLE SET instead of flagging a write
     return not_select_reason(query, sql, allow_sql_comments, ignore_leading_white_space) is not None
 
@@ -160,14 +152,14 @@ def after_statement(state: StickyState, mode: str, query: QueryInfo, wrote: bool
             s = replace(s, session_serializable=True)
 
     s = _track_temp_tables(s, query, in_txn_after, sql)
-    if command == "DISCARD" and sql and _DISCARD_ALL.match(sql):
+    if command == "DISCARD" and sql and discard_all(sql):
         s = replace(s, session_serializable=False)  # DISCARD ALL includes RESET ALL
     return s
 
 
 def _track_temp_tables(s: StickyState, query: QueryInfo, in_txn: bool, sql: str) -> StickyState:
     """check_temp_table=trace (§1.1): CREATE/DROP TEMP seen by the proxy, pending until COMMIT."""
-    if query.command == "DISCARD" and sql and _DISCARD_TEMP.match(sql):
+    if query.command == "DISCARD" and sql and discard_temp(sql):
         return replace(s, temp_tables=frozenset(), pending_temp=frozenset(),
                        pending_drop=frozenset())
     created = frozenset(bare(t) for t in query.temp_tables_created)
@@ -206,8 +198,6 @@ class WriteRules:
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> WriteRules:
         """From the flat Pgpool-II parameters (Config.params); raises ConfigError."""
-        from .builtin import FUNCTION_KEYS, parse_function_list, parse_statement, parse_stickiness
-
         def pick(keys: tuple[str, ...]) -> dict:
             return {k: params[k] for k in keys if k in params}
 

@@ -49,6 +49,8 @@ from dataclasses import dataclass, replace
 import sqlglot
 from sqlglot import exp
 
+from . import state
+from .idents import fold, fold_name
 from .info import BOTH, EITHER, PRIMARY, QueryInfo
 from .normalize import (
     Token,
@@ -123,8 +125,8 @@ def _uniq(items) -> tuple[str, ...]:
 
 def _ident(node) -> str:
     if isinstance(node, exp.Identifier):
-        return node.name if node.quoted else node.name.lower()
-    return node.name.lower() if isinstance(node, exp.Expression) else str(node).lower()
+        return fold_name(node.name, node.quoted)
+    return fold_name(node.name if isinstance(node, exp.Expression) else str(node), False)
 
 
 def _table_name(t: exp.Table) -> str:
@@ -155,7 +157,7 @@ def _function_name(f: exp.Func, src: str) -> str | None:
     meta = f._meta
     if meta and "start" in meta and "end" in meta:
         raw = src[meta["start"]:meta["end"] + 1]
-        name = raw[1:-1].replace('""', '"') if raw.startswith('"') else raw.lower()
+        name = fold(raw)
         if name == "row":               # ROW(...) constructs a row, calls nothing
             return None
     elif isinstance(f, _VALUE_KEYWORDS):  # CURRENT_DATE and friends: not calls
@@ -222,6 +224,8 @@ def _merge(parts: list[QueryInfo]) -> QueryInfo:
         execute_name=first.execute_name, deallocate_name=first.deallocate_name,
         lock_strong=anyof("lock_strong"), copy_to_stdout=anyof("copy_to_stdout"),
         copy_from_stdin=anyof("copy_from_stdin"),
+        set_local=first.set_local, reset_all=first.reset_all, discard_all=first.discard_all,
+        savepoint_name=first.savepoint_name, cursor_name=first.cursor_name,
     )
 
 
@@ -356,7 +360,10 @@ class Classifier:
                              temp_tables_created=info.temp_tables_created,
                              tables_dropped=info.tables_dropped, lock_strong=info.lock_strong,
                              copy_to_stdout=info.copy_to_stdout,
-                             copy_from_stdin=info.copy_from_stdin)
+                             copy_from_stdin=info.copy_from_stdin, set_local=info.set_local,
+                             reset_all=info.reset_all, discard_all=info.discard_all,
+                             savepoint_name=info.savepoint_name,
+                             cursor_name=info.cursor_name)
         command, written = "UNKNOWN", ()
         if kw in _DML_TARGET:
             command, before = _DML_TARGET[kw]
@@ -481,7 +488,7 @@ class Classifier:
                 return QueryInfo("ROLLBACK PREPARED", PRIMARY)
             i = 2 if is_word(_at(toks, 1), "work", "transaction") else 1
             if is_word(_at(toks, i), "to"):
-                return QueryInfo("ROLLBACK TO", BOTH)
+                return QueryInfo("ROLLBACK TO", BOTH, savepoint_name=state.savepoint_name(text))
         return QueryInfo("ROLLBACK", BOTH)
 
     def _prepare(self, text: str, toks: list[Token]) -> QueryInfo:
@@ -540,7 +547,8 @@ class Classifier:
                 elif name in ("transaction_isolation", "default_transaction_isolation"):
                     serializable = any(v.lower() == "serializable" for v in values)
         route = PRIMARY if serializable or read_write else BOTH
-        return QueryInfo("SET", route, serializable=serializable, read_write=read_write)
+        return QueryInfo("SET", route, serializable=serializable, read_write=read_write,
+                         set_local=state.set_local(text))
 
     def _show(self, text: str, toks: list[Token]) -> QueryInfo:
         arg = _at(toks, 1)
@@ -627,15 +635,19 @@ class Classifier:
     def _cursor(self, text: str, toks: list[Token]) -> QueryInfo:
         command = toks[0].value.upper()
         if command != "DECLARE":
-            return QueryInfo(command, PRIMARY, is_write=True)
+            close_all = command == "CLOSE" and is_word(_at(toks, 1), "all") and len(toks) == 2
+            return QueryInfo(command, PRIMARY, is_write=True,
+                             cursor_name=None if close_all else state.last_name(text))
+        first = _at(toks, 1)
+        name = first.value if first is not None and first.kind in ("word", "name") else None
         for j, t in enumerate(toks):
             if is_word(t, "for") and any(is_word(x, "cursor") for x in toks[:j]):
                 body = self._inner(text[t.end:])
                 return QueryInfo("DECLARE", PRIMARY, is_write=True,
                                  tables_read=body.tables_read + body.tables_written,
                                  functions=body.functions,
-                                 touches_catalog=body.touches_catalog)
-        return QueryInfo("DECLARE", PRIMARY, is_write=True)
+                                 touches_catalog=body.touches_catalog, cursor_name=name)
+        return QueryInfo("DECLARE", PRIMARY, is_write=True, cursor_name=name)
 
     def _utility(self, text: str, toks: list[Token]) -> QueryInfo:
         """DDL and maintenance: PRIMARY writes, with the names routing tracks."""
@@ -679,8 +691,11 @@ class Classifier:
 
     def _simple(self, text: str, toks: list[Token]) -> QueryInfo:
         kw = toks[0].value
-        if kw in ("savepoint", "release", "reset", "discard"):
-            return QueryInfo(kw.upper(), BOTH)
+        if kw in ("savepoint", "release"):
+            return QueryInfo(kw.upper(), BOTH, savepoint_name=state.savepoint_name(text))
+        if kw in ("reset", "discard"):
+            return QueryInfo(kw.upper(), BOTH, reset_all=state.reset_all(text),
+                             discard_all=state.discard_all(text))
         if kw in ("pgpool", "pgtwist"):
             return QueryInfo(kw.upper(), PRIMARY)
         return QueryInfo(kw.upper(), PRIMARY, is_write=True)     # LISTEN, NOTIFY...

@@ -62,6 +62,14 @@ class QueryInfo:
     bounded         too long or too many statements to parse on the event loop: routed
                     like a parse error; only the first statement's command, tables and
                     transaction modes are known (when it is short; else its DML target).
+    set_local       SET LOCAL or SET TRANSACTION: the setting ends with the transaction.
+    reset_all       RESET ALL or DISCARD ALL: every setting back to its default.
+    discard_all     DISCARD ALL (also drops prepared statements, temp tables, cursors).
+    savepoint_name  the savepoint SAVEPOINT / RELEASE / ROLLBACK TO names (folded).
+    cursor_name     the cursor DECLARE / FETCH / MOVE / CLOSE names (folded; None for
+                    CLOSE ALL).
+    For a multi-statement text the last five describe its first statement, as command does;
+    pgtwist.sql.state gives them for any one statement's text.
     """
 
     command: str
@@ -89,6 +97,11 @@ class QueryInfo:
     copy_to_stdout: bool = False
     copy_from_stdin: bool = False
     bounded: bool = False
+    set_local: bool = False
+    reset_all: bool = False
+    discard_all: bool = False
+    savepoint_name: str | None = None
+    cursor_name: str | None = None
 
     @property
     def tables(self) -> tuple[str, ...]:

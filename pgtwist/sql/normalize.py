@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from .idents import fold
+
 # -- cache key -----------------------------------------------------------------
 #
 # _FAST groups: 1 ordinary text (kept), 2 literal or parameter (-> "\x00"),
@@ -247,10 +249,8 @@ def tokens(text: str) -> list[Token]:
         if kind is None:        # trailing whitespace
             break
         value = m.group(kind)
-        if kind == "word":
-            value = value.lower()
-        elif kind == "name":
-            value = value[1:-1].replace('""', '"')
+        if kind == "word" or kind == "name":
+            value = fold(value)
         elif kind == "str":
             value = value[1:-1].replace("''", "'")
         elif kind == "estr":

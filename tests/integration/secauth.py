@@ -30,6 +30,25 @@ INTERNALS = ("pool_passwd", "auth_query", "auth_user", "not permitted", "too man
              "Traceback")
 
 
+
+def lookup_function_sql(schema: str) -> str:
+    """SQL creating ``schema.lookup(username)``: an auth_query target that, like the
+    default query, returns no password for an expired role.  Owned by the superuser,
+    executable only by the role named like the schema (the auth_user)."""
+    return f"""
+CREATE SCHEMA {schema} AUTHORIZATION postgres;
+CREATE FUNCTION {schema}.lookup(username text, OUT rolname name, OUT rolpassword text)
+    RETURNS SETOF record LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog AS $$
+        SELECT a.rolname,
+               CASE WHEN a.rolvaliduntil < now() THEN NULL ELSE a.rolpassword END
+        FROM pg_catalog.pg_authid a WHERE a.rolname = username AND a.rolcanlogin
+    $$;
+REVOKE ALL ON FUNCTION {schema}.lookup(text) FROM PUBLIC;
+GRANT USAGE ON SCHEMA {schema} TO {schema};
+GRANT EXECUTE ON FUNCTION {schema}.lookup(text) TO {schema};
+"""
+
 @dataclass
 class Outcome:
     """How one login attempt ended."""

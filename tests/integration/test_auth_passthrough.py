@@ -18,6 +18,7 @@ import pytest
 
 from pgtwist import devcluster as dc
 
+from .secauth import lookup_function_sql
 from .test_auth_hba import (
     DRIVERS,
     GOOD,
@@ -53,18 +54,7 @@ def _ident(text: str) -> str:
 SETUP_SQL = f"""
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE {AUTH_USER} LOGIN PASSWORD {_lit(AUTH_PASSWORD)};
-CREATE SCHEMA {AUTH_USER} AUTHORIZATION postgres;
-CREATE FUNCTION {AUTH_USER}.lookup(username text, OUT rolname name, OUT rolpassword text)
-    RETURNS SETOF record LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path = pg_catalog AS $$
-        SELECT a.rolname,
-               CASE WHEN a.rolvaliduntil < now() THEN NULL ELSE a.rolpassword END
-        FROM pg_catalog.pg_authid a
-        WHERE a.rolname = username AND a.rolcanlogin
-    $$;
-REVOKE ALL ON FUNCTION {AUTH_USER}.lookup(text) FROM PUBLIC;
-GRANT USAGE ON SCHEMA {AUTH_USER} TO {AUTH_USER};
-GRANT EXECUTE ON FUNCTION {AUTH_USER}.lookup(text) TO {AUTH_USER};
+""" + lookup_function_sql(AUTH_USER) + f"""
 CREATE ROLE {EXPIRED_USER} LOGIN PASSWORD {_lit(EXPIRED_PASSWORD)} VALID UNTIL '2000-01-01';
 CREATE ROLE {_ident(QUOTED_USER)} LOGIN PASSWORD {_lit(QUOTED_PASSWORD)};
 RESET password_encryption;

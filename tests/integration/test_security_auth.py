@@ -28,6 +28,7 @@ from .secauth import (
     first_reply,
     hup_and_wait,
     login,
+    lookup_function_sql,
     open_startups,
     run_sql,
     wait_direct_login,
@@ -59,18 +60,7 @@ ALTER ROLE {S2USER} SET log_statement = 'all';
 CREATE ROLE {TENANT} NOLOGIN;
 GRANT {TENANT} TO {ALICE};
 """
-POOLDB_SQL = f"""
-CREATE SCHEMA {AUTHUSER} AUTHORIZATION postgres;
-CREATE FUNCTION {AUTHUSER}.lookup(username text, OUT rolname name, OUT rolpassword text)
-    RETURNS SETOF record LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path = pg_catalog AS $$
-        SELECT a.rolname,
-               CASE WHEN a.rolvaliduntil < now() THEN NULL ELSE a.rolpassword END
-        FROM pg_catalog.pg_authid a WHERE a.rolname = username AND a.rolcanlogin
-    $$;
-REVOKE ALL ON FUNCTION {AUTHUSER}.lookup(text) FROM PUBLIC;
-GRANT USAGE ON SCHEMA {AUTHUSER} TO {AUTHUSER};
-GRANT EXECUTE ON FUNCTION {AUTHUSER}.lookup(text) TO {AUTHUSER};
+POOLDB_SQL = lookup_function_sql(AUTHUSER) + f"""
 CREATE SCHEMA {TENANT_SCHEMA};
 GRANT USAGE ON SCHEMA {TENANT_SCHEMA} TO {TENANT};
 CREATE FUNCTION public.sa_definer_path() RETURNS text LANGUAGE plpgsql SECURITY DEFINER

@@ -23,6 +23,8 @@ SANS_IO_MODULES = [
     "pgtwist.conn.frontend",
     "pgtwist.conn.backend",
     "pgtwist.conn.auth",
+    "pgtwist.errors",
+    "pgtwist.options",
     "pgtwist.conn.server",
     # The session layer's state and bookkeeping are sans-IO too; its I/O glue is not.
     "pgtwist.session",

@@ -188,3 +188,10 @@ def test_check_warns_about_aes_entries_without_a_key(conf, capsys, monkeypatch, 
     code, _, err = run(capsys, "check", "-c", str(conf))
     assert code == 0
     assert "no AES key file found, so the pool_passwd entries of u cannot be used" in err
+
+
+def test_check_names_settings_that_have_no_effect(conf, capsys):
+    conf.write_text(conf.read_text() + "memory_cache_enabled: on\n")
+    code, _, err = run(capsys, "check", "-c", str(conf))
+    assert code == 0
+    assert "pgtwist: warning: memory_cache_enabled: " in err and "has no effect" in err

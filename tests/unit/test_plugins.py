@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 import plugins
 from pgtwist.config import ConfigError, load_config, parse_config
 from pgtwist.interfaces import IRoutingPolicy, IRoutingPolicyFactory
-from pgtwist.policies import build_chain, load_factories, write_rules
+from pgtwist.registry import build_chain, load_factories, write_rules
 from pgtwist.routing.builtin import DEFAULT_ORDER
 from pgtwist.routing.values import RouteDecision, Target
 from pgtwist.testing import (

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from pgtwist.config import parse_config
 from pgtwist.pool import PoolKey
 from pgtwist.pooling import Pooling
 from pgtwist.protocols.backend import BackendLink
@@ -28,11 +29,9 @@ class Link(BackendLink):
 
 
 def _pooling():
-    config = SimpleNamespace(
-        params={"pool_mode": "transaction", "backend_max_connections": 1},
-        max_pool=1, connection_cache=True, reset_query_list=("ABORT", "DISCARD ALL"),
-        connect_timeout=1000,
-    )
+    config = parse_config({"backend_hostname0": "127.0.0.1", "pool_mode": "transaction",
+                           "backend_max_connections": 1, "max_pool": 1,
+                           "connect_timeout": 1000}, env={}, check_files=False)
     proxy = SimpleNamespace(reactor=Clock())
     pooling = Pooling(proxy, config)
     link = Link()

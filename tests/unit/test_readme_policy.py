@@ -12,7 +12,7 @@ from zope.interface.verify import verifyObject
 import plugins
 from pgtwist.config import parse_config
 from pgtwist.interfaces import IRoutingPolicy
-from pgtwist.policies import build_chain
+from pgtwist.registry import build_chain
 from pgtwist.routing.values import Target
 from pgtwist.sql.info import EITHER, QueryInfo
 from pgtwist.testing import fake_cluster, fake_session, make_request

@@ -23,3 +23,99 @@ def test_routing_imports_neither_twisted_nor_sqlglot():
                          text=True, check=True).stdout.split(maxsplit=1)
     assert int(out[0]) >= 9, out  # routing + its modules + testing were all imported
     assert out[1].strip() == "[]"
+
+
+# --- static import graph of pgtwist.routing -----------------------------------------------------
+
+# What routing may import from pgtwist: itself, plain SQL result values and the sans-IO text
+# facts (no sqlglot), interfaces, errors.
+ROUTING_MAY_IMPORT = ("pgtwist.routing", "pgtwist.sql.info", "pgtwist.sql.state",
+                      "pgtwist.interfaces", "pgtwist.errors")
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every pgtwist module ``path`` imports, at module level or inside functions."""
+    import ast
+
+    package = module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            found.add(target)
+            # "from . import m" imports the module m too.
+            found.update(f"{target}.{a.name}" for a in node.names
+                         if _is_module(f"{target}.{a.name}"))
+    return {name for name in found if name.split(".")[0] == "pgtwist"}
+
+
+def _is_module(name: str) -> bool:
+    parts = name.split(".")
+    return (ROOT.joinpath(*parts).with_suffix(".py").exists()
+            or ROOT.joinpath(*parts, "__init__.py").exists())
+
+
+def _routing_graph() -> dict[str, set[str]]:
+    graph = {}
+    for path in sorted((ROOT / "pgtwist" / "routing").glob("*.py")):
+        module = f"pgtwist.routing.{path.stem}"
+        graph[module] = _imports(path, module)
+    return graph
+
+
+def test_routing_imports_only_downward():
+    graph = _routing_graph()
+    assert "pgtwist.routing.builtin" in graph and len(graph) >= 8
+    upward = {m: sorted(t for t in targets if not t.startswith(ROUTING_MAY_IMPORT))
+              for m, targets in graph.items()}
+    assert {m: t for m, t in upward.items() if t} == {}
+
+
+def test_routing_has_no_import_cycle():
+    full = _routing_graph()
+    graph = {m: {t for t in targets if t in full} for m, targets in full.items()}
+    assert "pgtwist.routing.builtin" in graph["pgtwist.routing.stickiness"]
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(module: str) -> None:
+        assert module not in visiting, " -> ".join([*visiting, module])
+        if module in done:
+            return
+        visiting.append(module)
+        for target in sorted(graph.get(module, ())):
+            visit(target)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+
+
+def test_import_graph_sees_local_imports(tmp_path):
+    # Guard against a graph that could never find the old cycle: a function-level import.
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from .stickiness import MODES\n"
+                      "    from pgtwist import config\n    from .. import errors\n")
+    assert _imports(source, "pgtwist.routing.m") == {
+        "pgtwist.routing.stickiness", "pgtwist", "pgtwist.config", "pgtwist.errors"}
+
+
+def test_option_errors_are_the_configs_error_class():
+    from pgtwist import config, errors
+    from pgtwist.routing.options import MODES, OptionReader, config_error
+
+    assert config.ConfigError is errors.ConfigError
+    assert isinstance(config_error("x: bad"), config.ConfigError)
+    key = "disable_load_balance_on_write"
+    reader = OptionReader({key: "sometimes"}, "p", (key,))
+    assert reader.choice(key, "transaction", MODES) == "transaction"
+    assert reader.errors == ["p.disable_load_balance_on_write: expected one of off, transaction, "
+                             "trans_transaction, always, dml_adaptive, got 'sometimes'"]

@@ -7,7 +7,8 @@ Pgpool-II parameters::
 
 To insert a policy of your own, list the whole order; each item is a factory
 name, or a mapping with ``name`` plus options that override the flat
-parameters for that policy only::
+parameters for that policy only (the section's shape is checked by
+pgtwist.config_routing, with the rest of the configuration)::
 
     routing:
       plugin_paths: [/etc/pgtwist/policies]     # extra directories searched for plugins
@@ -24,6 +25,10 @@ A plugin is a module-level object providing IPlugin and IRoutingPolicyFactory
 in a Python file under a ``plugins/`` directory on sys.path or in one of
 ``routing.plugin_paths`` (relative paths resolve against the config file's
 directory).  Option errors name their path: ``routing.policies[2].<option>``.
+
+What the proxy needs besides the chain is read from the same configuration, never
+from the built policies: :func:`write_rules` (write tracking) and
+:func:`catalog_options` (which catalog facts to look up).
 """
 
 from __future__ import annotations
@@ -39,14 +44,19 @@ from zope.interface.verify import verifyObject
 
 import plugins
 from pgtwist.config import Config, ConfigError
+from pgtwist.config_routing import PolicyEntry
 from pgtwist.interfaces import IRoutingPolicyFactory
-from pgtwist.routing.builtin import DEFAULT_ORDER
+from pgtwist.routing.builtin import (
+    DEFAULT_ORDER,
+    FUNCTION_KEYS,
+    POLICIES,
+    TEMP_KEYS,
+    TempTableOptions,
+)
 from pgtwist.routing.chain import Chain
 from pgtwist.routing.stickiness import WriteRules
 
 log = Logger()
-
-ROUTING_KEYS = ("policies", "plugin_paths")
 
 
 def load_factories(extra_paths: Iterable[str] = ()) -> dict[str, object]:
@@ -82,10 +92,10 @@ def load_factories(extra_paths: Iterable[str] = ()) -> dict[str, object]:
     return factories
 
 
-def _flat_options(factory: object, config: Config) -> dict:
-    """The flat parameters a factory reads (``config_keys``), plus ``node_count``."""
+def _flat_options(keys: Iterable[str], config: Config) -> dict:
+    """The flat parameters among ``keys`` (a factory's ``config_keys``), plus ``node_count``."""
     options = {}
-    for key in getattr(factory, "config_keys", ()):
+    for key in keys:
         if key == "node_count":
             options[key] = len(config.backends)
         elif key in config.params:
@@ -95,7 +105,7 @@ def _flat_options(factory: object, config: Config) -> dict:
 
 def _parse(factory: object, block: Mapping, path: str, config: Config,
            errors: list[str]) -> object:
-    flat = _flat_options(factory, config)
+    flat = _flat_options(getattr(factory, "config_keys", ()), config)
     try:
         if flat:  # flat parameters are checked first, so errors name them by themselves
             options = factory.parse_config(flat, "")
@@ -111,75 +121,34 @@ def _parse(factory: object, block: Mapping, path: str, config: Config,
     return options
 
 
-def _plugin_paths(routing: Mapping, config: Config, errors: list[str]) -> list[str]:
-    value = routing.get("plugin_paths") or []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        errors.append("routing.plugin_paths: expected a list of directories")
-        return []
-    paths = []
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip():
-            errors.append(f"routing.plugin_paths[{i}]: expected a directory name, got {item!r}")
-            continue
-        path = os.path.join(config.base_dir, os.path.expanduser(item.strip()))
-        if not os.path.isdir(path):
-            errors.append(f"routing.plugin_paths[{i}]: {path} is not a directory")
-            continue
-        paths.append(path)
-    return paths
-
-
 def build_chain(config: Config, factories: Mapping[str, object] | None = None) -> Chain:
     """The routing chain for ``config``; every problem is reported in one ConfigError."""
-    errors: list[str] = []
-    routing = config.params.get("routing") or {}
-    if not isinstance(routing, Mapping):
-        raise ConfigError("routing: expected a mapping")
-    for key in routing:
-        if key not in ROUTING_KEYS:
-            errors.append(f"routing.{key}: unknown setting (expected {', '.join(ROUTING_KEYS)})")
-    paths = _plugin_paths(routing, config, errors)
+    routing = config.routing
     if factories is None:
-        factories = load_factories(paths)
-    known = ", ".join(sorted(factories))
-
-    items = routing.get("policies")
-    if items is None:
-        items = list(DEFAULT_ORDER)
-        missing = [n for n in items if n not in factories]
+        factories = load_factories(routing.plugin_paths)
+    entries = routing.policies
+    if entries is None:
+        missing = [n for n in DEFAULT_ORDER if n not in factories]
         if missing:
             raise ConfigError(f"routing: built-in policies not found: {', '.join(missing)} "
                               f"(is the plugins package installed?)")
-    elif not isinstance(items, (list, tuple)) or not items:
-        errors.append("routing.policies: expected a non-empty list of policy names or "
-                      "{name: ..., options} mappings")
-        items = []
-
+        entries = tuple(PolicyEntry(name, {}, f"routing.policies[{i}]")
+                        for i, name in enumerate(DEFAULT_ORDER))
+    known = ", ".join(sorted(factories))
+    errors: list[str] = []
     built = []
-    for i, item in enumerate(items):
-        path = f"routing.policies[{i}]"
-        if isinstance(item, str):
-            name, block = item, {}
-        elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
-            name = item["name"]
-            block = {k: v for k, v in item.items() if k != "name"}
-        else:
-            errors.append(f"{path}: expected a policy name or a mapping with 'name', "
-                          f"got {item!r}")
-            continue
-        factory = factories.get(name)
+    for entry in entries:
+        factory = factories.get(entry.name)
         if factory is None:
-            errors.append(f"{path}: unknown policy {name!r} (known: {known})")
+            errors.append(f"{entry.path}: unknown policy {entry.name!r} (known: {known})")
             continue
-        options = _parse(factory, block, path, config, errors)
+        options = _parse(factory, entry.options, entry.path, config, errors)
         if options is None:
             continue
         try:
             built.append(factory.build(options))
         except Exception as exc:  # noqa: BLE001
-            errors.append(f"{path}: policy {name!r} could not be built: "
+            errors.append(f"{entry.path}: policy {entry.name!r} could not be built: "
                           f"{type(exc).__name__}: {exc}")
     if errors:
         raise ConfigError(errors)
@@ -200,21 +169,34 @@ def policy_error_logger(every: int = 1000):
     return on_error
 
 
-def write_rules(config: Config, chain: Chain | None = None) -> WriteRules:
-    """The WriteRules matching ``chain`` (its stickiness/function_list/statement options).
+def _builtin_options(config: Config, name: str, keys: tuple[str, ...]):
+    """A built-in policy's options among ``keys`` as the configuration sets them: the flat
+    parameters, overlaid by the block of the first ``routing.policies`` entry named ``name``
+    (whose errors, if any, name that entry)."""
+    raw = _flat_options(keys, config)
+    entry = config.routing.entry(name)
+    path = ""
+    if entry is not None and entry.options:
+        raw.update((k, v) for k, v in entry.options.items() if k in keys)
+        path = entry.path
+    return POLICIES[name][1](raw, path)
 
-    Falls back to the flat parameters for a policy the chain does not have.
+
+def write_rules(config: Config, chain: Chain | None = None) -> WriteRules:
+    """The WriteRules for ``config``: the options its stickiness, function_list and
+    statement policies are configured with (the flat parameters where it lists none).
+
+    ``chain`` is not read (the rules come from the configuration the chain was built
+    from); it is accepted for callers that pass the chain along.
     """
-    rules = WriteRules.from_params(config.params)
-    if chain is None:
-        return rules
-    sticky = chain.policy("stickiness")
-    functions = chain.policy("function_list")
-    statement = chain.policy("statement")
+    statement = _builtin_options(config, "statement",
+                                 ("allow_sql_comments", "ignore_leading_white_space"))
     return WriteRules(
-        getattr(sticky, "mode", rules.mode),
-        getattr(functions, "options", rules.functions),
-        getattr(getattr(statement, "options", None), "allow_sql_comments", rules.allow_sql_comments),
-        getattr(getattr(statement, "options", None), "ignore_leading_white_space",
-                rules.ignore_leading_white_space),
-    )
+        _builtin_options(config, "stickiness", ("disable_load_balance_on_write",)).mode,
+        _builtin_options(config, "function_list", FUNCTION_KEYS),
+        statement.allow_sql_comments, statement.ignore_leading_white_space)
+
+
+def catalog_options(config: Config) -> TempTableOptions:
+    """check_temp_table / check_unlogged_table as the temp_tables policy is configured."""
+    return _builtin_options(config, "temp_tables", TEMP_KEYS)
