@@ -16,7 +16,7 @@ $(VENV)/.stamp: setup.py pyproject.toml
 	touch $@
 
 demo: venv
-	$(BIN)/python -m pgtwist.demo
+	$(BIN)/python -m pgtwist.dev.demo
 
 test: venv
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """``python -m bench``: pgbench through pgtwist, against direct PostgreSQL and a bare relay.
 
-Starts a throwaway primary + replica (pgtwist.devcluster), pgtwist (replica
+Starts a throwaway primary + replica (pgtwist.dev.devcluster), pgtwist (replica
 weight 0, and as ``pgtwist-lb`` with load balancing over both nodes), the
 minimal Twisted relay (bench/relay.py) and, when installed, PgBouncer and
 Pgpool-II; runs ``pgbench -S`` against each, interleaved, and prints tps,
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from . import memory, pgbench, txn
 from . import report as tables

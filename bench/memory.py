@@ -14,7 +14,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from .targets import open_fds, rss_kb
 

@@ -6,7 +6,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 _TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.M)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)

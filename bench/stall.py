@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from .targets import Pgtwist
 

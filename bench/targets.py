@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: every target the benchmark knows, in table order

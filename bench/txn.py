@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from . import pgbench
 from .cpu import CpuMeter, median

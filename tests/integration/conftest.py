@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 _BAD_LOG_MARKERS = ("Traceback", "Unhandled")
 

@@ -31,7 +31,7 @@ import psycopg
 import pytest
 from scramp import ScramClient
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 from pgtwist.passwd import encode_entry
 
 from .conftest import assert_log_clean, start_pgtwist

@@ -16,7 +16,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from .secauth import lookup_function_sql
 from .test_auth_hba import (

@@ -15,7 +15,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from pgtwist.devcluster import TEST_USERS
+from pgtwist.dev.devcluster import TEST_USERS
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 import psycopg
 import pytest
 
-from pgtwist.devcluster import TEST_USER_METHODS, TEST_USERS, ClusterError, conninfo
+from pgtwist.dev.devcluster import TEST_USER_METHODS, TEST_USERS, ClusterError, conninfo
 
 pytestmark = pytest.mark.integration
 

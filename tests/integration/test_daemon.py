@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import yaml
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from .conftest import assert_log_clean
 from .rawpg import RawClient, error_fields, startup_packet

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import yaml
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 from pgtwist.testing import reporting_plugin_source
 from tests.integration.conftest import backends, log_problems, start_pgtwist
 

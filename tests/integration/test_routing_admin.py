@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import errors as pgerr
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import errors as pgerr
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 from tests.integration.conftest import assert_log_clean, start_pgtwist
 
 pytestmark = pytest.mark.integration

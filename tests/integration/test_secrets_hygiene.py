@@ -19,7 +19,7 @@ import subprocess
 import pytest
 import yaml
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from .conftest import assert_log_clean
 from .rawpg import RawClient, data_row

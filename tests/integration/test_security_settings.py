@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import crypto
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from .conftest import assert_log_clean, start_pgtwist
 from .rawpg import RawClient, cancel_request, error_fields, errors_of, query, startup_packet

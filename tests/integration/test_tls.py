@@ -19,7 +19,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from .rawpg import RawClient, error_fields, ssl_request, startup_packet
 from .test_auth_hba import (

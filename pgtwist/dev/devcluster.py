@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 HOST = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: role -> password; each role authenticates over TCP with TEST_USER_METHODS[role]
 TEST_USERS: dict[str, str] = {

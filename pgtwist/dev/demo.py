@@ -1,4 +1,4 @@
-"""``python -m pgtwist.demo``: a throwaway primary + replica with pgtwist in front of it.
+"""``python -m pgtwist.dev.demo``: a throwaway primary + replica with pgtwist in front of it.
 
 Everything lives under /tmp and is removed again on Ctrl-C / SIGTERM, or when
 twistd exits (the demo then exits with twistd's code).
@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 
 class _Stop(Exception):
@@ -49,7 +49,7 @@ def _banner(cluster: dc.DevCluster, port: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pgtwist.demo", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m pgtwist.dev.demo", description=__doc__)
     ap.add_argument("--port", type=int, default=9999, help="pgtwist's port (default 9999)")
     ap.add_argument("--replicas", type=int, default=1, help="streaming replicas (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's files at exit")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.internet.testing import MemoryReactorClock
 
+from pgtwist.cluster import Cluster
 from pgtwist.config import parse_config
-from pgtwist.health import Cluster
 
 
 def _cluster(backends, **params):
