@@ -232,6 +232,10 @@ class ClientMessages:
         if self.txn_pooling:
             self._tx_before_query(link, info)
         self._forward(link, buf, start - 5, end, sync=True)
+        if info.copy_from_stdin:
+            # Syncs the client sends while the server may be in copy-in are ignored
+            # there, as after an extended COPY's Execute (see _copy_sync).
+            link.copy_started(synced=True)
         self.router.after_statement(s, info, decision, link.node_id, sql)
         if s.implicit_undo is not None:
             self._file_undo(link, synced=True)
@@ -428,14 +432,16 @@ class ClientMessages:
         s.portals[portal] = link.node_id
         self._forward(link, buf, start - 5, end)
         if stmt is not None:
-            self._after_bind(stmt, link)
+            self._after_bind(stmt, link, portal)
         return None
 
-    def _after_bind(self, stmt: Statement, link) -> None:
+    def _after_bind(self, stmt: Statement, link, portal: bytes) -> None:
         """Bookkeeping once ``stmt`` is bound on ``link`` (it runs there at Execute)."""
         s = self.session
         if stmt.info.copy_from_stdin:
-            link.copy_started()
+            link.copy_portals.add(portal)
+        else:
+            link.copy_portals.discard(portal)
         self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
         if s.implicit_undo is not None:
             self._file_undo(link, synced=False)
@@ -491,6 +497,8 @@ class ClientMessages:
         if link is _WAIT:
             return _WAIT
         self._forward(link, buf, start - 5, end)
+        if name in link.copy_portals:
+            link.copy_started(synced=False)
         return None
 
     def _on_close(self, code, buf, start, end):
@@ -552,26 +560,26 @@ class ClientMessages:
         link = self._current_or_primary()
         if link is _WAIT:
             return _WAIT
-        if link.copy_execute and self._copy_sync(link, buf, start, end):
-            return None
+        if link.copy_execute and not link.copy_client_done:
+            placed = self._copy_sync(link, buf, start, end)
+            if placed is not None:
+                return placed
         self._forward(link, buf, start - 5, end, sync=True)
         return None
 
-    def _copy_sync(self, link, buf, start, end) -> bool:
-        """A Sync around an extended-protocol COPY FROM STDIN.  The server ignores Syncs
-        that reach it in copy-in mode (libpq sends one right after the Execute, and
-        another after CopyDone): True when this one gets no ReadyForQuery of its own."""
-        if self.copy_link is link and not link.copy_client_done:
+    def _copy_sync(self, link, buf, start, end):
+        """A Sync sent after a COPY FROM STDIN (simple or extended) and before the
+        client's CopyDone / CopyFail.  The server ignores a Sync that reaches it in
+        copy-in (libpq sends one right after the Execute) and answers one otherwise, so
+        it waits until the server has answered the COPY.  None: an ordinary Sync."""
+        if self.copy_link is link:
             self._send_frame(link, buf, start - 5, end)  # in copy-in: ignored
             return True
-        if link.syncs_owed:
-            # The copy is over; this Sync's ReadyForQuery answers one sent before the copy
-            # began, which the server ignored.
-            link.syncs_owed -= 1
-            self._send_frame(link, buf, start - 5, end)
-            return True
-        link.copy_syncs += 1  # counted; if the COPY starts, the server will ignore it
-        return False
+        if link.closed:
+            return None
+        if link.copy_waiter is None:
+            link.copy_waiter = defer.Deferred()
+        return self._wait(link.copy_waiter)
 
     def _on_flush(self, code, buf, start, end):
         tail = self.ordering.tail_open()

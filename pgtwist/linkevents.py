@@ -60,6 +60,9 @@ class LinkEvents:
                 if link is self.copy_link:
                     self.copy_link = None
                     link.copy_execute = False
+                elif link.copy_execute and link.ready_seen > link.copy_from:
+                    link.copy_execute = False  # its COPY ended without copy-in
+                    link.copy_resolved()
                 if link is self.primary_link:
                     s.txn_status = status
                     self.router.after_ready(s, status, not self.ordering.busy(link))
@@ -109,6 +112,11 @@ class LinkEvents:
                     link.pending_parses.clear()
                 if link.undo:
                     self._undo(link)
+                if link.copy_execute and link is not self.copy_link \
+                        and link.ready_seen >= link.copy_from:
+                    # The COPY failed (or a statement before it did): no copy-in.
+                    link.copy_execute = False
+                    link.copy_resolved()
                 if body.startswith(_FATAL_MARKERS) or b"\0SFATAL\0" in body \
                         or b"\0SPANIC\0" in body:
                     link.fatal_seen = True
@@ -118,9 +126,7 @@ class LinkEvents:
                     self.proxy.cluster.suspect_primary(link.node_id)
             elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
                 self.copy_link = link
-                if link.copy_execute:
-                    # The Syncs sent since the Execute reached a server in copy-in: ignored.
-                    link.syncs_owed, link.copy_syncs = link.copy_syncs, 0
+                link.copy_resolved()
         if idle and self.txn_pooling:
             self._tx_release_idle(link)
 
@@ -157,6 +163,8 @@ class LinkEvents:
         self._holding = still
 
     def link_lost(self, link: BackendLink, reason) -> None:
+        link.copy_execute = False
+        link.copy_resolved()  # a Sync waiting on this link's COPY is routed (and fails)
         if self.links.get(link.node_id) is link:
             del self.links[link.node_id]
         if self.closed:

@@ -351,7 +351,7 @@ class TxnMessages:
         else:
             self._forward(link, buf, start - 5, end)
         if stmt is not None:
-            self._after_bind(stmt, link)
+            self._after_bind(stmt, link, portal)
             self._tx_after(stmt.info, stmt.sql, link)
         return None
 
