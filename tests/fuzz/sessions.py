@@ -67,7 +67,7 @@ SQL = [
     "do $$begin perform set_config('search_path', 'fz_do', false); end$$",
     "select current_setting('search_path')", "select pg_sleep(0.001)",
     "select $1::int", "select $1::text, $2::int", "show search_path",
-    "select pg_advisory_lock(7)", "select pg_advisory_unlock_all()",
+    "select pg_try_advisory_lock(7)", "select pg_advisory_unlock_all()",
     "select x from generate_series(1, 50) x", "values (1), (2)",
 ]
 COPY_IN = ("from stdin",)
