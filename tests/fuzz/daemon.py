@@ -211,7 +211,7 @@ def save(out_dir: str, name: str, record: dict) -> str:
 
 
 def fuzz(cluster, pool_mode: str, inputs: int, seed: int, out_dir: str, workers: int = 8,
-         deadline: float = 10.0, oracle_rate: float = 0.02, log=print) -> dict:
+         deadline: float = 10.0, oracle_rate: float = 0.05, log=print) -> dict:
     daemon = Daemon(cluster, pool_mode)
     sentinel = Sentinel(daemon.port, deadline)
     sentinel.start()
@@ -316,7 +316,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="fuzz-out")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--deadline", type=float, default=10.0)
-    ap.add_argument("--oracle-rate", type=float, default=0.02)
+    ap.add_argument("--oracle-rate", type=float, default=0.05)
     args = ap.parse_args(argv)
     modes = args.pool_mode or ["session", "transaction"]
     cluster = start_cluster()

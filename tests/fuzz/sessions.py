@@ -69,6 +69,10 @@ SQL = [
     "select $1::int", "select $1::text, $2::int", "show search_path",
     "select pg_try_advisory_lock(7)", "select pg_advisory_unlock_all()",
     "select x from generate_series(1, 50) x", "values (1), (2)",
+    # catalog lookups: temp tables (never cached), functions' volatility, unlogged tables
+    "select * from fz_tmp", "insert into fz_tmp values (1)", "select count(*) from fz_tmp2",
+    "select now(), random()", "select fz_missing_fn(1)", "select upper(v) from fuzz_known",
+    "select * from pg_temp.fz_tmp", "with w as (select 1) select * from w, fuzz_known",
 ]
 COPY_IN = ("from stdin",)
 NAMES = ["", "fz1", "fz2"]
