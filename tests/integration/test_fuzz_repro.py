@@ -96,3 +96,41 @@ def test_sync_around_copy_from_stdin(daemon, cluster, case):
     with _client(daemon.port) as c:
         assert _answer(c, data) == expected
         assert c.rows("select 1") == [["1"]]  # and the session goes on
+
+
+@pytest.fixture
+def tx_daemon(pgtwist_factory, copy_table):
+    pg = pgtwist_factory({"pool_mode": "transaction", "max_pool": 2,
+                          "backend_max_connections": 4}, hba=TRUST_HBA, replica_weight=1)
+    yield pg
+    assert_log_clean(pg)
+
+
+def test_tx_own_error_mid_batch_rolls_back_what_the_batch_did(tx_daemon, cluster):
+    """Fuzz finding (transaction pooling): when pgtwist itself fails a message (a Bind of
+    a statement the session never prepared) after earlier messages of the batch went to
+    a server, PostgreSQL's error aborts the batch's implicit transaction; pgtwist closed
+    that part with its own Sync, so the INSERT before the failing Bind was committed."""
+    data = (parse("insert into fuzz_repro_copy values (99, 'fz-own-error')") + bind()
+            + execute() + bind(statement="fz_never_prepared"))
+    with _client(cluster.primary_port) as direct:
+        assert _answer(direct, data) == "12CEZTDCZ"
+    with _client(cluster.primary_port) as direct:
+        assert direct.rows("select count(*) from fuzz_repro_copy where b = 'fz-own-error'") \
+            == [["0"]]
+    with _client(tx_daemon.port) as c:
+        assert _answer(c, data) == "12CEZTDCZ"
+        assert c.rows("select count(*) from fuzz_repro_copy where b = 'fz-own-error'") == [["0"]]
+
+
+def test_tx_no_second_error_after_the_server_failed_the_batch(tx_daemon, cluster):
+    """Fuzz finding (transaction pooling): a server error earlier in the batch (Execute of
+    a portal that does not exist) already makes PostgreSQL skip to Sync; pgtwist added
+    its own error for a later Bind of an unknown statement (two ErrorResponses)."""
+    data = execute("fz_no_portal") + bind(statement="fz_never_prepared")
+    with _client(cluster.primary_port) as direct:
+        assert _answer(direct, data) == "EZTDCZ"
+    with _client(tx_daemon.port) as c:
+        c.send(parse("select 1") + bind() + execute() + SYNC)  # a link with history
+        c.read_until("Z")
+        assert _answer(c, data) == "EZTDCZ"
