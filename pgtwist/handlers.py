@@ -200,6 +200,8 @@ class ClientMessages:
         inside = self._inside_batch()
         if inside is not _GO:
             return inside
+        # PostgreSQL: "a simple Query message also destroys the unnamed statement".
+        self.session.statements.pop(b"", None)
         raw = buf[start:end - 1]
         sql = raw.decode("utf-8", "replace")
         special = admin.match(sql)
@@ -380,7 +382,7 @@ class ClientMessages:
         decision, prepared = self._follow(stmt.info, stmt.sql)
         if decision is _WAIT:
             return _WAIT
-        if stmt.info.deallocate_name not in (None, "*"):
+        if stmt.info.deallocate_name not in (None, "*") and stmt.nodes:
             return self._link_ready(min(stmt.nodes))
         if decision.target is Target.BOTH or decision.target is Target.REJECT:
             decision = self.router.PRIMARY

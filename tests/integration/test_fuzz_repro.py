@@ -18,7 +18,9 @@ from .rawpg import (
     codes_of,
     copy_data,
     copy_fail,
+    describe,
     execute,
+    msg,
     parse,
     query,
 )
@@ -134,3 +136,28 @@ def test_tx_no_second_error_after_the_server_failed_the_batch(tx_daemon, cluster
         c.send(parse("select 1") + bind() + execute() + SYNC)  # a link with history
         c.read_until("Z")
         assert _answer(c, data) == "EZTDCZ"
+
+
+UNNAMED_CASES = {
+    # crash (session mode): the unnamed DEALLOCATE statement lost its node to the probe
+    # pgtwist sends ahead of a Query inside a batch; a Describe of it hit min(())
+    "describe_after_query_in_batch": (
+        parse("deallocate fz_p") + msg(b"H") + query("select 1") + describe(b"S", ""),
+        "1TDCZEZTDCZ"),
+    "bind_after_query_in_batch": (
+        parse("deallocate fz_p") + query("select 1") + bind() + execute(), "1TDCZEZTDCZ"),
+    # a Query destroys the unnamed statement; pgtwist still ran it
+    "query_destroys_unnamed": (
+        parse("select 'old'") + query("select 2") + bind() + execute(), "1TDCZEZTDCZ"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNNAMED_CASES))
+def test_simple_query_destroys_the_unnamed_statement(daemon, cluster, case):
+    data, expected = UNNAMED_CASES[case]
+    with _client(cluster.primary_port) as direct:
+        assert _answer(direct, data) == expected
+    with _client(daemon.port) as c:
+        assert _answer(c, data) == expected
+        c.send(parse("select 'new'") + SYNC, query("select 3"), bind() + execute() + SYNC)
+        assert codes_of(c.read_until("Z", 3)) == "1ZTDCZEZ"
