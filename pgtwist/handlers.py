@@ -258,7 +258,8 @@ class ClientMessages:
         if isinstance(primary, defer.Deferred):
             return self._wait(primary)
         for link in self.links.values():
-            if link is not primary and not link.closed and link.txn_status != codes.TXN_IDLE:
+            if link is not primary and not link.closed and (
+                    link.txn_status != codes.TXN_IDLE or link.inflight):
                 self._shadow(link, m.query("ROLLBACK"))
         frame = buf if info.command == "ROLLBACK" else m.query("ROLLBACK")
         if frame is buf:
@@ -294,14 +295,17 @@ class ClientMessages:
         key = (id(buf), start)
         if standby is not None and self._shadow_sent != key:
             text = info.standby_text or sql
-            if info.is_transaction_end and standby.txn_status != codes.TXN_IDLE:
+            # The standby's status is known only once its answers are in: a BEGIN (or a
+            # failed statement) still in flight there needs this end too.
+            in_txn = standby.txn_status != codes.TXN_IDLE or standby.inflight
+            if info.is_transaction_end and in_txn:
                 # Pgpool-II's order: COMMIT/ROLLBACK on the standby first, the primary last.
                 self._shadow_sent = key
                 done = defer.Deferred()
                 self._shadow(standby, m.query(text), on_done=lambda: done.callback(None))
                 self._flush_out()
                 return self._wait(done)
-            if not info.is_transaction_end or standby.txn_status != codes.TXN_IDLE:
+            if not info.is_transaction_end or in_txn:
                 self._shadow(standby, m.query(text))
         self._shadow_sent = None
         if self.txn_pooling:

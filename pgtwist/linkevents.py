@@ -68,10 +68,14 @@ class LinkEvents:
                     self.router.after_ready(s, status, not self.ordering.busy(link))
                     if status == codes.TXN_IDLE:
                         s.failed_elsewhere = False
-                elif status == codes.TXN_FAILED and link in self.ordering.failed:
+                elif status == codes.TXN_FAILED and link in self.ordering.failed \
+                        and not link.inflight:
                     # The client saw this standby's error inside its transaction: the
                     # transaction is aborted for it, whichever node the next statement
-                    # would reach (protocol-pitfalls: 25P02 until ROLLBACK).
+                    # would reach (protocol-pitfalls: 25P02 until ROLLBACK).  Only the
+                    # standby's last answer tells: a ROLLBACK the client pipelined behind
+                    # the failed statement may already have ended the transaction (and its
+                    # ReadyForQuery from the primary may have come first).
                     s.failed_elsewhere = True
             elif code == codes.PARAMETER_STATUS or code == SHADOW_PARAMETER_STATUS:
                 name, value = m.decode_parameter_status(body)

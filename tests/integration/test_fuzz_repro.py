@@ -161,3 +161,25 @@ def test_simple_query_destroys_the_unnamed_statement(daemon, cluster, case):
         assert _answer(c, data) == expected
         c.send(parse("select 'new'") + SYNC, query("select 3"), bind() + execute() + SYNC)
         assert codes_of(c.read_until("Z", 3)) == "1ZTDCZEZ"
+
+
+def test_rollback_pipelined_behind_a_failed_transaction_reaches_the_standby(
+        pgtwist_factory, cluster, pool_database):
+    """Fuzz finding (session mode, load balancing): a multi-statement Query opening a
+    transaction fails; the client pipelines ROLLBACK and a read.  pgtwist sent the
+    ROLLBACK to the standby only if it already knew the standby was in a transaction,
+    and the standby's answer to the BEGIN was still in flight: the read then went to a
+    standby whose transaction was still aborted (25P02 after a successful ROLLBACK)."""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+    for _ in range(12):
+        with _client(pg.port) as c:
+            c.send(query("begin; select 1; rollback to fz_sp") + SYNC + query("select 'p'"))
+            assert codes_of(c.read_until("Z")) == "CTDCEZ"
+            c.send(query("rollback") + query("select 'q'"))  # before the rest is answered
+            msgs = c.read_until("Z", 4)
+            assert codes_of(msgs) == "ZEZCZTDCZ", msgs
+            assert [b for code, b in msgs if code == "D"] == [b"\x00\x01\x00\x00\x00\x01q"]
+    assert_log_clean(pg)
