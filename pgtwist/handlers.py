@@ -577,9 +577,13 @@ class ClientMessages:
         """A Sync sent after a COPY FROM STDIN (simple or extended) and before the
         client's CopyDone / CopyFail.  The server ignores a Sync that reaches it in
         copy-in (libpq sends one right after the Execute) and answers one otherwise, so
-        it waits until the server has answered the COPY.  None: an ordinary Sync."""
+        it waits until the server has answered the COPY.  None: an ordinary Sync.
+        (A server that fails the copy on a row before reading such a Sync would answer
+        it; pgtwist, which cannot know, keeps to copy-in: one ReadyForQuery fewer.)"""
         if self.copy_link is link:
-            self._send_frame(link, buf, start - 5, end)  # in copy-in: ignored
+            # In copy-in the server ignores it, so it is not sent: the server may have
+            # failed the copy on a row already (then it would answer this Sync with a
+            # ReadyForQuery nobody waits for, or end its skip-to-Sync on it).
             return True
         if link.closed:
             return None

@@ -183,3 +183,32 @@ def test_rollback_pipelined_behind_a_failed_transaction_reaches_the_standby(
             assert codes_of(msgs) == "ZEZCZTDCZ", msgs
             assert [b for code, b in msgs if code == "D"] == [b"\x00\x01\x00\x00\x00\x01q"]
     assert_log_clean(pg)
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_sync_inside_copy_after_a_row_the_server_refused(pgtwist_factory, cluster, copy_table,
+                                                         pool_mode):
+    """Fuzz finding: a Sync sent inside COPY FROM STDIN after a row the server refuses
+    reaches a server no longer in copy-in, which answers it.  pgtwist forwarded it as one
+    the server ignores: the extra ReadyForQuery threw its accounting off by one, so in
+    transaction pooling the link went back to the pool early and the next session on it
+    got this one's answers (a reset's CommandCompletes) or hung.  Now such a Sync is not
+    sent at all (PostgreSQL answers it with one ReadyForQuery more: a known deviation)."""
+    pg = pgtwist_factory({"pool_mode": pool_mode, "max_pool": 1, "backend_max_connections": 1},
+                         hba=TRUST_HBA)
+    for data, postgresql, pgtwist in (
+        (query("copy fuzz_repro_copy from stdin") + copy_data(b"3\ty\n") + copy_data(b"bad\n")
+         + SYNC + copy_data(b"6\tw\n") + copy_fail(""), "GEZZZTDCZ", "GEZZTDCZ"),
+        (parse("copy fuzz_repro_copy from stdin") + bind() + execute() + SYNC
+         + copy_data(b"bad\n") + SYNC + copy_data(b"6\tw\n") + COPY_DONE + SYNC,
+         "12GEZZZTDCZ", "12GEZZTDCZ"),
+    ):
+        with _client(cluster.primary_port) as direct:
+            assert _answer(direct, data) == postgresql
+        with _client(pg.port) as a:
+            assert _answer(a, data) == pgtwist  # the Sync inside the copy is not sent
+            assert a.rows("select 'a'") == [["a"]]
+        with _client(pg.port) as b:  # the same server link in transaction pooling
+            for i in range(3):
+                assert codes_of(b.simple(f"select {i}")) == "TDCZ"
+    assert_log_clean(pg)
