@@ -428,6 +428,8 @@ class ClientMessages:
         portal, name = _cstr_pair(buf, start)
         s = self.session
         stmt = s.statements.get(name)
+        if stmt is None and not name:
+            return self._no_unnamed_statement()
         link = self._statement_link(stmt)
         if link is _WAIT:
             return _WAIT
@@ -485,7 +487,10 @@ class ClientMessages:
         kind = buf[start]
         name = buf[start + 1:end - 1]
         if kind == 0x53:  # 'S'
-            link = self._statement_link(self.session.statements.get(name))
+            stmt = self.session.statements.get(name)
+            if stmt is None and not name:
+                return self._no_unnamed_statement()
+            link = self._statement_link(stmt)
         else:
             link = self._portal_link(name)
         if link is _WAIT:
@@ -534,6 +539,12 @@ class ClientMessages:
                     return _WAIT
         self._forward(link, buf, start - 5, end)
         return None
+
+    def _no_unnamed_statement(self):
+        """The session has no unnamed statement (none parsed, or a Query destroyed it):
+        PostgreSQL's error, from pgtwist.  A server's unnamed statement may be pgtwist's
+        own (the probe ahead of a Query inside a batch): never the client's to use."""
+        return self._tx_fail_extended("26000", "unnamed prepared statement does not exist")
 
     def _skip(self, code):
         """Extended protocol in an aborted transaction: one error, then nothing until Sync."""
