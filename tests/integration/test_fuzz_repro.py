@@ -212,3 +212,21 @@ def test_sync_inside_copy_after_a_row_the_server_refused(pgtwist_factory, cluste
             for i in range(3):
                 assert codes_of(b.simple(f"select {i}")) == "TDCZ"
     assert_log_clean(pg)
+
+
+def test_unnamed_probe_statement_never_reaches_the_client(pgtwist_factory, cluster,
+                                                          pool_database):
+    """Fuzz finding (session mode, reads on the standby): before a Query inside a batch
+    pgtwist parses its own empty unnamed statement on the batch's server; the Query ran
+    on the standby, and a Describe of the unnamed statement then described pgtwist's
+    probe ('t n') where PostgreSQL answers 26000."""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+    data = parse("deallocate fz_p") + msg(b"H") + query("select 1") + describe(b"S", "")
+    for _ in range(3):
+        with _client(pg.port) as c:
+            assert _answer(c, data) == "1TDCZEZTDCZ"
+            c.send(bind() + execute() + SYNC)
+            assert codes_of(c.read_until("Z")) == "EZ"
