@@ -44,8 +44,9 @@ class _SkipProbe:
     server_name = None
     confirmed = False
 
-    def __init__(self) -> None:
+    def __init__(self, segment) -> None:
         self.nodes: set[int] = set()
+        self.segment = segment  # the batch part it was sent in: its answer is about that only
         self.settled = defer.Deferred()  # fired by LinkEvents at its ParseComplete or error
 
 
@@ -174,10 +175,14 @@ class ClientMessages:
         if tail is None or self.session.route_status == "E":
             self._probe = None
             return _GO
+        if probe is not None and probe.segment is not tail:
+            # Left from an earlier batch (its message was skipped another way): it says
+            # nothing about this one.
+            probe = self._probe = None
         link = tail.link
         if self._skipping_link is not link and (probe is None or not probe.settled.called):
             if probe is None:
-                probe = self._probe = _SkipProbe()
+                probe = self._probe = _SkipProbe(tail)
                 link.pending_parses.append(probe)
                 self.ordering.parse_sent(tail, hidden=True)
                 self._send(link, _PROBE_FRAMES)

@@ -230,3 +230,24 @@ def test_unnamed_probe_statement_never_reaches_the_client(pgtwist_factory, clust
             assert _answer(c, data) == "1TDCZEZTDCZ"
             c.send(bind() + execute() + SYNC)
             assert codes_of(c.read_until("Z")) == "EZ"
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_stale_skip_probe_is_not_reused_by_a_later_batch(pgtwist_factory, cluster,
+                                                         pool_database, pool_mode):
+    """Fuzz finding (a hang in both pool modes, reads on the standby): pgtwist's probe for
+    "is the server skipping to Sync?" settled in one batch and was taken as the answer
+    for the next batch on another server, which was skipping: pgtwist's own error Query
+    there was discarded and its ReadyForQuery awaited for ever."""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"pool_mode": pool_mode,
+                          "backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+    data = (execute() + bind(portal="fz2") + parse("reset role; show search_path", "fz1") + SYNC
+            + parse("select count(*) from fz_repro_missing", "fz1", (23,))
+            + bind(portal="fz1") + SYNC)
+    with _client(cluster.primary_port) as direct:
+        assert _answer(direct, data) == "EZEZZTDCZ"
+    with _client(pg.port) as c:
+        assert _answer(c, data) == "EZEZZTDCZ"
