@@ -188,7 +188,7 @@ class ClientMessages:
                 self._send(link, _PROBE_FRAMES)
             return self._wait(probe.settled)
         self._probe = None
-        if self._skipping_link is link:
+        if self._skipping_link is link or (probe is not None and probe.segment.error):
             log.debug("session {pid}: a Query inside a failed batch is discarded",
                       pid=self.session.pid)
             self.skip_until_sync = True

@@ -104,8 +104,13 @@ class LinkEvents:
                             else codes.TXN_FAILED
                 probe = self._probe
                 if probe is not None and probe in link.pending_parses:
-                    link.pending_parses.remove(probe)
-                    probe.settled.callback(None)
+                    if probe.segment.error:
+                        link.pending_parses.remove(probe)
+                        probe.settled.callback(None)
+                    else:
+                        # An error of an earlier, synced part: the probe's part is not
+                        # skipped for it, and its ParseComplete will come.
+                        link.pending_parses.remove(probe)
                 if link.pending_parses:
                     # The server skips to Sync: the Parses not yet answered never happened.
                     for stmt in link.pending_parses:
@@ -114,6 +119,8 @@ class LinkEvents:
                         if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
                             del s.statements[stmt.name]  # its Parse failed: no such name
                     link.pending_parses.clear()
+                if probe is not None and not probe.settled.called and not probe.segment.error:
+                    link.pending_parses.append(probe)
                 if link.undo:
                     self._undo(link)
                 if link.copy_execute and link is not self.copy_link \

@@ -251,3 +251,21 @@ def test_stale_skip_probe_is_not_reused_by_a_later_batch(pgtwist_factory, cluste
         assert _answer(direct, data) == "EZEZZTDCZ"
     with _client(pg.port) as c:
         assert _answer(c, data) == "EZEZZTDCZ"
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_skip_probe_is_not_settled_by_an_earlier_parts_error(pgtwist_factory, cluster,
+                                                             pool_database, pool_mode):
+    """Fuzz finding (a hang, mostly in transaction pooling): the error of an earlier part
+    of the stream, already closed by its Sync, settled the probe pgtwist sent to learn
+    whether the server skips the current part; it concluded "not skipping", sent its own
+    error Query into a part the server was skipping, and waited for ever.  (Timing:
+    the first error must arrive on its own; so the shape is repeated.)"""
+    pg = pgtwist_factory({"pool_mode": pool_mode}, hba=TRUST_HBA, replica_weight=1)
+    data = (execute("fz1") + SYNC + describe(b"P", "fz1")
+            + bind(portal="fz2", statement="fz_never_prepared") + SYNC)
+    with _client(cluster.primary_port) as direct:
+        assert _answer(direct, data) == "EZEZZTDCZ"
+    for _ in range(12):
+        with _client(pg.port) as c:
+            assert _answer(c, data) == "EZEZZTDCZ"
