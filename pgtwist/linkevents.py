@@ -178,6 +178,10 @@ class LinkEvents:
         link.copy_resolved()  # a Sync waiting on this link's COPY is routed (and fails)
         if self.links.get(link.node_id) is link:
             del self.links[link.node_id]
+            # Its slot under backend_max_connections is free again: close() releases
+            # only the links still in self.links.
+            link.owner = None
+            self.proxy.pooling.release(link, clean=False)
         if self.closed:
             return
         owed = any(seg.forward for seg in self.ordering.by_link.get(link, ()))

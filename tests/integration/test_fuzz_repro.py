@@ -269,3 +269,26 @@ def test_skip_probe_is_not_settled_by_an_earlier_parts_error(pgtwist_factory, cl
     for _ in range(12):
         with _client(pg.port) as c:
             assert _answer(c, data) == "EZEZZTDCZ"
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_a_lost_server_link_frees_its_slot(pgtwist_factory, cluster, pool_database, pool_mode):
+    """Fuzz finding (every session hung, the sentinel too, after some thousand inputs in
+    transaction pooling): a server link that closed while a session owned it was dropped
+    from the session but never given back to the pool, so its slot under
+    backend_max_connections stayed taken; once all were, every session waited."""
+    pg = pgtwist_factory({"pool_mode": pool_mode, "max_pool": 1, "backend_max_connections": 1},
+                         hba=TRUST_HBA)
+    for _ in range(2):
+        with _client(pg.port) as a:
+            (pid,) = a.rows("begin; select pg_backend_pid()")[0]
+            with _client(cluster.primary_port) as direct:
+                assert direct.rows(f"select pg_terminate_backend({pid})") == [["t"]]
+            a.send(query("select 1"))
+            try:
+                msgs = a.read_until("Z")
+            except EOFError:
+                msgs = []
+            assert "D" not in codes_of(msgs)
+        with _client(pg.port) as b:  # needs the one slot
+            assert b.rows("select 'b'") == [["b"]]
