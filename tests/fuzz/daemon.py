@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -318,6 +319,8 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline", type=float, default=10.0)
     ap.add_argument("--oracle-rate", type=float, default=0.05)
     args = ap.parse_args(argv)
+    # SIGTERM (timeout, kill) still stops twistd and the cluster in the finally blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = args.pool_mode or ["session", "transaction"]
     cluster = start_cluster()
     failed = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import time
 
@@ -26,6 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--codec-share", type=float, default=0.9)
     ap.add_argument("--workers", type=int, default=16)
     args = ap.parse_args(argv)
+    # SIGTERM (timeout, kill) still stops twistd and the cluster in the finally blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t0 = time.monotonic()
     n_codec = round(args.inputs * args.codec_share)
     n_daemon = args.inputs - n_codec
