@@ -184,7 +184,7 @@ def run(inputs: int, seed: int, out_dir: str, log=print) -> Result:
     return res
 
 
-def run_atheris(seed: int) -> None:  # pragma: no cover - optional engine
+def run_atheris(inputs: int, seed: int) -> None:  # pragma: no cover - optional engine
     import atheris
 
     def one(buf: bytes) -> None:
@@ -196,7 +196,8 @@ def run_atheris(seed: int) -> None:  # pragma: no cover - optional engine
         if failure is not None:
             raise AssertionError(failure)
 
-    atheris.Setup([sys.argv[0], f"-seed={seed}"], one)
+    atheris.instrument_all()  # coverage of the already imported codec modules
+    atheris.Setup([sys.argv[0], f"-seed={seed}", f"-runs={inputs}"], one)
     atheris.Fuzz()
 
 
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--atheris", action="store_true", help="coverage-guided engine (optional)")
     args = ap.parse_args(argv)
     if args.atheris:
-        run_atheris(args.seed)
+        run_atheris(args.inputs, args.seed)
         return 0
     res = run(args.inputs, args.seed, args.out)
     summary = {"part": "codec", "inputs": res.inputs, "crashes": res.crashes,
