@@ -44,8 +44,9 @@ class _SkipProbe:
     server_name = None
     confirmed = False
 
-    def __init__(self) -> None:
+    def __init__(self, segment) -> None:
         self.nodes: set[int] = set()
+        self.segment = segment  # the batch part it was sent in: its answer is about that only
         self.settled = defer.Deferred()  # fired by LinkEvents at its ParseComplete or error
 
 
@@ -174,16 +175,20 @@ class ClientMessages:
         if tail is None or self.session.route_status == "E":
             self._probe = None
             return _GO
+        if probe is not None and probe.segment is not tail:
+            # Left from an earlier batch (its message was skipped another way): it says
+            # nothing about this one.
+            probe = self._probe = None
         link = tail.link
         if self._skipping_link is not link and (probe is None or not probe.settled.called):
             if probe is None:
-                probe = self._probe = _SkipProbe()
+                probe = self._probe = _SkipProbe(tail)
                 link.pending_parses.append(probe)
                 self.ordering.parse_sent(tail, hidden=True)
                 self._send(link, _PROBE_FRAMES)
             return self._wait(probe.settled)
         self._probe = None
-        if self._skipping_link is link:
+        if self._skipping_link is link or (probe is not None and probe.segment.error):
             log.debug("session {pid}: a Query inside a failed batch is discarded",
                       pid=self.session.pid)
             self.skip_until_sync = True
@@ -200,6 +205,8 @@ class ClientMessages:
         inside = self._inside_batch()
         if inside is not _GO:
             return inside
+        # PostgreSQL: "a simple Query message also destroys the unnamed statement".
+        self.session.statements.pop(b"", None)
         raw = buf[start:end - 1]
         sql = raw.decode("utf-8", "replace")
         special = admin.match(sql)
@@ -232,6 +239,10 @@ class ClientMessages:
         if self.txn_pooling:
             self._tx_before_query(link, info)
         self._forward(link, buf, start - 5, end, sync=True)
+        if info.copy_from_stdin:
+            # Syncs the client sends while the server may be in copy-in are ignored
+            # there, as after an extended COPY's Execute (see _copy_sync).
+            link.copy_started(synced=True)
         self.router.after_statement(s, info, decision, link.node_id, sql)
         if s.implicit_undo is not None:
             self._file_undo(link, synced=True)
@@ -252,7 +263,8 @@ class ClientMessages:
         if isinstance(primary, defer.Deferred):
             return self._wait(primary)
         for link in self.links.values():
-            if link is not primary and not link.closed and link.txn_status != codes.TXN_IDLE:
+            if link is not primary and not link.closed and (
+                    link.txn_status != codes.TXN_IDLE or link.inflight):
                 self._shadow(link, m.query("ROLLBACK"))
         frame = buf if info.command == "ROLLBACK" else m.query("ROLLBACK")
         if frame is buf:
@@ -288,14 +300,17 @@ class ClientMessages:
         key = (id(buf), start)
         if standby is not None and self._shadow_sent != key:
             text = info.standby_text or sql
-            if info.is_transaction_end and standby.txn_status != codes.TXN_IDLE:
+            # The standby's status is known only once its answers are in: a BEGIN (or a
+            # failed statement) still in flight there needs this end too.
+            in_txn = standby.txn_status != codes.TXN_IDLE or standby.inflight
+            if info.is_transaction_end and in_txn:
                 # Pgpool-II's order: COMMIT/ROLLBACK on the standby first, the primary last.
                 self._shadow_sent = key
                 done = defer.Deferred()
                 self._shadow(standby, m.query(text), on_done=lambda: done.callback(None))
                 self._flush_out()
                 return self._wait(done)
-            if not info.is_transaction_end or standby.txn_status != codes.TXN_IDLE:
+            if not info.is_transaction_end or in_txn:
                 self._shadow(standby, m.query(text))
         self._shadow_sent = None
         if self.txn_pooling:
@@ -376,7 +391,7 @@ class ClientMessages:
         decision, prepared = self._follow(stmt.info, stmt.sql)
         if decision is _WAIT:
             return _WAIT
-        if stmt.info.deallocate_name not in (None, "*"):
+        if stmt.info.deallocate_name not in (None, "*") and stmt.nodes:
             return self._link_ready(min(stmt.nodes))
         if decision.target is Target.BOTH or decision.target is Target.REJECT:
             decision = self.router.PRIMARY
@@ -418,6 +433,8 @@ class ClientMessages:
         portal, name = _cstr_pair(buf, start)
         s = self.session
         stmt = s.statements.get(name)
+        if stmt is None and not name:
+            return self._no_unnamed_statement()
         link = self._statement_link(stmt)
         if link is _WAIT:
             return _WAIT
@@ -428,14 +445,16 @@ class ClientMessages:
         s.portals[portal] = link.node_id
         self._forward(link, buf, start - 5, end)
         if stmt is not None:
-            self._after_bind(stmt, link)
+            self._after_bind(stmt, link, portal)
         return None
 
-    def _after_bind(self, stmt: Statement, link) -> None:
+    def _after_bind(self, stmt: Statement, link, portal: bytes) -> None:
         """Bookkeeping once ``stmt`` is bound on ``link`` (it runs there at Execute)."""
         s = self.session
         if stmt.info.copy_from_stdin:
-            link.copy_started()
+            link.copy_portals.add(portal)
+        else:
+            link.copy_portals.discard(portal)
         self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
         if s.implicit_undo is not None:
             self._file_undo(link, synced=False)
@@ -473,7 +492,10 @@ class ClientMessages:
         kind = buf[start]
         name = buf[start + 1:end - 1]
         if kind == 0x53:  # 'S'
-            link = self._statement_link(self.session.statements.get(name))
+            stmt = self.session.statements.get(name)
+            if stmt is None and not name:
+                return self._no_unnamed_statement()
+            link = self._statement_link(stmt)
         else:
             link = self._portal_link(name)
         if link is _WAIT:
@@ -491,6 +513,8 @@ class ClientMessages:
         if link is _WAIT:
             return _WAIT
         self._forward(link, buf, start - 5, end)
+        if name in link.copy_portals:
+            link.copy_started(synced=False)
         return None
 
     def _on_close(self, code, buf, start, end):
@@ -520,6 +544,12 @@ class ClientMessages:
                     return _WAIT
         self._forward(link, buf, start - 5, end)
         return None
+
+    def _no_unnamed_statement(self):
+        """The session has no unnamed statement (none parsed, or a Query destroyed it):
+        PostgreSQL's error, from pgtwist.  A server's unnamed statement may be pgtwist's
+        own (the probe ahead of a Query inside a batch): never the client's to use."""
+        return self._tx_fail_extended("26000", "unnamed prepared statement does not exist")
 
     def _skip(self, code):
         """Extended protocol in an aborted transaction: one error, then nothing until Sync."""
@@ -552,26 +582,30 @@ class ClientMessages:
         link = self._current_or_primary()
         if link is _WAIT:
             return _WAIT
-        if link.copy_execute and self._copy_sync(link, buf, start, end):
-            return None
+        if link.copy_execute and not link.copy_client_done:
+            placed = self._copy_sync(link, buf, start, end)
+            if placed is not None:
+                return placed
         self._forward(link, buf, start - 5, end, sync=True)
         return None
 
-    def _copy_sync(self, link, buf, start, end) -> bool:
-        """A Sync around an extended-protocol COPY FROM STDIN.  The server ignores Syncs
-        that reach it in copy-in mode (libpq sends one right after the Execute, and
-        another after CopyDone): True when this one gets no ReadyForQuery of its own."""
-        if self.copy_link is link and not link.copy_client_done:
-            self._send_frame(link, buf, start - 5, end)  # in copy-in: ignored
+    def _copy_sync(self, link, buf, start, end):
+        """A Sync sent after a COPY FROM STDIN (simple or extended) and before the
+        client's CopyDone / CopyFail.  The server ignores a Sync that reaches it in
+        copy-in (libpq sends one right after the Execute) and answers one otherwise, so
+        it waits until the server has answered the COPY.  None: an ordinary Sync.
+        (A server that fails the copy on a row before reading such a Sync would answer
+        it; pgtwist, which cannot know, keeps to copy-in: one ReadyForQuery fewer.)"""
+        if self.copy_link is link:
+            # In copy-in the server ignores it, so it is not sent: the server may have
+            # failed the copy on a row already (then it would answer this Sync with a
+            # ReadyForQuery nobody waits for, or end its skip-to-Sync on it).
             return True
-        if link.syncs_owed:
-            # The copy is over; this Sync's ReadyForQuery answers one sent before the copy
-            # began, which the server ignored.
-            link.syncs_owed -= 1
-            self._send_frame(link, buf, start - 5, end)
-            return True
-        link.copy_syncs += 1  # counted; if the COPY starts, the server will ignore it
-        return False
+        if link.closed:
+            return None
+        if link.copy_waiter is None:
+            link.copy_waiter = defer.Deferred()
+        return self._wait(link.copy_waiter)
 
     def _on_flush(self, code, buf, start, end):
         tail = self.ordering.tail_open()

@@ -60,15 +60,22 @@ class LinkEvents:
                 if link is self.copy_link:
                     self.copy_link = None
                     link.copy_execute = False
+                elif link.copy_execute and link.ready_seen > link.copy_from:
+                    link.copy_execute = False  # its COPY ended without copy-in
+                    link.copy_resolved()
                 if link is self.primary_link:
                     s.txn_status = status
                     self.router.after_ready(s, status, not self.ordering.busy(link))
                     if status == codes.TXN_IDLE:
                         s.failed_elsewhere = False
-                elif status == codes.TXN_FAILED and link in self.ordering.failed:
+                elif status == codes.TXN_FAILED and link in self.ordering.failed \
+                        and not link.inflight:
                     # The client saw this standby's error inside its transaction: the
                     # transaction is aborted for it, whichever node the next statement
-                    # would reach (protocol-pitfalls: 25P02 until ROLLBACK).
+                    # would reach (protocol-pitfalls: 25P02 until ROLLBACK).  Only the
+                    # standby's last answer tells: a ROLLBACK the client pipelined behind
+                    # the failed statement may already have ended the transaction (and its
+                    # ReadyForQuery from the primary may have come first).
                     s.failed_elsewhere = True
             elif code == codes.PARAMETER_STATUS or code == SHADOW_PARAMETER_STATUS:
                 name, value = m.decode_parameter_status(body)
@@ -97,8 +104,13 @@ class LinkEvents:
                             else codes.TXN_FAILED
                 probe = self._probe
                 if probe is not None and probe in link.pending_parses:
-                    link.pending_parses.remove(probe)
-                    probe.settled.callback(None)
+                    if probe.segment.error:
+                        link.pending_parses.remove(probe)
+                        probe.settled.callback(None)
+                    else:
+                        # An error of an earlier, synced part: the probe's part is not
+                        # skipped for it, and its ParseComplete will come.
+                        link.pending_parses.remove(probe)
                 if link.pending_parses:
                     # The server skips to Sync: the Parses not yet answered never happened.
                     for stmt in link.pending_parses:
@@ -107,8 +119,15 @@ class LinkEvents:
                         if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
                             del s.statements[stmt.name]  # its Parse failed: no such name
                     link.pending_parses.clear()
+                if probe is not None and not probe.settled.called and not probe.segment.error:
+                    link.pending_parses.append(probe)
                 if link.undo:
                     self._undo(link)
+                if link.copy_execute and link is not self.copy_link \
+                        and link.ready_seen >= link.copy_from:
+                    # The COPY failed (or a statement before it did): no copy-in.
+                    link.copy_execute = False
+                    link.copy_resolved()
                 if body.startswith(_FATAL_MARKERS) or b"\0SFATAL\0" in body \
                         or b"\0SPANIC\0" in body:
                     link.fatal_seen = True
@@ -118,9 +137,7 @@ class LinkEvents:
                     self.proxy.cluster.suspect_primary(link.node_id)
             elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
                 self.copy_link = link
-                if link.copy_execute:
-                    # The Syncs sent since the Execute reached a server in copy-in: ignored.
-                    link.syncs_owed, link.copy_syncs = link.copy_syncs, 0
+                link.copy_resolved()
         if idle and self.txn_pooling:
             self._tx_release_idle(link)
 
@@ -157,8 +174,14 @@ class LinkEvents:
         self._holding = still
 
     def link_lost(self, link: BackendLink, reason) -> None:
+        link.copy_execute = False
+        link.copy_resolved()  # a Sync waiting on this link's COPY is routed (and fails)
         if self.links.get(link.node_id) is link:
             del self.links[link.node_id]
+            # Its slot under backend_max_connections is free again: close() releases
+            # only the links still in self.links.
+            link.owner = None
+            self.proxy.pooling.release(link, clean=False)
         if self.closed:
             return
         owed = any(seg.forward for seg in self.ordering.by_link.get(link, ()))

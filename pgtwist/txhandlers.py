@@ -351,7 +351,7 @@ class TxnMessages:
         else:
             self._forward(link, buf, start - 5, end)
         if stmt is not None:
-            self._after_bind(stmt, link)
+            self._after_bind(stmt, link, portal)
             self._tx_after(stmt.info, stmt.sql, link)
         return None
 
@@ -408,8 +408,14 @@ class TxnMessages:
         from a Query that ends this part of the batch (its ReadyForQuery is pgtwist's).
         """
         s = self.session
-        link = self.links.get(s.primary_id) if s.route_status == "T" else None
         tail = self.ordering.tail_open()
+        if s.route_status == "T":
+            link = self.links.get(s.primary_id)
+        else:
+            # Outside a transaction too: the error must abort the implicit transaction of
+            # the batch's messages already sent (PostgreSQL rolls them back), and none is
+            # due if the server failed that part of the batch first.
+            link = tail.link if tail is not None else None
         if link is not None and tail is not None and tail.link is link:
             # The raising Query would join the client's unsynced batch: first make sure
             # the server is not skipping it already (then this message is skipped too).

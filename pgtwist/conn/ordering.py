@@ -26,7 +26,7 @@ HOLD_LIMIT = 1 << 20
 
 class Segment:
     __slots__ = ("link", "forward", "pending", "closed", "held", "held_bytes", "swallow_z",
-                 "local", "on_done", "parses", "parses_seen", "hidden", "capture")
+                 "local", "on_done", "parses", "parses_seen", "hidden", "capture", "error")
 
     def __init__(self, link, forward: bool):
         self.link = link
@@ -45,6 +45,7 @@ class Segment:
         self.parses_seen = 0
         self.hidden: set[int] | None = None
         self.capture: list[bytes] | None = None  # a shadow whose bytes pgtwist reads itself
+        self.error = False        # an ErrorResponse came in this segment
 
     @property
     def done(self) -> bool:
@@ -192,8 +193,10 @@ class Ordering:
                     seg.hidden.discard(seg.parses_seen)
                     self._trim(seg, out, 5)
                     continue
-            elif code == codes.ERROR_RESPONSE and seg.hidden:
-                seg.hidden = None  # the server skips the rest up to the Sync
+            elif code == codes.ERROR_RESPONSE:
+                seg.error = True
+                if seg.hidden:
+                    seg.hidden = None  # the server skips the rest up to the Sync
             if code != codes.READY_FOR_QUERY:
                 if code == codes.NOTIFICATION_RESPONSE and not seg.forward and link is self.primary:
                     # A notification arriving during pgtwist's own traffic is still the client's.

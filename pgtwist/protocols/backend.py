@@ -65,21 +65,30 @@ class BackendLink(Protocol):
         # (number of a ReadyForQuery, callable): bookkeeping to undo if an error comes
         # before that ReadyForQuery (the statement's implicit transaction failed).
         self.undo: list = []
-        # Extended-protocol COPY FROM STDIN (see ClientMessages._copy_sync).
-        self.copy_execute = False  # a COPY FROM STDIN portal was bound here
-        self.copy_syncs = 0        # Syncs sent since, before the server entered copy-in
-        self.syncs_owed = 0        # of those, ignored by the server: later Syncs answer them
+        # COPY FROM STDIN sent here, simple or extended (see ClientMessages._copy_sync).
+        self.copy_execute = False  # such a statement went here; copy-in may start
+        self.copy_from = 0         # ReadyForQuery messages due before its own responses
+        self.copy_waiter = None    # Deferred: fired once it is known whether copy-in began
+        self.copy_portals: set[bytes] = set()  # portals bound to a COPY FROM STDIN
         self.copy_client_done = False
         self.cancelling = 0        # cancel requests for this backend still being delivered
         self.after_cancel = None   # run once they are: a release that had to wait
         self.write = None
         self._leftover: list = []
 
-    def copy_started(self) -> None:
+    def copy_started(self, synced: bool) -> None:
+        """A COPY FROM STDIN was just sent (``synced``: as a Query, already counted in
+        ``inflight``).  Until the server answers it with CopyInResponse or an error, a
+        Sync from the client cannot be placed: in copy-in the server ignores it."""
         self.copy_execute = True
-        self.copy_syncs = 0
-        self.syncs_owed = 0
+        self.copy_from = self.ready_seen + self.inflight - (1 if synced else 0)
         self.copy_client_done = False
+
+    def copy_resolved(self) -> None:
+        """The server answered the COPY (copy-in began, or the statement failed)."""
+        waiter, self.copy_waiter = self.copy_waiter, None
+        if waiter is not None:
+            waiter.callback(None)
 
     def forget(self, stmt) -> None:
         """A Parse of ``stmt`` sent here failed (or was skipped): the server lacks it."""
