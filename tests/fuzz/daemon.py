@@ -3,7 +3,7 @@
     python -m tests.fuzz.daemon --inputs N --seed S --pool-mode session|transaction
                                 [--out DIR] [--workers W] [--oracle-rate R]
 
-Starts the dev cluster (primary + replica, ``pgtwist.devcluster``) and one pgtwist
+Starts the dev cluster (primary + replica, ``pgtwist.dev.devcluster``) and one pgtwist
 daemon (load balancing on: replica weight 1) in the pool mode, with pool_hba asking
 md5 / scram-sha-256 / password of the test roles and trusting ``postgres``.  Each input
 is one generated session (``tests.fuzz.sessions``); W of them run at once.  Checked:
@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pgtwist import devcluster as dc
+from pgtwist.dev import devcluster as dc
 
 from . import sessions
 
