@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test unit integration bench lint clean distclean
+.PHONY: venv demo test unit integration bench lint fuzz clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -28,6 +28,15 @@ unit: venv
 integration: venv
 	$(BIN)/pytest -q -ra -m integration
 
+# Protocol fuzzing at scale: FUZZ_INPUTS in all, 90% to the in-process codec fuzzer and
+# 10% to generated client sessions against a real twistd (half per pool mode).
+FUZZ_INPUTS ?= 1000000
+FUZZ_SEED   ?= 1
+FUZZ_OUT    ?= fuzz-out
+
+fuzz: venv
+	$(BIN)/python -m tests.fuzz.run --inputs $(FUZZ_INPUTS) --seed $(FUZZ_SEED) --out $(FUZZ_OUT)
+
 bench: venv
 	$(BIN)/python -m bench
 
@@ -35,7 +44,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache _trial_temp .demo
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache _trial_temp .demo fuzz-out
 	rm -f twistd.pid twistd.log twisted/plugins/dropin.cache plugins/dropin.cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 

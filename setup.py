@@ -26,7 +26,10 @@ setup(
             "psycopg[binary]>=3.1",
             "asyncpg>=0.29",
             "ruff>=0.5",
+            "hypothesis>=6.100",
         ],
+        # coverage-guided engine for `python -m tests.fuzz.codec --atheris` (optional)
+        "fuzz": ["atheris>=2.3"],
         "docker": ["testcontainers>=4"],
         # sqlglot's compiled build: 2-3x faster classification on a cache miss.
         "fast": ["sqlglotc"],

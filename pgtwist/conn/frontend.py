@@ -122,7 +122,9 @@ class FrontendMachine:
         self.user = ""
 
     def receive(self, data: bytes) -> list:
-        """Feed client bytes; return events.  Raises ProtocolViolation."""
+        """Feed client bytes; return events.  Raises ProtocolViolation, or, when whole
+        frames came before the offending bytes, returns it as the last event (after
+        the ``Frames`` event of those frames); the machine is then closed."""
         if self.leftover:
             data = self.leftover + data
             self.leftover = b""
@@ -130,10 +132,23 @@ class FrontendMachine:
         while data:
             state = self.state
             if state is FrontendState.READY:
-                buf, frames = self._frames.feed(data)
+                splitter = self._frames
+                buf, frames = splitter.feed(data)
                 if frames:
-                    self._check(buf, frames)
+                    bad = self._check(buf, frames)
+                    if bad is not None:
+                        # The frames before a malformed one still count, as with
+                        # PostgreSQL, however the bytes were cut: the error follows them.
+                        del frames[bad[0]:]
+                        if frames:
+                            events.append(Frames(buf, frames))
+                        events.append(bad[1])
+                        self.state = FrontendState.CLOSED
+                        break
                     events.append(Frames(buf, frames))
+                if splitter.error is not None:
+                    events.append(splitter.error)
+                    self.state = FrontendState.CLOSED
                 break
             if state is FrontendState.STARTUP:
                 body, data = self._startup.feed(data)
@@ -191,7 +206,23 @@ class FrontendMachine:
             return None, data
         return Frames(data[:end], [(code, 5, end)]), data[end:]
 
-    def _check(self, buf: bytes, frames: list[tuple[int, int, int]]) -> None:
+    def _check(self, buf: bytes, frames: list[tuple[int, int, int]]):
+        """None, or (index, ProtocolViolation) of the first malformed frame."""
+        try:
+            self._check_frames(buf, frames)
+        except ProtocolViolation:
+            # Rare: find which frame it was (the common path pays nothing for this).
+            for i, one in enumerate(frames):
+                try:
+                    self._check_frames(buf, [one])
+                except ProtocolViolation as exc:
+                    if i == 0:
+                        raise
+                    return i, exc
+            raise  # pragma: no cover - one of them failed above
+        return None
+
+    def _check_frames(self, buf: bytes, frames: list[tuple[int, int, int]]) -> None:
         validate = self._validate
         for code, start, end in frames:
             # The per-transaction messages of a prepared workload are checked

@@ -89,7 +89,7 @@ class ServerState:
 
     __slots__ = ("txn_status", "parameters", "fatal_seen", "pending_parses", "ready_seen",
                  "applied", "applied_by", "last_session", "statements",
-                 "sql_prepared", "unnamed", "copy_execute", "copy_syncs", "syncs_owed",
+                 "sql_prepared", "unnamed", "copy_execute", "copy_waiter", "copy_portals",
                  "copy_client_done")
 
     def __init__(self, txn_status: int = codes.TXN_IDLE,
@@ -108,10 +108,10 @@ class ServerState:
         self.statements: LinkStatements | None = None
         self.sql_prepared: dict[str, str] = {}
         self.unnamed = None
-        # Extended-protocol COPY FROM STDIN.
-        self.copy_execute = False  # a COPY FROM STDIN portal was bound here
-        self.copy_syncs = 0        # Syncs sent since, before the server entered copy-in
-        self.syncs_owed = 0        # of those, ignored by the server: later Syncs answer them
+        # COPY FROM STDIN sent here, simple or extended (pgtwist.session.requests).
+        self.copy_execute = False  # such a statement went here; copy-in may start
+        self.copy_waiter = None    # fired once it is known whether copy-in began (opaque here)
+        self.copy_portals: set[bytes] = set()  # portals bound to a COPY FROM STDIN
         self.copy_client_done = False
 
     # -- frames --------------------------------------------------------------------------
@@ -168,17 +168,23 @@ class ServerState:
         self.parameters[name] = value
         return name, value
 
-    def copy_in(self) -> None:
-        """CopyInResponse: the Syncs sent since the Execute reached a server in copy-in."""
-        if self.copy_execute:
-            self.syncs_owed, self.copy_syncs = self.copy_syncs, 0
+    def copy_in(self):
+        """CopyInResponse: the COPY is answered; returns the waiter to fire, if any."""
+        return self.copy_resolved()
 
     # -- what pgtwist sent ----------------------------------------------------------------
     def copy_started(self) -> None:
+        """A COPY FROM STDIN was just sent.  Until the server answers it with
+        CopyInResponse or an error, a Sync from the client cannot be placed: in copy-in
+        the server ignores it (the segment it went in says when: Ordering.copy_sent)."""
         self.copy_execute = True
-        self.copy_syncs = 0
-        self.syncs_owed = 0
         self.copy_client_done = False
+
+    def copy_resolved(self):
+        """The server answered the COPY (copy-in began, or the statement failed): returns
+        the waiter a Sync left (for the caller to fire), if any."""
+        waiter, self.copy_waiter = self.copy_waiter, None
+        return waiter
 
     def cache(self, capacity: int) -> LinkStatements:
         """The statement LRU, made on first use with ``capacity``."""

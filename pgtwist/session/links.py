@@ -226,6 +226,10 @@ class LinkSet(dict):
         """``link`` was lost."""
         if self.get(link.node_id) is link:
             del self[link.node_id]
+            # Its slot under backend_max_connections is free again: close() releases
+            # only the links still held.
+            link.owner = None
+            self.pooling.release(link, clean=False)
 
     def close(self) -> None:
         for d in list(self.opening.values()):

@@ -85,7 +85,13 @@ class SessionMode:
 
     # Placing a statement for a Bind / Describe 'S' (Requests._statement_link).
     def unknown_statement(self, name: bytes):
-        return GO  # the server answers for a name the session does not know
+        """The server answers for a name the session does not know, but not for the
+        unnamed statement (none parsed, or a Query destroyed it): PostgreSQL's error, from
+        pgtwist.  A server's unnamed statement may be pgtwist's own (the probe ahead of a
+        Query inside a batch): never the client's to use."""
+        if not name:
+            return self.place.fail_extended("26000", "unnamed prepared statement does not exist")
+        return GO
 
     def placed(self, stmt):
         """The link ``stmt`` went to last time, while the session state, the cluster and
@@ -102,7 +108,7 @@ class SessionMode:
 
     def deallocate_link(self, stmt):
         """A DEALLOCATE runs where its statement was parsed first."""
-        if stmt.info.deallocate_name not in (None, "*"):
+        if stmt.info.deallocate_name not in (None, "*") and stmt.nodes:
             return self.place.link_ready(min(stmt.nodes))
         return None
 

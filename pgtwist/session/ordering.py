@@ -22,6 +22,10 @@ SHADOW_PARAMETER_STATUS = 0x100 | codes.PARAMETER_STATUS
 # Event "code" after an ErrorResponse whose segment had bookkeeping filed to undo: its
 # "body" is that list of records, newest first.
 UNDO = 0x200
+# Event "code" when a segment carrying a COPY FROM STDIN got its answer without copy-in:
+# an ErrorResponse in it (the COPY, or a statement before it, failed), or its
+# ReadyForQuery.  Its "body" is empty.
+COPY_SETTLED = 0x300
 
 # Held bytes above which the caller should stop reading that link.
 HOLD_LIMIT = 1 << 20
@@ -29,7 +33,8 @@ HOLD_LIMIT = 1 << 20
 
 class Segment:
     __slots__ = ("link", "forward", "pending", "closed", "held", "held_bytes", "swallow_z",
-                 "local", "on_done", "parses", "parses_seen", "hidden", "capture", "undo")
+                 "local", "on_done", "parses", "parses_seen", "hidden", "capture", "undo", "copy",
+                 "error")
 
     def __init__(self, link, forward: bool):
         self.link = link
@@ -49,6 +54,8 @@ class Segment:
         self.hidden: set[int] | None = None
         self.capture: list[bytes] | None = None  # a shadow whose bytes pgtwist reads itself
         self.undo: list | None = None  # records an error in this segment voids (see UNDO)
+        self.copy = False         # a COPY FROM STDIN went in it (see COPY_SETTLED)
+        self.error = False        # an ErrorResponse came in this segment
 
     @property
     def done(self) -> bool:
@@ -133,6 +140,10 @@ class Ordering:
             seg.undo = [record]
         else:
             seg.undo.append(record)
+
+    def copy_sent(self, link) -> None:
+        """A COPY FROM STDIN just went in ``link``'s newest segment."""
+        self.by_link[link][-1].copy = True
 
     def inflight(self, link) -> int:
         """Sync points sent to ``link`` whose ReadyForQuery has not arrived."""
@@ -224,11 +235,15 @@ class Ordering:
                     self._trim(seg, out, 5)
                     continue
             elif code == codes.ERROR_RESPONSE:
+                seg.error = True
                 if seg.hidden:
                     seg.hidden = None  # the server skips the rest up to the Sync
                 if seg.undo:
                     events.append((UNDO, seg.undo[::-1]))
                     seg.undo = None
+                if seg.copy:
+                    events.append((COPY_SETTLED, b""))
+                    seg.copy = False
             if code != codes.READY_FOR_QUERY:
                 if code == codes.NOTIFICATION_RESPONSE and not seg.forward and link is self.primary:
                     # A notification arriving during pgtwist's own traffic is still the client's.
@@ -239,6 +254,9 @@ class Ordering:
                         out.append(note)
                 continue
             seg.pending -= 1
+            if seg.copy and seg.pending == 0:
+                events.append((COPY_SETTLED, b""))
+                seg.copy = False
             if seg.forward and not seg.swallow_z:
                 if body[:1] == b"E":
                     self.failed.add(link)

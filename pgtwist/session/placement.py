@@ -15,6 +15,7 @@ from twisted.internet import defer
 from ..logs import logger
 from ..routing.rules import prepared_body_sql
 from ..routing.values import Target, node
+from ..txpool import raise_sql
 from ..wire import codes
 from ..wire import messages as m
 from .links import LinkUnavailable
@@ -46,8 +47,9 @@ class SkipProbe:
     server_name = None
     confirmed = False
 
-    def __init__(self) -> None:
+    def __init__(self, segment) -> None:
         self.nodes: set[int] = set()
+        self.segment = segment  # the batch part it was sent in: its answer is about that only
         self.settled = defer.Deferred()  # fired by Replies at its ParseComplete or error
 
 
@@ -202,15 +204,18 @@ class Placement:
         standby = self.links.lb_if_open()
         key = (id(buf), start)
         if standby is not None and self._shadow_sent != key:
-            idle = standby.server.txn_status == codes.TXN_IDLE
-            if is_end and not idle:
+            # The standby's status is known only once its answers are in: a BEGIN (or a
+            # failed statement) still in flight there needs this end too.
+            in_txn = (standby.server.txn_status != codes.TXN_IDLE
+                      or self.ordering.inflight(standby) > 0)
+            if is_end and in_txn:
                 self._shadow_sent = key
                 done = defer.Deferred()
                 self.out.shadow(standby, m.query(end_text), on_done=lambda: done.callback(None))
                 self.out.flush()
                 self.wait(done)
                 return True
-            if not is_end:
+            if not is_end or in_txn:
                 self.out.shadow(standby, m.query(text))
         self._shadow_sent = None
         return False
@@ -227,16 +232,20 @@ class Placement:
         if tail is None or s.route_status == "E":
             s.probe = None
             return GO
+        if probe is not None and probe.segment is not tail:
+            # Left from an earlier batch (its message was skipped another way): it says
+            # nothing about this one.
+            probe = s.probe = None
         link = tail.link
         if s.skipping_link is not link and (probe is None or not probe.settled.called):
             if probe is None:
-                probe = s.probe = SkipProbe()
+                probe = s.probe = SkipProbe(tail)
                 link.server.pending_parses.append(probe)
                 self.ordering.parse_sent(tail, hidden=True)
                 self.out.send(link, _PROBE_FRAMES)
             return self.wait(probe.settled)
         s.probe = None
-        if s.skipping_link is link:
+        if s.skipping_link is link or (probe is not None and probe.segment.error):
             log.debug("session {pid}: a Query inside a failed batch is discarded", pid=s.pid)
             s.skip_until_sync = True
             return None
@@ -255,6 +264,34 @@ class Placement:
                       pid=s.pid, msg=codes.FRONTEND_NAMES.get(code, code))
             s.skip_until_sync = True
             self.out.local(ABORTED, ready=False)
+        return None
+
+    def fail_extended(self, sqlstate: str, message: str):
+        """An error PostgreSQL would raise for this message; the batch is skipped to Sync.
+
+        The error must abort the transaction the server runs, explicit (or a later COMMIT
+        would commit what PostgreSQL rolls back) or the implicit one of the batch's
+        messages already sent: the server raises it, from a Query that ends this part of
+        the batch (its ReadyForQuery is pgtwist's), unless it failed that part first.
+        """
+        s = self.session
+        tail = self.ordering.tail_open()
+        if s.route_status == "T":
+            link = self.links.get(s.primary_id)
+        else:
+            link = tail.link if tail is not None else None
+        if link is not None and tail is not None and tail.link is link:
+            # The raising Query would join the client's unsynced batch: first make sure
+            # the server is not skipping it already (then this message is skipped too).
+            inside = self.inside_batch()
+            if inside is not GO:
+                return inside
+        s.skip_until_sync = True
+        s.skip_status = codes.TXN_IDLE if s.route_status == "I" else codes.TXN_FAILED
+        if link is None or link.closed:
+            self.out.local(m.error_response(sqlstate, message), ready=False)
+            return None
+        self.out.own_sync(link, m.query(raise_sql(sqlstate, message)))
         return None
 
     def unavailable(self, code: int, error: bytes) -> None:

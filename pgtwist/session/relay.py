@@ -142,6 +142,8 @@ class Relay:
                     elif type(event) is CancelRequested:
                         self.proxy.cancel(event.pid, event.secret)
                         self.transport.loseConnection()
+                    elif isinstance(event, ProtocolViolation):
+                        raise event  # after the whole frames that came before it
                     if self.closed:
                         return
                 if not (events and machine.leftover):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..logs import logger
 from ..wire import codes
 from ..wire.errors import CONNECTION_FAILURE, INTERNAL_ERROR
-from .ordering import SHADOW_PARAMETER_STATUS, UNDO
+from .ordering import COPY_SETTLED, SHADOW_PARAMETER_STATUS, UNDO
 
 log = logger(__name__)
 
@@ -71,10 +71,14 @@ class Replies:
                     self.router.after_ready(s, status, not self.ordering.busy(link))
                     if status == codes.TXN_IDLE:
                         s.failed_elsewhere = False
-                elif status == codes.TXN_FAILED and link in self.ordering.failed:
+                elif status == codes.TXN_FAILED and link in self.ordering.failed \
+                        and not self.ordering.inflight(link):
                     # The client saw this standby's error inside its transaction: the
                     # transaction is aborted for it, whichever node the next statement
-                    # would reach (protocol-pitfalls: 25P02 until ROLLBACK).
+                    # would reach (protocol-pitfalls: 25P02 until ROLLBACK).  Only the
+                    # standby's last answer tells: a ROLLBACK the client pipelined behind
+                    # the failed statement may already have ended the transaction (and its
+                    # ReadyForQuery from the primary may have come first).
                     s.failed_elsewhere = True
             elif code == codes.PARAMETER_STATUS or code == SHADOW_PARAMETER_STATUS:
                 name, value = server.parameter_status(body)
@@ -89,7 +93,12 @@ class Replies:
                 self._error(link, body)
             elif code == codes.COPY_IN_RESPONSE or code == codes.COPY_BOTH_RESPONSE:
                 s.copy_link = link
-                server.copy_in()
+                _fire(server.copy_in())
+            elif code == COPY_SETTLED:
+                if server.copy_execute and link is not s.copy_link:
+                    # Its COPY failed, or ended, without copy-in.
+                    server.copy_execute = False
+                    _fire(server.copy_resolved())
             elif code == UNDO:
                 # An error ended the statements that filed these: what they did is void.
                 server.undone(body)
@@ -109,20 +118,28 @@ class Replies:
                 s.skip_until_sync = True
                 s.skip_status = codes.TXN_IDLE if s.route_status == "I" else codes.TXN_FAILED
         probe = s.probe
-        if probe is not None and probe in server.pending_parses:
+        probe_here = probe is not None and probe in server.pending_parses
+        if probe_here:
             server.pending_parses.remove(probe)
-            probe.settled.callback(None)
+            if probe.segment.error:
+                probe.settled.callback(None)
+            # (Else an error of an earlier, synced part: the probe's part is not skipped
+            # for it, and its ParseComplete will come.)
         # The server skips to Sync: the Parses not yet answered never happened.
         for stmt in server.failed(body):
             stmt.nodes.discard(link.node_id)
             if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
                 del s.statements[stmt.name]  # its Parse failed: no such name
+        if probe_here and not probe.settled.called and not probe.segment.error:
+            server.pending_parses.append(probe)
         if link is self.links.primary and b"\0C25006\0" in body:
             # "read-only transaction" from the node we took for the primary: after a
             # failover the old writer comes back as a reader under the same name.
             self.cluster.suspect_primary(link.node_id)
 
     def link_lost(self, link, reason) -> None:
+        link.server.copy_execute = False
+        _fire(link.server.copy_resolved())  # a Sync waiting on this COPY is routed (and fails)
         links = self.links
         links.forget(link)
         s = self.session
@@ -144,3 +161,8 @@ class Replies:
         self.cluster.mark_down(link.node_id)
         if s.lb_node == link.node_id:
             s.lb_node = s.primary_id
+
+
+def _fire(waiter) -> None:
+    if waiter is not None:
+        waiter.callback(None)

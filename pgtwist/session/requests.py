@@ -10,6 +10,8 @@ out through pgtwist.session.outbox.
 
 from __future__ import annotations
 
+from twisted.internet import defer
+
 from .. import admin
 from ..conn.server import UndoReplay
 from ..routing.values import Target
@@ -57,6 +59,8 @@ class Requests:
         inside = place.inside_batch()
         if inside is not GO:
             return inside
+        # PostgreSQL: "a simple Query message also destroys the unnamed statement".
+        self.session.statements.pop(b"", None)
         raw = buf[start:end - 1]
         sql = raw.decode("utf-8", "replace")
         special = admin.match(sql)
@@ -95,10 +99,18 @@ class Requests:
         mode = self.mode
         mode.before_query(link, info)
         self.out.forward(link, buf, start - 5, end, sync=True)
+        if info.copy_from_stdin:
+            # Syncs the client sends while the server may be in copy-in are ignored
+            # there, as after an extended COPY's Execute (see _copy_sync).
+            self._copy_started(link)
         self.router.after_statement(s, info, decision, link.node_id, sql)
         if s.implicit_undo is not None:
             self._file_undo(link)
         mode.after_statement(info, sql, link)
+
+    def _copy_started(self, link) -> None:
+        link.server.copy_started()
+        self.ordering.copy_sent(link)
 
     def _file_undo(self, link) -> None:
         """After a statement went to ``link``: a SET it made outside an explicit
@@ -120,8 +132,8 @@ class Requests:
         if primary is WAIT:
             return WAIT
         for link in self.links.values():
-            if link is not primary and not link.closed \
-                    and link.server.txn_status != codes.TXN_IDLE:
+            if link is not primary and not link.closed and (
+                    link.server.txn_status != codes.TXN_IDLE or self.ordering.inflight(link)):
                 self.out.shadow(link, m.query("ROLLBACK"))
         if info.command == "ROLLBACK":
             self.out.forward(primary, buf, start - 5, end, sync=True)
@@ -211,7 +223,9 @@ class Requests:
         self.mode.bind(stmt, link, name, buf, start, end)
         if stmt is not None:
             if stmt.info.copy_from_stdin:
-                link.server.copy_started()
+                link.server.copy_portals.add(portal)
+            else:
+                link.server.copy_portals.discard(portal)
             self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
             if s.implicit_undo is not None:
                 self._file_undo(link)
@@ -281,10 +295,13 @@ class Requests:
         s = self.session
         if s.failed_elsewhere or s.skip_until_sync:
             return self.place.skip(code)
-        link = self.place.portal_link(buf[start:buf.find(b"\0", start)])
+        name = buf[start:buf.find(b"\0", start)]
+        link = self.place.portal_link(name)
         if link is WAIT:
             return WAIT
         self.out.forward(link, buf, start - 5, end)
+        if name in link.server.copy_portals:
+            self._copy_started(link)
         return None
 
     def on_close(self, code, buf, start, end):
@@ -325,27 +342,32 @@ class Requests:
         link = self.place.current_or_primary()
         if link is WAIT:
             return WAIT
-        if link.server.copy_execute and self._copy_sync(link, buf, start, end):
-            return None
+        server = link.server
+        if server.copy_execute and not server.copy_client_done:
+            placed = self._copy_sync(link)
+            if placed is not None:
+                return placed
         self.out.forward(link, buf, start - 5, end, sync=True)
         return None
 
-    def _copy_sync(self, link, buf, start, end) -> bool:
-        """A Sync around an extended-protocol COPY FROM STDIN.  The server ignores Syncs
-        that reach it in copy-in mode (libpq sends one right after the Execute, and
-        another after CopyDone): True when this one gets no ReadyForQuery of its own."""
+    def _copy_sync(self, link):
+        """A Sync sent after a COPY FROM STDIN (simple or extended) and before the
+        client's CopyDone / CopyFail.  The server ignores a Sync that reaches it in
+        copy-in (libpq sends one right after the Execute) and answers one otherwise, so
+        it waits until the server has answered the COPY.  None: an ordinary Sync.
+        (A server that fails the copy on a row before reading such a Sync would answer
+        it; pgtwist, which cannot know, keeps to copy-in: one ReadyForQuery fewer.)"""
+        if self.session.copy_link is link:
+            # In copy-in the server ignores it, so it is not sent: the server may have
+            # failed the copy on a row already (then it would answer this Sync with a
+            # ReadyForQuery nobody waits for, or end its skip-to-Sync on it).
+            return True
+        if link.closed:
+            return None
         server = link.server
-        if self.session.copy_link is link and not server.copy_client_done:
-            self.out.send_frame(link, buf, start - 5, end)  # in copy-in: ignored
-            return True
-        if server.syncs_owed:
-            # The copy is over; this Sync's ReadyForQuery answers one sent before the copy
-            # began, which the server ignored.
-            server.syncs_owed -= 1
-            self.out.send_frame(link, buf, start - 5, end)
-            return True
-        server.copy_syncs += 1  # counted; if the COPY starts, the server will ignore it
-        return False
+        if server.copy_waiter is None:
+            server.copy_waiter = defer.Deferred()
+        return self.place.wait(server.copy_waiter)
 
     def on_flush(self, code, buf, start, end):
         tail = self.ordering.tail_open()

@@ -194,7 +194,7 @@ class TransactionMode:
         a driver's lone "prepare" while every link is busy is answered ahead."""
         s = self.session
         if name and name in s.statements:
-            return self._fail_extended(
+            return self.place.fail_extended(
                 "42P05", f'prepared statement "{name.decode("utf-8", "replace")}" already exists')
         if name and not self.links and self._lone_parses(buf, start) \
                 and self.pooling.would_wait(s, s.primary_id, self.links.poolable):
@@ -319,31 +319,7 @@ class TransactionMode:
             return GO
         what = f'prepared statement "{name.decode("utf-8", "replace")}"' if name \
             else "unnamed prepared statement"
-        return self._fail_extended("26000", f"{what} does not exist")
-
-    def _fail_extended(self, sqlstate: str, message: str):
-        """An error PostgreSQL would raise for this message; the batch is skipped to Sync.
-
-        Inside an explicit transaction the error must abort it on the server too (or a
-        later COMMIT would commit what PostgreSQL rolls back): the server raises it,
-        from a Query that ends this part of the batch (its ReadyForQuery is pgtwist's).
-        """
-        s = self.session
-        link = self.links.get(s.primary_id) if s.route_status == "T" else None
-        tail = self.ordering.tail_open()
-        if link is not None and tail is not None and tail.link is link:
-            # The raising Query would join the client's unsynced batch: first make sure
-            # the server is not skipping it already (then this message is skipped too).
-            inside = self.place.inside_batch()
-            if inside is not GO:
-                return inside
-        self.session.skip_until_sync = True
-        self.session.skip_status = codes.TXN_IDLE if s.route_status == "I" else codes.TXN_FAILED
-        if link is None or link.closed:
-            self.out.local(m.error_response(sqlstate, message), ready=False)
-            return None
-        self.out.own_sync(link, m.query(raise_sql(sqlstate, message)))
-        return None
+        return self.place.fail_extended("26000", f"{what} does not exist")
 
     # -- simple Query ---------------------------------------------------------------------------
     def before_route(self, info, sql: str):

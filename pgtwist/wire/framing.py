@@ -66,10 +66,13 @@ class FrameSplitter:
 
     ``limits`` (code -> largest length field) refuses, as soon as a header
     arrives, a type it does not list or a length above that type's limit:
-    nothing of a refused frame's body is ever buffered.
+    nothing of a refused frame's body is ever buffered.  The whole frames before
+    a refused header are still returned, whatever the chunking (PostgreSQL runs
+    them before it reads the bad one); the refusal is then kept in ``error`` and
+    raised by the next ``feed``.
     """
 
-    __slots__ = ("_buf", "_chunks", "_size", "_need", "max_length", "limits", "_limit")
+    __slots__ = ("_buf", "_chunks", "_size", "_need", "max_length", "limits", "_limit", "error")
 
     def __init__(self, max_length: int, limits: dict[int, int] | None = None) -> None:
         self._buf = b""
@@ -79,8 +82,11 @@ class FrameSplitter:
         self.max_length = max_length
         self.limits = limits
         self._limit = _limit_table(max_length, None if limits is None else tuple(limits.items()))
+        self.error: ProtocolViolation | None = None
 
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+        if self.error is not None:
+            raise self.error
         if self._need:
             # Collect a large frame's pieces and join once: no quadratic re-copying.
             self._chunks.append(data)
@@ -99,7 +105,14 @@ class FrameSplitter:
         while n - pos >= 5:
             code, length = _unpack_BI(buf, pos)
             if length < 4 or length > limit[code]:
-                self._refuse(code, length)
+                if not frames:
+                    self._refuse(code, length)
+                try:
+                    self._refuse(code, length)
+                except ProtocolViolation as exc:
+                    self.error = exc
+                self._buf = b""
+                return buf[:pos], frames
             end = pos + 1 + length
             if end > n:
                 break

@@ -150,9 +150,13 @@ def test_frame_splitter_rejects_oversize_before_body():
 
 
 def test_frame_splitter_oversize_after_good_frames():
+    """The good frame is returned whatever the chunking; the refusal comes next."""
     splitter = FrameSplitter(1000)
+    buf, frames = splitter.feed(frame(b"S") + b"Q" + struct.pack("!I", 5000))
+    assert [(c, buf[s:e]) for c, s, e in frames] == [(ord("S"), b"")]
+    assert splitter.error is not None and "max_message_length" in splitter.error.message
     with pytest.raises(ProtocolViolation):
-        splitter.feed(frame(b"S") + b"Q" + struct.pack("!I", 5000))
+        splitter.feed(b"")
 
 
 def test_frame_splitter_max_length_inclusive():

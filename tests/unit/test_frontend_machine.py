@@ -389,10 +389,26 @@ def test_ready_rejects(message):
     assert exc.value.sqlstate == "08P01"
 
 
-def test_ready_rejects_invalid_frame_after_valid_ones():
-    machine = ready_machine()
-    with pytest.raises(ProtocolViolation):
-        machine.receive(frame(b"Q", b"SELECT 1\x00") + frame(b"p", b"x\x00"))
+@pytest.mark.parametrize("bad", [frame(b"p", b"x\x00"), frame(b"B", b"\x00"),
+                                 b"Q" + struct.pack("!I", 3)])
+def test_ready_rejects_invalid_frame_after_valid_ones(bad):
+    """The valid Query before the bad frame is delivered, then the error, in one call or
+    byte by byte alike (fuzz finding: one-shot feeds used to drop it)."""
+    data = frame(b"Q", b"SELECT 1\x00") + bad
+    for cut in (len(data), 1):
+        machine = ready_machine()
+        events = []
+        for i in range(0, len(data), cut):
+            try:
+                events += machine.receive(data[i:i + cut])
+            except ProtocolViolation as exc:  # nothing came before it in this call
+                events.append(exc)
+                machine.close()
+            if events and isinstance(events[-1], ProtocolViolation):
+                break
+        assert frame_list(events[:-1]) == [("Q", b"SELECT 1\x00")]
+        assert isinstance(events[-1], ProtocolViolation)
+        assert machine.state is FrontendState.CLOSED
 
 
 def test_validation_can_be_disabled_but_codes_still_checked():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgtwist.session.ordering import UNDO, Ordering
+from pgtwist.session.ordering import COPY_SETTLED, UNDO, Ordering
 from pgtwist.wire import codes
 from pgtwist.wire import messages as m
 from pgtwist.wire.framing import BackendScanner
@@ -70,3 +70,17 @@ def test_undo_filed_before_the_sync_belongs_to_the_open_segment():
     o.synced(seg)
     _out, events, _hold = receive(o, "a", m.error_response("22023", "x") + Z)
     assert (UNDO, ["bound"]) in events
+
+
+def test_a_copy_segment_settles_at_its_error_or_its_ready_for_query():
+    o = Ordering()
+    o.synced(o.segment("a"))
+    o.copy_sent("a")
+    _out, events, _hold = receive(o, "a", m.error_response("42P01", "no table"))
+    assert events[-1] == (COPY_SETTLED, b"")
+    _out, events, _hold = receive(o, "a", Z)
+    assert (COPY_SETTLED, b"") not in events  # once
+    o.synced(o.segment("a"))
+    o.copy_sent("a")
+    _out, events, _hold = receive(o, "a", m.command_complete("COPY 0") + Z)
+    assert events[-1] == (COPY_SETTLED, b"")

@@ -62,19 +62,18 @@ def test_parameter_status_is_kept():
     assert state.parameters == {"TimeZone": "Europe/Paris"}
 
 
-def test_syncs_sent_before_copy_in_are_owed():
+def test_copy_in_hands_back_the_waiting_sync():
     state = ServerState()
     state.copy_started()
-    state.copy_syncs = 2
-    feed(state, m.frame(codes.COPY_IN_RESPONSE, b"\0\0\0"))
-    assert (state.syncs_owed, state.copy_syncs) == (2, 0)
+    waiter = state.copy_waiter = object()
+    assert feed(state, m.frame(codes.COPY_IN_RESPONSE, b"\0\0\0")) == [waiter]
+    assert state.copy_waiter is None and state.copy_execute
 
 
-def test_copy_in_without_an_extended_copy_owes_nothing():
+def test_copy_in_with_no_sync_waiting():
     state = ServerState()
-    state.copy_syncs = 2
-    feed(state, m.frame(codes.COPY_IN_RESPONSE, b"\0\0\0"))
-    assert (state.syncs_owed, state.copy_syncs) == (0, 2)
+    state.copy_started()
+    assert feed(state, m.frame(codes.COPY_IN_RESPONSE, b"\0\0\0")) == [None]
 
 
 def test_holds_by_server_name_or_as_the_unnamed_statement():
