@@ -6,8 +6,8 @@ by its ``--check`` flag and by ``pgtwist check``.
 
 from __future__ import annotations
 
-from .hba import load_hba
-from .passwd import load_pool_passwd
+from .auth.hba import load_hba
+from .auth.passwd import load_pool_passwd
 from .registry import build_chain
 from .tls import server_tls_from_config
 

@@ -14,13 +14,13 @@ import os
 import secrets
 import sys
 
+from .auth.hba import HbaError
+from .auth.passwd import KINDS, PasswdError, encode_entry, find_key_file, read_key_file
+from .auth.passwd import write_entry as write_passwd_entry
 from .check import check_runtime
 from .config import load_config
 from .errors import ConfigError
-from .hba import HbaError
 from .params import unimplemented_warnings
-from .passwd import KINDS, PasswdError, encode_entry, find_key_file, read_key_file
-from .passwd import write_entry as write_passwd_entry
 
 DEFAULT_CONFIG = "etc/pgpool.yaml"
 

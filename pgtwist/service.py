@@ -13,14 +13,14 @@ from twisted.internet.protocol import ClientFactory as _ClientFactory
 from twisted.internet.protocol import Protocol
 
 from .admission import Gate, spare_connections
+from .auth.hba import HbaError, load_hba
+from .auth.passwd import PasswdError, load_pool_passwd
 from .cluster import Cluster
 from .config import load_config
 from .conn.auth import Secret
 from .errors import ConfigError
-from .hba import HbaError, load_hba
 from .logs import logger, set_level
 from .params import unimplemented_warnings
-from .passwd import PasswdError, load_pool_passwd
 from .pooling import Pooling
 from .protocols.backend import connect_address
 from .protocols.frontend import ClientFactory

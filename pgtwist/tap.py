@@ -6,10 +6,10 @@ import sys
 
 from twisted.python import usage
 
+from .auth.hba import HbaError
+from .auth.passwd import PasswdError
 from .config import load_config
 from .errors import ConfigError
-from .hba import HbaError
-from .passwd import PasswdError
 
 
 class Options(usage.Options):

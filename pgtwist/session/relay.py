@@ -67,7 +67,7 @@ class Relay:
         self.waiting = False
         self.closed = False
         self._draining = False
-        self.auth = None                # pgtwist.auth.SessionAuth, from the StartupMessage on
+        self.auth = None                # pgtwist.auth.session.SessionAuth, from the StartupMessage on
         peer = transport.getPeer()
         self.session = s = proxy.new_session(
             self, f"{getattr(peer, 'host', 'local')}:{getattr(peer, 'port', '')}"

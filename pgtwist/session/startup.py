@@ -1,7 +1,7 @@
 """Session startup: authenticate the client, log in to the primary, say ReadyForQuery.
 
 Glue between the client's relay (its connection: writes, the frontend machine, the
-authentication timer) and pgtwist.auth.SessionAuth, which works on the relay too.
+authentication timer) and pgtwist.auth.session.SessionAuth, which works on the relay too.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from ..auth import AuthRefused, SecretLookupFailed, SessionAuth, backend_secret
+from ..auth.session import AuthRefused, SecretLookupFailed, SessionAuth, backend_secret
 from ..conn.backend import LoginFailed, SecretMissing
 from ..conn.frontend import (
     FrontendState,

@@ -31,8 +31,8 @@ import psycopg
 import pytest
 from scramp import ScramClient
 
+from pgtwist.auth.passwd import encode_entry
 from pgtwist.dev import devcluster as dc
-from pgtwist.passwd import encode_entry
 
 from .conftest import assert_log_clean, start_pgtwist
 from .rawpg import RawClient, cstr, error_fields, msg, startup_packet

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from pgtwist.hba import (
+from pgtwist.auth.hba import (
     ALL,
     SAMEHOST,
     SAMENET,

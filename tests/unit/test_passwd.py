@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgtwist.passwd import PasswdEntry, PasswdError, load_pool_passwd, parse_pool_passwd
+from pgtwist.auth.passwd import PasswdEntry, PasswdError, load_pool_passwd, parse_pool_passwd
 
 MD5 = "md5" + "0123456789abcdef" * 2
 

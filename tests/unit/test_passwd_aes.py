@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from pgtwist.passwd import (
+from pgtwist.auth.passwd import (
     PasswdEntry,
     PasswdError,
     aes_decrypt,

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
+from pgtwist.auth.passwd import aes_encrypt, encode_entry, load_pool_passwd, read_key_file
 from pgtwist.cli import main
-from pgtwist.passwd import aes_encrypt, encode_entry, load_pool_passwd, read_key_file
 
 SECRET = "Hunter2-not-shown"
 

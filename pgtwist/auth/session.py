@@ -18,15 +18,15 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from .conn.auth import Secret
-from .conn.backend import LoginFailed
-from .conn.client_auth import AuthSecret, ClientAuthenticator, ClientAuthFailed
+from ..conn.auth import Secret
+from ..conn.backend import LoginFailed
+from ..conn.client_auth import AuthSecret, ClientAuthenticator, ClientAuthFailed
+from ..logs import logger
+from ..tls import peer_common_name
+from ..wire import codes
+from ..wire import messages as m
+from ..wire.errors import INVALID_AUTHORIZATION, INVALID_PASSWORD, ProtocolViolation
 from .hba import match as hba_match
-from .logs import logger
-from .tls import peer_common_name
-from .wire import codes
-from .wire import messages as m
-from .wire.errors import INVALID_AUTHORIZATION, INVALID_PASSWORD, ProtocolViolation
 
 log = logger(__name__)
 
