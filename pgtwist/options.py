@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PoolOptions:
-    """Backend links: the pool (pool.py), checkouts (pooling.py), transaction pooling."""
+    """Backend links: the pool and its checkouts (pgtwist.pooling), transaction pooling."""
 
     mode: str                              # pool_mode: "session" or "transaction"
     max_idle: int                          # max_pool: cached links per (user, database)

@@ -21,7 +21,7 @@ from .conn.auth import Secret
 from .errors import ConfigError
 from .logs import logger, set_level
 from .params import unimplemented_warnings
-from .pooling import Pooling
+from .pooling.checkout import Pooling
 from .protocols.backend import connect_address
 from .protocols.frontend import ClientFactory
 from .router import Router

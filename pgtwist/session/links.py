@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from ..conn.backend import LoginFailed
 from ..logs import logger
-from ..pool import PoolExhausted
+from ..pooling.pool import PoolExhausted
 from ..wire import codes
 from ..wire import messages as m
 from ..wire.errors import CONNECTION_FAILURE

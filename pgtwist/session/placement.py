@@ -13,9 +13,9 @@ import re
 from twisted.internet import defer
 
 from ..logs import logger
+from ..pooling.statements import raise_sql
 from ..routing.rules import prepared_body_sql
 from ..routing.values import Target, node
-from ..txpool import raise_sql
 from ..wire import codes
 from ..wire import messages as m
 from .links import LinkUnavailable

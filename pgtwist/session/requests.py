@@ -14,8 +14,8 @@ from twisted.internet import defer
 
 from .. import admin
 from ..conn.server import UndoReplay
+from ..pooling.statements import split_parse
 from ..routing.values import Target
-from ..txpool import split_parse
 from ..wire import codes
 from ..wire import messages as m
 from .placement import ABORTED, GO, WAIT, cstr_pair, info_sql

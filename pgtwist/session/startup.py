@@ -16,7 +16,7 @@ from ..conn.frontend import (
     StartupReceived,
 )
 from ..logs import logger
-from ..pool import PoolExhausted
+from ..pooling.pool import PoolExhausted
 from ..protocols.backend import BackendLink
 from ..wire import codes
 from ..wire import messages as m

@@ -99,7 +99,7 @@ class Session:
     skipping_link: object = None     # a link whose server skips to Sync as well
     probe: object = None             # a hidden Parse asking whether the server skips
     copy_link: object = None         # the link in copy-in (or copy-both) mode
-    # Transaction pooling: why the session keeps its links (pgtwist.txpool.PIN_REASONS).
+    # Transaction pooling: why the session keeps its links (pgtwist.pooling.statements.PIN_REASONS).
     pinned: str | None = None
 
     @property

@@ -8,7 +8,7 @@ serves it next:
 
 - SET/RESET state: re-applied at checkout when the link's applied state differs
   (pgtwist.session.links);
-- named prepared statements: prepared under pgtwist-owned names (pgtwist.txpool), on
+- named prepared statements: prepared under pgtwist-owned names (pgtwist.pooling.statements), on
   each link the first time that link needs them.  Before the first message of a batch
   goes to a link, the rest of the batch is read ahead and the Parses of every statement
   it uses that the link lacks go first; one needed later (not yet received, or parsed
@@ -31,7 +31,7 @@ from operator import itemgetter
 
 from ..conn.server import LinkStatements, UndoPrepare
 from ..logs import logger
-from ..txpool import (
+from ..pooling.statements import (
     DISCARD_ALL,
     MAY_KEEP_STATE,
     NO_STATEMENT,

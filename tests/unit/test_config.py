@@ -607,7 +607,7 @@ def test_zero_connect_timeout_keeps_a_bounded_reset():
 
     from twisted.internet.testing import MemoryReactorClock
 
-    from pgtwist.pooling import Pooling
+    from pgtwist.pooling.checkout import Pooling
     from pgtwist.timeouts import RESET_TIMEOUT_WHEN_DISABLED
 
     proxy = SimpleNamespace(reactor=MemoryReactorClock())

@@ -6,7 +6,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
-from pgtwist.pool import Pool, PoolExhausted, PoolKey
+from pgtwist.pooling.pool import Pool, PoolExhausted, PoolKey
 from pgtwist.wire import codes
 from pgtwist.wire import messages as m
 

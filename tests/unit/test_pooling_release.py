@@ -8,8 +8,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from pgtwist.config import parse_config
-from pgtwist.pool import PoolKey
-from pgtwist.pooling import Pooling
+from pgtwist.pooling.checkout import Pooling
+from pgtwist.pooling.pool import PoolKey
 from pgtwist.protocols.backend import BackendLink
 
 KEY = PoolKey("app", "shop", 0, ())

@@ -9,7 +9,7 @@ from twisted.internet import defer
 from pgtwist.conn import client_auth, scram
 from pgtwist.conn.auth import Secret
 from pgtwist.conn.backend import BackendLogin, LoginFailed, SecretMissing
-from pgtwist.pooling import PreAuthGate, ServerMethods
+from pgtwist.pooling.checkout import PreAuthGate, ServerMethods
 from pgtwist.wire import codes
 from pgtwist.wire import messages as m
 

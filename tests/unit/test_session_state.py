@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from pgtwist.pooling.statements import pin_reason
 from pgtwist.router import _remember_state
 from pgtwist.sql.classify import Classifier
 from pgtwist.sql.split import split_statements
-from pgtwist.txpool import pin_reason
 
 
 @pytest.mark.parametrize("sql, parts", [

@@ -16,13 +16,13 @@ from collections import OrderedDict, deque
 from twisted.internet import defer
 from zope.interface import implementer
 
-from .interfaces import ILinkOwner
-from .logs import logger
+from ..interfaces import ILinkOwner
+from ..logs import logger
+from ..protocols.backend import connect_backend
+from ..timeouts import RESET_TIMEOUT_WHEN_DISABLED
+from ..wire import codes
 from .pool import Pool, PoolKey
-from .protocols.backend import connect_backend
-from .timeouts import RESET_TIMEOUT_WHEN_DISABLED
-from .txpool import PIN_REASONS, StatementRegistry
-from .wire import codes
+from .statements import PIN_REASONS, StatementRegistry
 
 log = logger(__name__)
 

@@ -18,9 +18,8 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .conn.server import LinkStatements  # noqa: F401  (its home moved; re-exported)
-from .wire import codes
-from .wire import messages as m
+from ..wire import codes
+from ..wire import messages as m
 
 # A statement name no server ever holds: a Close of it is answered CloseComplete
 # ("it is not an error to issue Close against a nonexistent statement").

@@ -6,9 +6,8 @@ import struct
 
 import pytest
 
-from pgtwist.sql.classify import Classifier
-from pgtwist.txpool import (
-    LinkStatements,
+from pgtwist.conn.server import LinkStatements
+from pgtwist.pooling.statements import (
     StatementRegistry,
     batch_needs,
     close_statement,
@@ -19,6 +18,7 @@ from pgtwist.txpool import (
     split_parse,
     statement_used,
 )
+from pgtwist.sql.classify import Classifier
 from pgtwist.wire import codes
 from pgtwist.wire import messages as m
 

@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 
 from twisted.internet import defer
 
-from .wire import codes
-from .wire import messages as m
-from .wire.errors import TOO_MANY_CONNECTIONS
+from ..wire import codes
+from ..wire import messages as m
+from ..wire.errors import TOO_MANY_CONNECTIONS
 
 NEVER_CACHED = frozenset({"template0", "template1", "postgres", "regression"})
 _IDLE_STATUS = (codes.TXN_IDLE, "I", b"I")
