@@ -1,4 +1,6 @@
-"""The sans-IO layers import neither Twisted nor sqlglot (checked in a fresh interpreter)."""
+"""pgtwist's layers: every module of the tree has one, and imports only from its own layer or
+lower ones; the sans-IO layers import neither Twisted nor sqlglot (checked in a fresh
+interpreter), and the SQL engine no Twisted."""
 
 from __future__ import annotations
 
@@ -11,27 +13,78 @@ from pathlib import Path
 
 import pytest
 
+from .importgraph import import_graph, modules_in
+
 ROOT = Path(__file__).resolve().parents[2]
 
-SANS_IO_MODULES = [
-    "pgtwist.wire",
-    "pgtwist.wire.codes",
-    "pgtwist.wire.errors",
-    "pgtwist.wire.framing",
-    "pgtwist.wire.messages",
-    "pgtwist.conn",
-    "pgtwist.conn.frontend",
-    "pgtwist.conn.backend",
-    "pgtwist.conn.auth",
-    "pgtwist.errors",
-    "pgtwist.options",
-    "pgtwist.conn.server",
-    # The session layer's state and bookkeeping are sans-IO too; its I/O glue is not.
-    "pgtwist.session",
-    "pgtwist.session.state",
-    "pgtwist.session.ordering",
-    "pgtwist.session.outbox",
-]
+# Bottom to top. A module may import modules of its own layer and of the layers below it,
+# never of a layer above. Every module in pgtwist/ is named here exactly once: a new module
+# fails test_every_module_has_a_layer until it is given its place.
+LAYERS: dict[str, tuple[str, ...]] = {
+    # Plain values and declarations everything may use.
+    "base": (
+        "pgtwist", "pgtwist.errors", "pgtwist.timeouts", "pgtwist.options", "pgtwist.params",
+        "pgtwist.interfaces", "pgtwist.config_routing",
+    ),
+    # The PostgreSQL wire format: framing, message builders, codes.
+    "wire": (
+        "pgtwist.wire", "pgtwist.wire.codes", "pgtwist.wire.errors", "pgtwist.wire.framing",
+        "pgtwist.wire.messages",
+    ),
+    # Sans-IO machines and pure decisions: connection state machines, text-level SQL facts,
+    # pure routing, file formats, the session's own bookkeeping, the config reader.
+    "sans-io": (
+        "pgtwist.conn", "pgtwist.conn.auth", "pgtwist.conn.backend", "pgtwist.conn.client_auth",
+        "pgtwist.conn.frontend", "pgtwist.conn.scram", "pgtwist.conn.server",
+        "pgtwist.sql", "pgtwist.sql.idents", "pgtwist.sql.info", "pgtwist.sql.normalize",
+        "pgtwist.sql.split", "pgtwist.sql.state",
+        "pgtwist.routing", "pgtwist.routing.balancer", "pgtwist.routing.builtin",
+        "pgtwist.routing.chain", "pgtwist.routing.options", "pgtwist.routing.rules",
+        "pgtwist.routing.stickiness", "pgtwist.routing.values",
+        "pgtwist.auth", "pgtwist.auth.hba", "pgtwist.auth.passwd",
+        "pgtwist.pooling", "pgtwist.pooling.statements",
+        "pgtwist.session", "pgtwist.session.state", "pgtwist.session.ordering",
+        "pgtwist.session.outbox",
+        "pgtwist.admission", "pgtwist.admin", "pgtwist.config",
+    ),
+    # The SQL classifier: pure, but the only user of sqlglot.
+    "sql-engine": ("pgtwist.sql.classify",),
+    # Twisted I/O: logging, TLS, the protocols, the pool of links, the catalog and cluster
+    # probes.
+    "io": (
+        "pgtwist.logs", "pgtwist.tls", "pgtwist.protocols", "pgtwist.protocols.backend",
+        "pgtwist.protocols.fastwrite", "pgtwist.protocols.frontend", "pgtwist.pooling.pool",
+        "pgtwist.catalog", "pgtwist.cluster",
+    ),
+    # Services the sessions are given: checkouts, one session's authentication, the policy
+    # registry and the router.
+    "services": (
+        "pgtwist.pooling.checkout", "pgtwist.auth.session", "pgtwist.registry",
+        "pgtwist.router",
+    ),
+    # The session objects that drive one client's traffic.
+    "session": (
+        "pgtwist.session.flow", "pgtwist.session.links", "pgtwist.session.modes",
+        "pgtwist.session.placement", "pgtwist.session.relay", "pgtwist.session.replies",
+        "pgtwist.session.requests", "pgtwist.session.startup", "pgtwist.session.txmode",
+    ),
+    # Composition root and entry points (and the test fakes, which build a service).
+    "root": (
+        "pgtwist.service", "pgtwist.tap", "pgtwist.cli", "pgtwist.check", "pgtwist.testing",
+    ),
+    # Developer tooling, apart from the product: nothing above imports it.
+    "dev": ("pgtwist.dev", "pgtwist.dev.devcluster", "pgtwist.dev.demo"),
+}
+
+# Layers whose modules may load neither Twisted nor sqlglot.
+SANS_IO_LAYERS = ("base", "wire", "sans-io")
+
+LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
+RANK = {layer: rank for rank, layer in enumerate(LAYERS)}
+
+TREE = modules_in(ROOT / "pgtwist", "pgtwist")
+
+SANS_IO_MODULES = [module for layer in SANS_IO_LAYERS for module in LAYERS[layer]]
 
 # Every module of the session package (pgtwist/session/), found in the tree.
 SESSION_MODULES = sorted(
@@ -111,3 +164,59 @@ def test_routing_does_not_load_twisted_or_sqlglot():
         if path.stem != "__init__"
     )
     assert loaded_forbidden(*modules) == []
+
+
+# --- every module has a layer; imports go downward ---------------------------------------------
+
+def test_the_tree_walk_finds_nested_packages():
+    # Guard against a walk that would miss modules: sub-packages, __init__ and deep ones.
+    assert {"pgtwist", "pgtwist.auth", "pgtwist.auth.hba", "pgtwist.dev.devcluster",
+            "pgtwist.routing.builtin", "pgtwist.session.relay"} <= set(TREE)
+    assert len(TREE) >= 70
+
+
+def test_every_module_has_a_layer():
+    assert sorted(set(TREE) - set(LAYER_OF)) == []
+
+
+def test_every_layer_entry_is_a_module_of_the_tree_named_once():
+    named = [module for modules in LAYERS.values() for module in modules]
+    assert sorted({m for m in named if named.count(m) > 1}) == []
+    assert sorted(set(LAYER_OF) - set(TREE)) == []
+
+
+def upward_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Module -> the modules it imports from a higher layer (or of no layer at all)."""
+    found = {}
+    for module, targets in graph.items():
+        rank = RANK[LAYER_OF[module]]
+        bad = sorted(t for t in targets if t not in LAYER_OF or RANK[LAYER_OF[t]] > rank)
+        if bad:
+            found[module] = bad
+    return found
+
+
+def test_lower_layers_never_import_upper_ones():
+    graph = import_graph(ROOT / "pgtwist", "pgtwist")
+    assert upward_imports(graph) == {}
+
+
+def test_upward_import_check_can_fail():
+    # Guard: a wire module importing the service, and an import of no known module, are caught.
+    graph = {"pgtwist.wire.codes": {"pgtwist.service", "pgtwist.errors"},
+             "pgtwist.service": {"pgtwist.wire.codes", "pgtwist.nowhere"}}
+    assert upward_imports(graph) == {"pgtwist.wire.codes": ["pgtwist.service"],
+                                     "pgtwist.service": ["pgtwist.nowhere"]}
+
+
+@pytest.mark.parametrize("module", LAYERS["sql-engine"])
+def test_sql_engine_does_not_load_twisted(module):
+    assert "twisted" not in {mod.split(".")[0] for mod in loaded_forbidden(module)}
+
+
+def test_old_module_paths_are_gone():
+    """The auth and pooling code live in their packages; nothing is left at the old paths."""
+    for gone in ("auth", "hba", "passwd", "pool", "pooling", "txpool"):
+        assert not (ROOT / "pgtwist" / f"{gone}.py").exists(), gone
+    assert (ROOT / "pgtwist" / "auth" / "__init__.py").exists()
+    assert (ROOT / "pgtwist" / "pooling" / "__init__.py").exists()

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .importgraph import _imports
+
 ROOT = Path(__file__).resolve().parents[2]
 
 CHECK = """
@@ -31,35 +33,6 @@ def test_routing_imports_neither_twisted_nor_sqlglot():
 # facts (no sqlglot), interfaces, errors.
 ROUTING_MAY_IMPORT = ("pgtwist.routing", "pgtwist.sql.info", "pgtwist.sql.state",
                       "pgtwist.interfaces", "pgtwist.errors")
-
-
-def _imports(path: Path, module: str) -> set[str]:
-    """Every pgtwist module ``path`` imports, at module level or inside functions."""
-    import ast
-
-    package = module.rsplit(".", 1)[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module
-            found.add(target)
-            # "from . import m" imports the module m too.
-            found.update(f"{target}.{a.name}" for a in node.names
-                         if _is_module(f"{target}.{a.name}"))
-    return {name for name in found if name.split(".")[0] == "pgtwist"}
-
-
-def _is_module(name: str) -> bool:
-    parts = name.split(".")
-    return (ROOT.joinpath(*parts).with_suffix(".py").exists()
-            or ROOT.joinpath(*parts, "__init__.py").exists())
 
 
 def _routing_graph() -> dict[str, set[str]]:
