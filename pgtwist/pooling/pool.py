@@ -16,19 +16,28 @@ and BackendLink buffers what arrives meanwhile.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from twisted.internet import defer
 
-from ..wire import codes
-from ..wire import messages as m
 from ..wire.errors import TOO_MANY_CONNECTIONS
+from .reset import IDLE_STATUS, ResetQueries
+from .waiting import (
+    EPSILON,
+    KeyPool,
+    NodePool,
+    Tracked,
+    Waiter,
+    dequeue,
+    enqueue,
+    exhausted_message,
+    has_token,
+    link_counts,
+    next_waiter,
+)
 
 NEVER_CACHED = frozenset({"template0", "template1", "postgres", "regression"})
-_IDLE_STATUS = (codes.TXN_IDLE, "I", b"I")
-_EPSILON = 1e-9  # clock arithmetic: 0.1 s of tokens at 10/s must count as one whole token
 COUNTERS = ("created", "reused", "closed_reset_failed", "closed_uncached", "closed_idle",
             "expired", "evicted", "rebalanced", "discarded", "connect_failed", "timeouts",
             "cancelled")
@@ -51,65 +60,6 @@ class PoolExhausted(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-
-
-class _KeyPool:
-    __slots__ = ("key", "node", "idle", "busy", "connecting", "waiters")
-
-    def __init__(self, key: PoolKey, node: _NodePool):
-        self.key = key
-        self.node = node
-        self.idle: OrderedDict = OrderedDict()     # link -> None; most recently used last (LIFO)
-        self.busy = 0
-        self.connecting = 0
-        self.waiters: OrderedDict = OrderedDict()  # _Waiter -> None; oldest first
-
-    @property
-    def size(self) -> int:
-        return len(self.idle) + self.busy + self.connecting
-
-
-class _NodePool:
-    __slots__ = ("node_id", "size", "per_user", "idle", "users", "waiting", "tokens",
-                 "refilled", "wake", "pumping")
-
-    def __init__(self, node_id: int, tokens: float, now: float):
-        self.node_id = node_id
-        self.size = 0                              # idle + busy + connecting, all keys
-        self.per_user: dict[str, int] = {}         # the same, by user (fair shares)
-        self.idle: OrderedDict = OrderedDict()     # link -> _Tracked; least recently used first
-        # user -> {_KeyPool: None} of that user's keys with waiters; round-robin order.
-        self.users: OrderedDict = OrderedDict()
-        self.waiting = 0
-        self.tokens = tokens
-        self.refilled = now
-        self.wake = None
-        self.pumping = False
-
-
-class _Tracked:
-    __slots__ = ("kp", "busy", "created", "idle_since", "client")
-
-    def __init__(self, kp: _KeyPool, created: float, client: Any):
-        self.kp = kp
-        self.busy = True
-        self.created = created
-        self.idle_since = created
-        self.client = client
-
-
-class _Waiter:
-    __slots__ = ("kp", "params", "client", "seq", "d", "timer", "queued", "fresh")
-
-    def __init__(self, kp: _KeyPool, params: dict, client: Any, seq: int, fresh: bool = False):
-        self.fresh = fresh  # needs a new login: an idle link must not stand in for it
-        self.kp = kp
-        self.params = params
-        self.client = client
-        self.seq = seq
-        self.d: defer.Deferred | None = None
-        self.timer = None
-        self.queued = False
 
 
 class Pool:
@@ -143,31 +93,22 @@ class Pool:
         self.connect_rate = connect_rate
         self.connect_burst = max(1, connect_burst)
         self.counters = dict.fromkeys(COUNTERS, 0)
-        self._keys: dict[PoolKey, _KeyPool] = {}
-        self._nodes: dict[int, _NodePool] = {}
-        self._links: dict[Any, _Tracked] = {}
+        self._keys: dict[PoolKey, KeyPool] = {}
+        self._nodes: dict[int, NodePool] = {}
+        self._links: dict[Any, Tracked] = {}
         self._seq = itertools.count()
         self._expiry = None
-        statements = tuple(q.strip() for q in reset_query_list if q.strip())
-        self.reset_query_list = statements
-        self._reset_idle = tuple(q for q in statements if q.upper() != "ABORT")
-        self._reset_in_txn = statements
-        self._reset_frames = {False: b"".join(m.query(q) for q in self._reset_in_txn),
-                              True: b"".join(m.query(q) for q in self._reset_idle)}
+        self._reset = ResetQueries(reset_query_list)
+        self.reset_query_list = self._reset.statements
 
-    # -- reset -----------------------------------------------------------------------------
+    # -- reset (reset.py) -------------------------------------------------------------------
     def reset_statements(self, txn_status) -> tuple[str, ...]:
         """``reset_query_list`` for a link in ``txn_status``: ABORT only inside a transaction."""
-        return self._reset_idle if txn_status in _IDLE_STATUS else self._reset_in_txn
+        return self._reset.statements_for(txn_status)
 
     def reset_sql(self, txn_status) -> bytes:
-        """The reset as framed Query messages, ONE PER STATEMENT, ready to write.
-
-        Not one joined Query: PostgreSQL runs a multi-statement Query in an implicit
-        transaction block, where DISCARD ALL fails ("cannot run inside a transaction
-        block").  The relay awaits ``len(reset_statements(txn_status))`` ReadyForQuery.
-        """
-        return self._reset_frames[txn_status in _IDLE_STATUS]
+        """The reset as framed Query messages, one per statement (see ResetQueries)."""
+        return self._reset.frames_for(txn_status)
 
     # -- public API ------------------------------------------------------------------------
     def checkout(self, key: PoolKey, startup_params: dict, *, client=None,
@@ -184,9 +125,9 @@ class Pool:
             if link is not None:
                 return defer.succeed(link)
             kp = self._keys.get(key) or self._new_key(key)  # all were dead: kp may be gone
-        w = _Waiter(kp, startup_params, client, next(self._seq), fresh)
+        w = Waiter(kp, startup_params, client, next(self._seq), fresh)
         w.d = defer.Deferred(lambda _d: self._cancelled(w))
-        self._enqueue(w)
+        enqueue(w)
         self._pump(kp.node)
         if w.queued and self.checkout_timeout > 0:
             w.timer = self.clock.callLater(self.checkout_timeout, self._timed_out, w)
@@ -211,7 +152,7 @@ class Pool:
         if rec is None or not rec.busy:
             return  # already discarded, evicted or checked in: nothing of ours to do
         kp = rec.kp
-        if not reusable or link.txn_status not in _IDLE_STATUS:
+        if not reusable or link.txn_status not in IDLE_STATUS:
             reason = "closed_reset_failed"
         elif link.closed:
             reason = "discarded"
@@ -250,18 +191,7 @@ class Pool:
 
     def stats(self) -> dict:
         """Counts per key, per node and in total, plus the event counters."""
-        fields = ("idle", "busy", "connecting", "waiting")
-        keys: dict[PoolKey, dict[str, int]] = {}
-        nodes = {node_id: dict.fromkeys(fields, 0) for node_id in self._nodes}
-        totals = dict.fromkeys(fields, 0)
-        for key, kp in self._keys.items():
-            row = {"idle": len(kp.idle), "busy": kp.busy, "connecting": kp.connecting,
-                   "waiting": len(kp.waiters)}
-            keys[key] = row
-            for name in fields:
-                nodes[key.node_id][name] += row[name]
-                totals[name] += row[name]
-        return {"keys": keys, "nodes": nodes, "totals": totals, "counters": dict(self.counters)}
+        return link_counts(self._keys, self._nodes, self.counters)
 
     def iter_links(self) -> Iterator[tuple[PoolKey, Any, str, float, Any]]:
         """(key, link, 'busy' | 'idle', created, client) for every logged-in link (admin)."""
@@ -280,48 +210,34 @@ class Pool:
             self._pump(node)
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _new_key(self, key: PoolKey) -> _KeyPool:
+    def _new_key(self, key: PoolKey) -> KeyPool:
         node = self._nodes.get(key.node_id)
         if node is None:
-            node = self._nodes[key.node_id] = _NodePool(
+            node = self._nodes[key.node_id] = NodePool(
                 key.node_id, float(self.connect_burst), self.clock.seconds())
-        kp = self._keys[key] = _KeyPool(key, node)
+        kp = self._keys[key] = KeyPool(key, node)
         return kp
 
-    def _gc(self, kp: _KeyPool) -> None:
+    def _gc(self, kp: KeyPool) -> None:
         if not (kp.idle or kp.busy or kp.connecting or kp.waiters):
             if self._keys.get(kp.key) is kp:
                 del self._keys[kp.key]
 
-    def _grow(self, kp: _KeyPool) -> None:
-        node, user = kp.node, kp.key.user
-        node.size += 1
-        node.per_user[user] = node.per_user.get(user, 0) + 1
-
-    def _forget(self, link, rec: _Tracked, counter: str) -> None:
+    def _forget(self, link, rec: Tracked, counter: str) -> None:
         """Close a link that is neither idle nor busy any more and free its slot."""
         del self._links[link]
         if not link.closed:
             link.terminate()
-        self._shrink(rec.kp)
+        rec.kp.shrink()
         self.counters[counter] += 1
         self._gc(rec.kp)
 
-    def _shrink(self, kp: _KeyPool) -> None:
-        node, user = kp.node, kp.key.user
-        node.size -= 1
-        left = node.per_user[user] - 1
-        if left:
-            node.per_user[user] = left
-        else:
-            del node.per_user[user]
-
-    def _drop_idle(self, link, rec: _Tracked, counter: str) -> None:
+    def _drop_idle(self, link, rec: Tracked, counter: str) -> None:
         del rec.kp.idle[link]
         del rec.kp.node.idle[link]
         self._forget(link, rec, counter)
 
-    def _take_idle(self, kp: _KeyPool, client) -> Any:
+    def _take_idle(self, kp: KeyPool, client) -> Any:
         """The key's most recently used live idle link, now busy; None if all were dead."""
         node = kp.node
         while kp.idle:
@@ -339,7 +255,7 @@ class Pool:
             return link
         return None
 
-    def _return_link(self, link, rec: _Tracked) -> None:
+    def _return_link(self, link, rec: Tracked) -> None:
         """A reusable link: to the oldest waiter of its key, else idle."""
         kp = rec.kp
         node = kp.node
@@ -347,7 +263,7 @@ class Pool:
         if w is not None:
             if self._rebalance(link, rec):
                 return
-            self._dequeue(w)
+            dequeue(w)
             rec.client = w.client
             link.owner = None
             self.counters["reused"] += 1
@@ -369,7 +285,7 @@ class Pool:
         if node.waiting:
             self._pump(node)
 
-    def _rebalance(self, link, rec: _Tracked) -> bool:
+    def _rebalance(self, link, rec: Tracked) -> bool:
         """At the node cap, a user holding more than its share gives the slot to another user.
 
         Without this, a user whose own waiters keep reusing its links would hold a full node
@@ -390,71 +306,27 @@ class Pool:
         self._pump(node)
         return True
 
-    # -- waiting ---------------------------------------------------------------------------
-    def _enqueue(self, w: _Waiter) -> None:
-        kp = w.kp
-        node = kp.node
-        kp.waiters[w] = None
-        node.waiting += 1
-        keys = node.users.get(kp.key.user)
-        if keys is None:
-            keys = node.users[kp.key.user] = {}
-        keys[kp] = None
-        w.queued = True
-
-    def _dequeue(self, w: _Waiter) -> None:
-        kp = w.kp
-        node = kp.node
-        del kp.waiters[w]
-        node.waiting -= 1
-        if not kp.waiters:
-            keys = node.users[kp.key.user]
-            del keys[kp]
-            if not keys:
-                del node.users[kp.key.user]
-        w.queued = False
-        if w.timer is not None:
-            if w.timer.active():
-                w.timer.cancel()
-            w.timer = None
-        if not node.waiting and node.wake is not None:
-            if node.wake.active():
-                node.wake.cancel()
-            node.wake = None
-
-    def _timed_out(self, w: _Waiter) -> None:
+    # -- waiting (the queue itself is waiting.py) -------------------------------------------
+    def _timed_out(self, w: Waiter) -> None:
         w.timer = None
         if not w.queued:
             return
-        message = self._exhausted_message(w)
-        self._dequeue(w)
+        message = exhausted_message(
+            w, max_pool=self.max_pool, backend_max_connections=self.backend_max_connections,
+            connect_rate=self.connect_rate, checkout_timeout=self.checkout_timeout)
+        dequeue(w)
         self.counters["timeouts"] += 1
         self._gc(w.kp)
         w.d.errback(PoolExhausted(message))
 
-    def _exhausted_message(self, w: _Waiter) -> str:
-        kp = w.kp
-        node, key = kp.node, kp.key
-        cap = self.backend_max_connections
-        if self.max_pool and kp.size >= self.max_pool:
-            tail = f"{kp.size} of max_pool={self.max_pool} in use, {len(kp.waiters)} clients waiting"
-        elif cap and node.size >= cap:
-            tail = (f"{node.size} of backend_max_connections={cap} in use, "
-                    f"{node.waiting} clients waiting")
-        else:
-            tail = (f"{node.size} in use, new connections paced at connect_rate="
-                    f"{self.connect_rate:g}/s, {node.waiting} clients waiting")
-        return (f"timeout after {self.checkout_timeout:g} s waiting for a connection to node "
-                f'{key.node_id} (user "{key.user}", database "{key.database}"): {tail}')
-
-    def _cancelled(self, w: _Waiter) -> None:
+    def _cancelled(self, w: Waiter) -> None:
         # A waiter whose connect is under way is left alone: _connected sees d.called.
         if w.queued:
-            self._dequeue(w)
+            dequeue(w)
             self.counters["cancelled"] += 1
             self._gc(w.kp)
 
-    def _pump(self, node: _NodePool) -> None:
+    def _pump(self, node: NodePool) -> None:
         """Serve every waiter of ``node`` that can be served now.
 
         Re-entrant calls (a Deferred fired here checks a link in) return at once: the running
@@ -473,34 +345,18 @@ class Pool:
         if node.waiting and self.connect_rate > 0:
             self._schedule_wake(node)
 
-    def _next_waiter(self, node: _NodePool, skip: str | None = None, reuse: bool = True,
-                     slot: bool | None = None) -> _Waiter | None:
-        """Round-robin over users; a user's oldest waiter that an idle link or a slot serves."""
+    def _next_waiter(self, node: NodePool, skip: str | None = None, reuse: bool = True,
+                     slot: bool | None = None) -> Waiter | None:
         if slot is None:
             cap = self.backend_max_connections
             slot = (not cap or node.size < cap or bool(node.idle)) and self._has_token(node)
-        max_pool = self.max_pool
-        for user, keys in node.users.items():
-            if user == skip:
-                continue
-            best = None
-            for kp in keys:
-                if (reuse and kp.idle) or (slot and (not max_pool or kp.size < max_pool)):
-                    head = next(iter(kp.waiters))
-                    if head.fresh and not (slot and (not max_pool or kp.size < max_pool)):
-                        continue  # only an idle link is at hand, and it may not stand in
-                    if best is None or head.seq < best.seq:
-                        best = head
-            if best is not None:
-                node.users.move_to_end(user)
-                return best
-        return None
+        return next_waiter(node, self.max_pool, slot, skip, reuse)
 
-    def _serve(self, w: _Waiter) -> bool:
+    def _serve(self, w: Waiter) -> bool:
         kp = w.kp
         link = self._take_idle(kp, w.client) if kp.idle and not w.fresh else None
         if link is not None:
-            self._dequeue(w)
+            dequeue(w)
             w.d.callback(link)
             return True
         node = kp.node
@@ -516,29 +372,29 @@ class Pool:
             self._drop_idle(evict, rec, "evicted")
         if self.connect_rate > 0:
             node.tokens -= 1
-        self._dequeue(w)
+        dequeue(w)
         kp.connecting += 1
-        self._grow(kp)
+        kp.grow()
         d = defer.maybeDeferred(self._connect, kp.key, w.params)
         d.addCallbacks(self._connected, self._connect_failed, callbackArgs=(w,), errbackArgs=(w,))
         return True
 
-    def _connected(self, link, w: _Waiter) -> None:
+    def _connected(self, link, w: Waiter) -> None:
         kp = w.kp
         kp.connecting -= 1
         kp.busy += 1
-        self._links[link] = _Tracked(kp, self.clock.seconds(), w.client)
+        self._links[link] = Tracked(kp, self.clock.seconds(), w.client)
         self.counters["created"] += 1
         if w.d.called:  # the client gave up while we were connecting: keep the link
             self.checkin(link, reusable=True)
             return
         w.d.callback(link)
 
-    def _connect_failed(self, failure, w: _Waiter) -> None:
+    def _connect_failed(self, failure, w: Waiter) -> None:
         kp = w.kp
         node = kp.node
         kp.connecting -= 1
-        self._shrink(kp)
+        kp.shrink()
         self.counters["connect_failed"] += 1
         self._gc(kp)
         if not w.d.called:
@@ -546,21 +402,15 @@ class Pool:
         self._pump(node)
 
     # -- timers ----------------------------------------------------------------------------
-    def _has_token(self, node: _NodePool) -> bool:
-        rate = self.connect_rate
-        if rate <= 0:
-            return True
-        now = self.clock.seconds()
-        node.tokens = min(float(self.connect_burst), node.tokens + (now - node.refilled) * rate)
-        node.refilled = now
-        return node.tokens >= 1 - _EPSILON
+    def _has_token(self, node: NodePool) -> bool:
+        return has_token(node, self.connect_rate, self.connect_burst, self.clock)
 
-    def _schedule_wake(self, node: _NodePool) -> None:
+    def _schedule_wake(self, node: NodePool) -> None:
         if node.wake is not None or self._has_token(node):
             return  # already set, or the waiters wait for something other than pacing
         node.wake = self.clock.callLater((1 - node.tokens) / self.connect_rate, self._wake, node)
 
-    def _wake(self, node: _NodePool) -> None:
+    def _wake(self, node: NodePool) -> None:
         node.wake = None
         self._pump(node)
 
@@ -573,7 +423,7 @@ class Pool:
         for node in self._nodes.values():
             while node.idle:
                 link, rec = next(iter(node.idle.items()))
-                if rec.idle_since + life > now + _EPSILON:
+                if rec.idle_since + life > now + EPSILON:
                     break
                 self._drop_idle(link, rec, "expired")
                 freed.append(node)
