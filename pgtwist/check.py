@@ -6,7 +6,7 @@ by its ``--check`` flag and by ``pgtwist check``.
 
 from __future__ import annotations
 
-from .auth.hba import load_hba
+from .auth.hba_parse import load_hba
 from .auth.passwd import load_pool_passwd
 from .registry import build_chain
 from .tls import server_tls_from_config

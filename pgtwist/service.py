@@ -13,7 +13,8 @@ from twisted.internet.protocol import ClientFactory as _ClientFactory
 from twisted.internet.protocol import Protocol
 
 from .admission import Gate, spare_connections
-from .auth.hba import HbaError, load_hba
+from .auth.hba import HbaError
+from .auth.hba_parse import load_hba
 from .auth.passwd import PasswdError, load_pool_passwd
 from .cluster import Cluster
 from .config import load_config

@@ -6,6 +6,7 @@ import ipaddress
 
 import pytest
 
+from pgtwist.auth.addresses import default_local_addresses, default_local_networks
 from pgtwist.auth.hba import (
     ALL,
     SAMEHOST,
@@ -14,12 +15,9 @@ from pgtwist.auth.hba import (
     HbaError,
     HbaRule,
     Keyword,
-    default_local_addresses,
-    default_local_networks,
-    load_hba,
     match,
-    parse_hba,
 )
+from pgtwist.auth.hba_parse import load_hba, parse_hba
 
 net = ipaddress.ip_network
 
