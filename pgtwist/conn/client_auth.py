@@ -15,10 +15,10 @@ stable as a real one.  Against a stored verifier the exchange also recovers
 the client's ClientKey (``client_key``), which logs in to backends holding the
 same verifier (see :mod:`pgtwist.conn.scram`).
 
-The SCRAM server side is parsed here rather than by scramp's ScramServer:
-scramp refuses libpq's empty ``n=`` user name and iteration counts under 4096
-(PostgreSQL allows both), and keeps the AuthMessage and proof to itself.  The
-tests run scramp's client against it.
+The client's SCRAM messages are read by :mod:`pgtwist.conn.scram_reader` rather than
+by scramp's ScramServer: scramp refuses libpq's empty ``n=`` user name and iteration
+counts under 4096 (PostgreSQL allows both), and keeps the AuthMessage and proof to
+itself.  The tests run scramp's client against it.
 """
 
 from __future__ import annotations
@@ -36,19 +36,18 @@ from hmac import compare_digest
 from ..wire import codes
 from ..wire import messages as m
 from ..wire.errors import (
-    FEATURE_NOT_SUPPORTED,
     INVALID_AUTHORIZATION,
     INVALID_PASSWORD,
     ProtocolViolation,
 )
 from . import scram
 from .auth import SCRAM_MECHANISM, Secret
+from .scram_reader import read_client_final, read_client_first
 
 __all__ = ["AuthSecret", "ClientAuthFailed", "ClientAuthenticator", "METHODS", "SCRAM_PLUS"]
 
 SCRAM_PLUS = SCRAM_MECHANISM + "-PLUS"
 METHODS = ("trust", "reject", "password", "md5", "scram-sha-256")
-CHANNEL_BINDING_TYPE = b"tls-server-end-point"
 MAX_AUTH_MESSAGE = 65535  # PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH
 _NONCE_BYTES = 18  # PostgreSQL's SCRAM_RAW_NONCE_LEN
 _SALT_BYTES = 16  # PostgreSQL's SCRAM_DEFAULT_SALT_LEN
@@ -111,14 +110,6 @@ class _State(enum.Enum):
     SASL_RESPONSE = "sasl-response"  # AuthenticationSASLContinue sent
     DONE = "done"
     FAILED = "failed"
-
-
-def _malformed(detail: str) -> ProtocolViolation:
-    return ProtocolViolation(f"malformed SCRAM message: {detail}")
-
-
-def _printable(value: bytes) -> bool:
-    return all(0x21 <= c <= 0x7E and c != 0x2C for c in value)
 
 
 def _valid_md5(value: str | None) -> bool:
@@ -374,62 +365,8 @@ class ClientAuthenticator:
         if mechanism not in self._mechanisms:
             raise ProtocolViolation("client selected an invalid SASL authentication mechanism")
         plus = mechanism == SCRAM_PLUS
-        if not data:
-            raise _malformed("the message is empty")
-        if b"\0" in data:
-            raise _malformed("the message contains a NUL byte")
-        flag = data[:1]
-        if flag in (b"n", b"y"):
-            if data[1:2] != b",":
-                raise _malformed("comma expected after the channel-binding flag")
-            if flag == b"y" and self._cbind is not None:
-                # RFC 5802 downgrade protection: we offered PLUS, the client says we did not.
-                raise ProtocolViolation(
-                    "SCRAM channel binding negotiation error: the client supports SCRAM "
-                    "channel binding but thinks the server does not; this server does "
-                    "support channel binding"
-                )
-            if plus:
-                raise _malformed(
-                    "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does "
-                    "not include channel binding data"
-                )
-            pos = 2
-        elif flag == b"p":
-            if data[1:2] != b"=":
-                raise _malformed("'=' expected after 'p'")
-            end = data.find(b",", 2)
-            if end < 0:
-                raise _malformed("unterminated channel-binding type")
-            if not plus:
-                raise _malformed(
-                    "the client selected SCRAM-SHA-256 without channel binding, but the "
-                    "SCRAM message includes channel binding data"
-                )
-            if data[2:end] != CHANNEL_BINDING_TYPE:
-                raise ProtocolViolation("unsupported SCRAM channel-binding type")
-            pos = end + 1
-        else:
-            raise _malformed("unexpected channel-binding flag")
-        if data[pos:pos + 1] == b"a":
-            raise ProtocolViolation(
-                "client uses authorization identity, but it is not supported",
-                FEATURE_NOT_SUPPORTED,
-            )
-        if data[pos:pos + 1] != b",":
-            raise _malformed("comma expected after the authorization identity")
-        self._gs2_header = data[:pos + 1]
-        bare = data[pos + 1:]
-        attrs = self._attributes(bare)
-        if attrs and attrs[0][0] == b"m":
-            raise ProtocolViolation(
-                "client requires an unsupported SCRAM extension", FEATURE_NOT_SUPPORTED
-            )
-        if len(attrs) < 2 or attrs[0][0] != b"n" or attrs[1][0] != b"r":
-            raise _malformed("expected username and nonce in client-first-message")
-        client_nonce = attrs[1][1]
-        if not client_nonce or not _printable(client_nonce):
-            raise _malformed("the client nonce contains invalid characters")
+        self._gs2_header, bare, client_nonce = read_client_first(
+            data, plus=plus, binding_offered=self._cbind is not None)
         # The user name in the message is ignored (libpq sends none): the startup's counts.
         self._client_first_bare = bare
         server_nonce = base64.b64encode(self._rng(_NONCE_BYTES))
@@ -444,31 +381,8 @@ class ClientAuthenticator:
 
     def _receive_sasl_response(self, body: bytes) -> bytes:
         data = body
-        if b"\0" in data:
-            raise _malformed("the message contains a NUL byte")
-        attrs = self._attributes(data)
-        if len(attrs) < 3 or attrs[0][0] != b"c" or attrs[1][0] != b"r" or attrs[-1][0] != b"p":
-            raise _malformed("expected channel binding, nonce and proof in client-final-message")
-        if any(key == b"p" for key, _ in attrs[2:-1]):
-            raise _malformed("garbage found at the end of client-final-message")
-        cbind_input = self._gs2_header
-        if self._gs2_header.startswith(b"p="):
-            cbind_input += self._cbind
-        if not compare_digest(attrs[0][1], base64.b64encode(cbind_input)):
-            if self._gs2_header.startswith(b"p="):
-                raise ProtocolViolation("SCRAM channel binding check failed")
-            raise ProtocolViolation(
-                "unexpected SCRAM channel-binding attribute in client-final-message"
-            )
-        if not compare_digest(attrs[1][1], self._nonce):
-            raise ProtocolViolation("invalid SCRAM response: nonce does not match")
-        try:
-            proof = base64.b64decode(attrs[-1][1], validate=True)
-        except ValueError:
-            proof = b""
-        if len(proof) != scram.KEY_LENGTH:
-            raise _malformed("malformed proof in client-final-message")
-        without_proof = data[: len(data) - len(attrs[-1][1]) - 3]  # drop ",p=<proof>"
+        proof, without_proof = read_client_final(
+            data, gs2_header=self._gs2_header, channel_binding=self._cbind, nonce=self._nonce)
         auth_message = self._client_first_bare + b"," + self._server_first + b"," + without_proof
         verifier = self._verifier
         client_key = scram.recover_client_key(verifier, auth_message, proof)
@@ -482,16 +396,6 @@ class ClientAuthenticator:
         return self._succeed(
             m.authentication(codes.AUTH_SASL_FINAL, b"v=" + base64.b64encode(signature))
         )
-
-    @staticmethod
-    def _attributes(message: bytes) -> list[tuple[bytes, bytes]]:
-        """``k=v,...`` pairs (values may be empty, as libpq's ``n=``)."""
-        pairs = []
-        for part in message.split(b","):
-            if len(part) < 2 or part[1:2] != b"=" or not part[:1].isalpha():
-                raise _malformed("attribute expected")
-            pairs.append((part[:1], part[2:]))
-        return pairs
 
     def _succeed(self, reply: bytes) -> bytes:
         self._state = _State.DONE

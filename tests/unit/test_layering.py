@@ -35,7 +35,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # pure routing, file formats, the session's own bookkeeping, the config reader.
     "sans-io": (
         "pgtwist.conn", "pgtwist.conn.auth", "pgtwist.conn.backend", "pgtwist.conn.client_auth",
-        "pgtwist.conn.frontend", "pgtwist.conn.scram", "pgtwist.conn.server",
+        "pgtwist.conn.frontend", "pgtwist.conn.scram", "pgtwist.conn.scram_reader",
+        "pgtwist.conn.server",
         "pgtwist.sql", "pgtwist.sql.idents", "pgtwist.sql.info", "pgtwist.sql.normalize",
         "pgtwist.sql.split", "pgtwist.sql.state",
         "pgtwist.routing", "pgtwist.routing.balancer", "pgtwist.routing.builtin",
