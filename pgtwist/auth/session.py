@@ -25,6 +25,7 @@ from ..logs import logger
 from ..tls import peer_common_name
 from ..wire import codes
 from ..wire import messages as m
+from ..wire.decode import check_cstring, decode_fields
 from ..wire.errors import INVALID_AUTHORIZATION, INVALID_PASSWORD, ProtocolViolation
 from .hba import match as hba_match
 
@@ -242,7 +243,7 @@ class SessionAuth:
         """
         if self._collect is not None and not self._collect.called:
             try:
-                password = m.check_cstring(body, "PasswordMessage").decode("utf-8")
+                password = check_cstring(body, "PasswordMessage").decode("utf-8")
             except UnicodeDecodeError:
                 raise ProtocolViolation("invalid password encoding") from None
             self._collect.callback(Secret(plaintext=password))
@@ -309,7 +310,7 @@ class _BoundQuery:
                 continue
             code, body = item
             if code == codes.ERROR_RESPONSE:
-                self.error = m.decode_fields(body)
+                self.error = decode_fields(body)
             elif code == codes.READY_FOR_QUERY:
                 link.server.txn_status = body[0]
                 self._finish(link)

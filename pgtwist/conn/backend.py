@@ -13,6 +13,13 @@ from scramp import ScramException
 
 from ..wire import codes
 from ..wire import messages as m
+from ..wire.decode import (
+    decode_auth,
+    decode_backend_key_data,
+    decode_fields,
+    decode_parameter_status,
+    decode_sasl_mechanisms,
+)
 from ..wire.errors import INVALID_PASSWORD, PROTOCOL_VIOLATION, ProtocolViolation
 from .auth import SCRAM_MECHANISM, ScramExchange, Secret, md5_response
 from .scram import KeyScramClient, ScramError, VerifierMismatch
@@ -98,7 +105,7 @@ class BackendLogin:
     def _receive(self, code: int, body: bytes) -> bytes:
         if code == codes.ERROR_RESPONSE:
             self.state = LoginState.FAILED
-            raise LoginFailed(m.decode_fields(body), m.frame(code, body))
+            raise LoginFailed(decode_fields(body), m.frame(code, body))
         if self.state is LoginState.AUTHENTICATING:
             if code == codes.AUTHENTICATION:
                 return self._auth(body)
@@ -107,12 +114,12 @@ class BackendLogin:
             raise self._unexpected(code)
         if self.state is LoginState.AUTHENTICATED:
             if code == codes.PARAMETER_STATUS:
-                name, value = m.decode_parameter_status(body)
+                name, value = decode_parameter_status(body)
                 self.parameters[name] = value
                 self.parameter_frames.append(m.frame(code, body))
                 return b""
             if code == codes.BACKEND_KEY_DATA:
-                self.backend_pid, self.backend_secret = m.decode_backend_key_data(body)
+                self.backend_pid, self.backend_secret = decode_backend_key_data(body)
                 return b""
             if code == codes.READY_FOR_QUERY:
                 self.txn_status = body[0] if body else codes.TXN_IDLE
@@ -141,7 +148,7 @@ class BackendLogin:
         return self.secret.plaintext
 
     def _auth(self, body: bytes) -> bytes:
-        subtype, payload = m.decode_auth(body)
+        subtype, payload = decode_auth(body)
         if subtype == codes.AUTH_OK:
             if self._scram is not None:
                 self.state = LoginState.FAILED
@@ -161,7 +168,7 @@ class BackendLogin:
             return m.password_message(answer)
         if subtype == codes.AUTH_SASL:
             self.auth_method = "scram-sha-256"
-            mechanisms = m.decode_sasl_mechanisms(payload)
+            mechanisms = decode_sasl_mechanisms(payload)
             if SCRAM_MECHANISM not in mechanisms:
                 self.state = LoginState.FAILED
                 raise _failure(

@@ -35,6 +35,7 @@ from hmac import compare_digest
 
 from ..wire import codes
 from ..wire import messages as m
+from ..wire.decode import Reader, decode_sasl_initial_response
 from ..wire.errors import (
     INVALID_AUTHORIZATION,
     INVALID_PASSWORD,
@@ -259,7 +260,7 @@ class ClientAuthenticator:
     # -- password ------------------------------------------------------------------------
 
     def _receive_password(self, body: bytes) -> bytes:
-        r = m.Reader(body, "password packet")
+        r = Reader(body, "password packet")
         try:
             password = r.cstring()
             r.end()
@@ -315,7 +316,7 @@ class ClientAuthenticator:
         return m.authentication(codes.AUTH_MD5, self._md5_salt)
 
     def _receive_md5(self, body: bytes) -> bytes:
-        r = m.Reader(body, "password packet")
+        r = Reader(body, "password packet")
         try:
             answer = r.cstring()
             r.end()
@@ -361,7 +362,7 @@ class ClientAuthenticator:
         return m.authentication(codes.AUTH_SASL, payload)
 
     def _receive_sasl_initial(self, body: bytes) -> bytes:
-        mechanism, data = m.decode_sasl_initial_response(body)
+        mechanism, data = decode_sasl_initial_response(body)
         if mechanism not in self._mechanisms:
             raise ProtocolViolation("client selected an invalid SASL authentication mechanism")
         plus = mechanism == SCRAM_PLUS

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ..wire import codes
 from ..wire import messages as m
+from ..wire.decode import decode_startup, validate_frontend
 from ..wire.errors import (
     FEATURE_NOT_SUPPORTED,
     INVALID_AUTHORIZATION,
@@ -236,7 +237,7 @@ class FrontendMachine:
             elif code not in READY_CODES:
                 raise ProtocolViolation(f"invalid frontend message type {code}")
             elif validate:
-                m.validate_frontend(code, buf[start:end])
+                validate_frontend(code, buf[start:end])
 
     def _startup_packet(self, body: bytes):
         if len(body) == 4:
@@ -264,7 +265,7 @@ class FrontendMachine:
                 f"unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0",
                 FEATURE_NOT_SUPPORTED,
             )
-        version, params = m.decode_startup(body)
+        version, params = decode_startup(body)
         if major == 1234:  # a cancel/SSL/GSS code with the wrong length
             raise ProtocolViolation("invalid startup packet layout")
         if major != 3:

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from ..wire import codes
-from ..wire import messages as m
+from ..wire.decode import decode_parameter_status
 
 
 class LinkStatements:
@@ -164,7 +164,7 @@ class ServerState:
                 self.sql_prepared.pop(record.name, None)
 
     def parameter_status(self, body: bytes) -> tuple[str, str]:
-        name, value = m.decode_parameter_status(body)
+        name, value = decode_parameter_status(body)
         self.parameters[name] = value
         return name, value
 

@@ -20,6 +20,7 @@ from ..logs import logger
 from ..timeouts import call_later
 from ..wire import codes
 from ..wire import messages as m
+from ..wire.decode import decode_fields
 from ..wire.errors import CONNECTION_FAILURE, ProtocolViolation
 from ..wire.framing import BackendScanner
 from .fastwrite import make_writer
@@ -269,7 +270,7 @@ class _QueryCollector:
             if type(item) is tuple:
                 code, body = item
                 if code == codes.ERROR_RESPONSE:
-                    self.error = m.decode_fields(body)
+                    self.error = decode_fields(body)
                 elif code == codes.READY_FOR_QUERY:
                     self._parse_rows()
                     link.terminate()

@@ -24,7 +24,18 @@ import sys
 import time
 import traceback
 
-from pgtwist.wire import messages as wm
+from pgtwist.wire.decode import (
+    check_cstring,
+    check_function_call,
+    decode_bind,
+    decode_execute,
+    decode_parameter_status,
+    decode_parse,
+    decode_query,
+    decode_sasl_initial_response,
+    decode_startup,
+    decode_target,
+)
 from pgtwist.wire.errors import ProtocolViolation
 from pgtwist.wire.framing import FrameSplitter, StartupSplitter
 
@@ -36,10 +47,10 @@ _INTERESTING_LENGTHS = (0, 1, 3, 4, 5, 7, 8, 9, 12, 16, 10000, 10001, 10004, 100
 _TYPE_BYTES = b"QPBDECSHFXdcfpGWAZ\x00\xff" + bytes(range(0x20, 0x7f, 7))
 
 _PARSERS = (
-    wm.decode_startup, wm.decode_query, wm.decode_parse, wm.decode_bind,
-    lambda b: wm.decode_target(b, "Describe"), wm.decode_execute, wm.check_function_call,
-    wm.decode_sasl_initial_response, wm.decode_parameter_status,
-    lambda b: wm.check_cstring(b, "CopyFail"),
+    decode_startup, decode_query, decode_parse, decode_bind,
+    lambda b: decode_target(b, "Describe"), decode_execute, check_function_call,
+    decode_sasl_initial_response, decode_parameter_status,
+    lambda b: check_cstring(b, "CopyFail"),
 )
 
 

@@ -21,7 +21,21 @@ from pgtwist.conn.frontend import (
     FrontendState,
 )
 from pgtwist.wire import codes
-from pgtwist.wire import messages as wm
+from pgtwist.wire.decode import (
+    check_cstring,
+    check_function_call,
+    decode_auth,
+    decode_backend_key_data,
+    decode_bind,
+    decode_execute,
+    decode_fields,
+    decode_parameter_status,
+    decode_parse,
+    decode_query,
+    decode_sasl_initial_response,
+    decode_startup,
+    decode_target,
+)
 from pgtwist.wire.errors import ProtocolViolation
 from pgtwist.wire.framing import MAX_STARTUP_LENGTH, FrameSplitter, StartupSplitter
 
@@ -161,25 +175,25 @@ def test_startup_length_refused_on_its_header(length):
 @SETTINGS
 @given(st.binary(max_size=200))
 def test_parsers_raise_only_protocol_violation(body):
-    for parser in (wm.decode_startup, wm.decode_query, wm.decode_parse, wm.decode_bind,
-                   wm.decode_execute, wm.check_function_call, wm.decode_sasl_initial_response,
-                   wm.decode_parameter_status, lambda b: wm.decode_target(b, "Close"),
-                   lambda b: wm.check_cstring(b, "CopyFail"), wm.decode_auth,
-                   wm.decode_backend_key_data):
+    for parser in (decode_startup, decode_query, decode_parse, decode_bind,
+                   decode_execute, check_function_call, decode_sasl_initial_response,
+                   decode_parameter_status, lambda b: decode_target(b, "Close"),
+                   lambda b: check_cstring(b, "CopyFail"), decode_auth,
+                   decode_backend_key_data):
         try:
             parser(body)
         except ProtocolViolation:
             pass
-    wm.decode_fields(body)
+    decode_fields(body)
 
 
 @SETTINGS
 @given(names, texts, st.lists(st.integers(0, 2**32 - 1), max_size=4).map(tuple),
        names, st.lists(values, max_size=4))
 def test_parse_and_bind_decode_round_trip(name, sql, oids, portal, params):
-    assert wm.decode_parse(s.parse(sql, name, oids)[5:]) == (name, sql, oids)
-    assert wm.decode_bind(s.bind(params, portal, name)[5:]) == (portal, name)
-    assert wm.decode_execute(s.execute(portal, 7)[5:]) == (portal, 7)
+    assert decode_parse(s.parse(sql, name, oids)[5:]) == (name, sql, oids)
+    assert decode_bind(s.bind(params, portal, name)[5:]) == (portal, name)
+    assert decode_execute(s.execute(portal, 7)[5:]) == (portal, 7)
 
 
 @SETTINGS

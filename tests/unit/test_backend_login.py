@@ -12,6 +12,7 @@ from pgtwist.conn.auth import Secret, md5_inner, md5_response
 from pgtwist.conn.backend import BackendLogin, LoginFailed, LoginState
 from pgtwist.wire import codes
 from pgtwist.wire import messages as m
+from pgtwist.wire.decode import decode_sasl_initial_response
 
 R, S, K, Z, E, V = (ord(c) for c in "RSKZEv")
 
@@ -193,7 +194,7 @@ class ScramServer:
     def continue_(self, initial_response: bytes) -> bytes:
         code, body = unframe(initial_response)
         assert code == ord("p")
-        mechanism, data = m.decode_sasl_initial_response(body)
+        mechanism, data = decode_sasl_initial_response(body)
         assert mechanism == "SCRAM-SHA-256"
         self.server.set_client_first(data.decode())
         return auth(codes.AUTH_SASL_CONTINUE, self.server.get_server_first().encode())

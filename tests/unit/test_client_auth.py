@@ -18,6 +18,7 @@ from pgtwist.conn.backend import BackendLogin, LoginFailed, LoginState
 from pgtwist.conn.client_auth import AuthSecret, ClientAuthenticator, ClientAuthFailed
 from pgtwist.wire import codes
 from pgtwist.wire import messages as m
+from pgtwist.wire.decode import decode_fields, decode_sasl_initial_response, decode_sasl_mechanisms
 from pgtwist.wire.errors import ProtocolViolation
 
 USER = "alice"
@@ -84,7 +85,7 @@ def scramp_login(auth: ClientAuthenticator, client: ScramClient) -> list[tuple[i
     subtype, payload = request(auth.start())
     shape.append((subtype, len(payload)))
     assert subtype == codes.AUTH_SASL
-    assert client.mechanism_name in m.decode_sasl_mechanisms(payload)
+    assert client.mechanism_name in decode_sasl_mechanisms(payload)
     reply = auth.receive(initial(client.mechanism_name, client.get_client_first().encode()))
     subtype, server_first = request(reply)
     shape.append((subtype, len(server_first)))
@@ -148,7 +149,7 @@ def test_pass_through_end_to_end_with_backend_login():
     backend = ScramMechanism().make_server(lambda _u: (v.salt, v.stored_key, v.server_key, v.iterations))
     login = BackendLogin(USER, {"database": "shop"}, auth.backend_secret())
     initial_frame = login.receive(ord("R"), struct.pack("!I", codes.AUTH_SASL) + b"SCRAM-SHA-256\0\0")
-    _, data = m.decode_sasl_initial_response(initial_frame[5:])
+    _, data = decode_sasl_initial_response(initial_frame[5:])
     backend.set_client_first(data.decode())
     response = login.receive(
         ord("R"), struct.pack("!I", codes.AUTH_SASL_CONTINUE) + backend.get_server_first().encode()
@@ -425,7 +426,7 @@ def test_plus_is_offered_first_with_channel_binding():
     subtype, payload = request(auth.start())
     assert subtype == codes.AUTH_SASL
     assert payload == b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"
-    assert m.decode_sasl_mechanisms(payload) == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
+    assert decode_sasl_mechanisms(payload) == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
 
 
 def test_plus_not_offered_without_channel_binding():
@@ -720,7 +721,7 @@ def test_backend_secret_before_done_is_none():
 
 def test_client_auth_failed_error_response():
     exc = ClientAuthFailed("28P01", FAILED, log_message="Password does not match.")
-    fields = m.decode_fields(exc.error_response()[5:])
+    fields = decode_fields(exc.error_response()[5:])
     assert fields["S"] == "FATAL" and fields["C"] == "28P01" and fields["M"] == FAILED
     assert ClientAuthFailed("28000", "no").log_message == "no"
 

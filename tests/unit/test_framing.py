@@ -9,6 +9,7 @@ import pytest
 
 from pgtwist.wire import codes
 from pgtwist.wire import messages as m
+from pgtwist.wire.decode import decode_fields
 from pgtwist.wire.errors import ProtocolViolation
 from pgtwist.wire.framing import (
     MAX_STARTUP_LENGTH,
@@ -407,7 +408,7 @@ def test_scanner_streams_a_big_error_response_with_its_head_as_event():
     assert forwarded == stream
     (code, head, at), z = events
     assert (code, at) == (ord("E"), 5 + len(err))  # right after its own frame's bytes
-    fields = m.decode_fields(head)
+    fields = decode_fields(head)
     assert fields["S"] == "ERROR" and fields["C"] == "P0001"
     assert fields["M"].startswith("xxx") and fields["M"].endswith("...")
     assert len(head) < 20000 and head.endswith(b"\0\0")
@@ -426,7 +427,7 @@ def test_scanner_big_error_never_held_beyond_its_head():
     rest = err[200_000:] + m.ready_for_query()
     out = scanner.feed(rest)
     assert out[0] == err[200_000:]
-    assert out[1][0] == ord("E") and m.decode_fields(out[1][1])["C"] == "P0001"
+    assert out[1][0] == ord("E") and decode_fields(out[1][1])["C"] == "P0001"
     assert out[2:] == [m.ready_for_query(), (ord("Z"), b"I")]
 
 

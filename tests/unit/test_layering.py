@@ -28,7 +28,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     # The PostgreSQL wire format: framing, message builders, codes.
     "wire": (
-        "pgtwist.wire", "pgtwist.wire.codes", "pgtwist.wire.errors", "pgtwist.wire.framing",
+        "pgtwist.wire", "pgtwist.wire.codes", "pgtwist.wire.decode", "pgtwist.wire.errors",
+        "pgtwist.wire.framing",
         "pgtwist.wire.messages",
     ),
     # Sans-IO machines and pure decisions: connection state machines, text-level SQL facts,

@@ -15,7 +15,7 @@ from pgtwist.conn import scram
 from pgtwist.conn.auth import Secret
 from pgtwist.conn.backend import BackendLogin, LoginFailed, LoginState
 from pgtwist.wire import codes
-from pgtwist.wire import messages as m
+from pgtwist.wire.decode import decode_sasl_initial_response
 
 from .test_layering import loaded_forbidden
 
@@ -336,7 +336,7 @@ class FakeBackend:
     def continue_(self, initial: bytes) -> bytes:
         code, body = unframe(initial)
         assert code == ord("p")
-        mechanism, data = m.decode_sasl_initial_response(body)
+        mechanism, data = decode_sasl_initial_response(body)
         assert mechanism == "SCRAM-SHA-256"
         self.server.set_client_first(data.decode())
         return auth(codes.AUTH_SASL_CONTINUE, self.server.get_server_first().encode())

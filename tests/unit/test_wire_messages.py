@@ -8,6 +8,23 @@ import pytest
 
 from pgtwist.wire import codes
 from pgtwist.wire import messages as m
+from pgtwist.wire.decode import (
+    Reader,
+    check_function_call,
+    decode_auth,
+    decode_backend_key_data,
+    decode_bind,
+    decode_execute,
+    decode_fields,
+    decode_parameter_status,
+    decode_parse,
+    decode_query,
+    decode_sasl_initial_response,
+    decode_sasl_mechanisms,
+    decode_startup,
+    decode_target,
+    validate_frontend,
+)
 from pgtwist.wire.errors import PROTOCOL_VIOLATION, ProtocolViolation
 
 
@@ -192,90 +209,90 @@ def test_startup_round_trip():
     params = {"user": "alice", "database": "db", "application_name": "é app"}
     raw = m.startup_message(params)
     assert struct.unpack("!I", raw[:4])[0] == len(raw)
-    assert m.decode_startup(raw[4:]) == (codes.PROTOCOL_3_0, params)
+    assert decode_startup(raw[4:]) == (codes.PROTOCOL_3_0, params)
 
 
 def test_parameter_status_round_trip():
     raw = m.parameter_status("TimeZone", "Europe/Paris")
-    assert m.decode_parameter_status(raw[5:]) == ("TimeZone", "Europe/Paris")
+    assert decode_parameter_status(raw[5:]) == ("TimeZone", "Europe/Paris")
 
 
 def test_backend_key_data_round_trip():
     raw = m.backend_key_data(4242, 0xFFFFFFFF)
-    assert m.decode_backend_key_data(raw[5:]) == (4242, 0xFFFFFFFF)
+    assert decode_backend_key_data(raw[5:]) == (4242, 0xFFFFFFFF)
 
 
 def test_auth_round_trip():
-    assert m.decode_auth(m.AUTH_OK[5:]) == (codes.AUTH_OK, b"")
-    assert m.decode_auth(m.authentication(codes.AUTH_MD5, b"salt")[5:]) == (codes.AUTH_MD5, b"salt")
+    assert decode_auth(m.AUTH_OK[5:]) == (codes.AUTH_OK, b"")
+    assert decode_auth(m.authentication(codes.AUTH_MD5, b"salt")[5:]) == (codes.AUTH_MD5, b"salt")
     sasl = m.authentication(codes.AUTH_SASL, b"SCRAM-SHA-256\x00SCRAM-SHA-256-PLUS\x00\x00")
-    subtype, payload = m.decode_auth(sasl[5:])
+    subtype, payload = decode_auth(sasl[5:])
     assert subtype == codes.AUTH_SASL
-    assert m.decode_sasl_mechanisms(payload) == ["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"]
+    assert decode_sasl_mechanisms(payload) == ["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"]
 
 
 def test_sasl_initial_response_round_trip():
     raw = m.sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=nonce")
-    assert m.decode_sasl_initial_response(raw[5:]) == ("SCRAM-SHA-256", b"n,,n=,r=nonce")
+    assert decode_sasl_initial_response(raw[5:]) == ("SCRAM-SHA-256", b"n,,n=,r=nonce")
     no_data = b"SCRAM-SHA-256\x00" + struct.pack("!i", -1)
-    assert m.decode_sasl_initial_response(no_data) == ("SCRAM-SHA-256", b"")
+    assert decode_sasl_initial_response(no_data) == ("SCRAM-SHA-256", b"")
 
 
 def test_sasl_initial_response_rejects_malformed():
     with pytest.raises(ProtocolViolation) as exc:
-        m.decode_sasl_initial_response(b"SCRAM-SHA-256\x00\x00\x00\x00\x09short")
+        decode_sasl_initial_response(b"SCRAM-SHA-256\x00\x00\x00\x00\x09short")
     assert_violation(exc)
     with pytest.raises(ProtocolViolation):
-        m.decode_sasl_initial_response(b"SCRAM-SHA-256\x00\x00\x00\x00\x01ab")  # trailing
+        decode_sasl_initial_response(b"SCRAM-SHA-256\x00\x00\x00\x00\x01ab")  # trailing
 
 
 def test_sasl_initial_response_rejects_negative_length_other_than_minus_one():
     # PostgreSQL reads length -1 as "no data"; any other negative length is a
     # malformed message (pq_getmsgbytes reports insufficient data).
     with pytest.raises(ProtocolViolation) as exc:
-        m.decode_sasl_initial_response(b"SCRAM-SHA-256\x00" + struct.pack("!i", -2))
+        decode_sasl_initial_response(b"SCRAM-SHA-256\x00" + struct.pack("!i", -2))
     assert_violation(exc)
 
 
 def test_query_round_trip():
-    assert m.decode_query(m.query("SELECT 'é'")[5:]) == "SELECT 'é'".encode()
-    assert m.decode_query(b"\x00") == b""
+    assert decode_query(m.query("SELECT 'é'")[5:]) == "SELECT 'é'".encode()
+    assert decode_query(b"\x00") == b""
 
 
 def test_parse_round_trip():
-    assert m.decode_parse(parse_body(b"s1", b"SELECT $1, $2", (23, 0xFFFFFFFF))) == (
+    assert decode_parse(parse_body(b"s1", b"SELECT $1, $2", (23, 0xFFFFFFFF))) == (
         b"s1", b"SELECT $1, $2", (23, 0xFFFFFFFF)
     )
-    assert m.decode_parse(parse_body(b"", b"SELECT 1", ())) == (b"", b"SELECT 1", ())
+    assert decode_parse(parse_body(b"", b"SELECT 1", ())) == (b"", b"SELECT 1", ())
 
 
 def test_bind_round_trip():
-    assert m.decode_bind(bind_body(b"p1", b"s1")) == (b"p1", b"s1")
+    assert decode_bind(bind_body(b"p1", b"s1")) == (b"p1", b"s1")
     body = bind_body(b"", b"s", formats=(0, 1), params=(b"a", None, b"", b"\x00\x01"), results=())
-    assert m.decode_bind(body) == (b"", b"s")
-    assert m.decode_bind(bind_body(formats=(), params=(), results=())) == (b"", b"")
+    assert decode_bind(body) == (b"", b"s")
+    assert decode_bind(bind_body(formats=(), params=(), results=())) == (b"", b"")
 
 
 def test_describe_close_round_trip():
-    assert m.decode_target(b"Sstmt\x00", "Describe") == (ord("S"), b"stmt")
-    assert m.decode_target(b"P\x00", "Describe") == (ord("P"), b"")
-    assert m.decode_target(b"Pportal\x00", "Close") == (ord("P"), b"portal")
+    assert decode_target(b"Sstmt\x00", "Describe") == (ord("S"), b"stmt")
+    assert decode_target(b"P\x00", "Describe") == (ord("P"), b"")
+    assert decode_target(b"Pportal\x00", "Close") == (ord("P"), b"portal")
 
 
 def test_execute_round_trip():
-    assert m.decode_execute(b"portal\x00" + struct.pack("!i", 100)) == (b"portal", 100)
-    assert m.decode_execute(b"\x00\x00\x00\x00\x00") == (b"", 0)
+    assert decode_execute(b"portal\x00" + struct.pack("!i", 100)) == (b"portal", 100)
+    assert decode_execute(b"\x00\x00\x00\x00\x00") == (b"", 0)
 
 
 def test_function_call_round_trip():
-    assert m.check_function_call(function_call_body()) == 1598
+    assert check_function_call(function_call_body()) == 1598
     body = function_call_body(0xFFFFFFF0, formats=(1,), args=(b"abc", None, b""), result_format=1)
-    assert m.check_function_call(body) == 0xFFFFFFF0
+    assert check_function_call(body) == 0xFFFFFFF0
 
 
 def test_decode_fields_of_error_response():
     raw = m.error_response("42P01", 'relation "t" does not exist', detail="d", hint="h")
-    fields = m.decode_fields(raw[5:])
+    fields = decode_fields(raw[5:])
     assert fields == {
         "S": "ERROR",
         "V": "ERROR",
@@ -292,12 +309,12 @@ def test_decode_fields_of_server_style_error():
         b'Mpassword authentication failed for user "bob"\x00'
         b"Fauth.c\x00L335\x00Rauth_failed\x00\x00"
     )
-    fields = m.decode_fields(body)
+    fields = decode_fields(body)
     assert fields["C"] == "28P01"
     assert fields["M"] == 'password authentication failed for user "bob"'
     assert fields["F"] == "auth.c" and fields["L"] == "335" and fields["R"] == "auth_failed"
-    assert m.decode_fields(b"\x00") == {}
-    assert m.decode_fields(b"") == {}
+    assert decode_fields(b"\x00") == {}
+    assert decode_fields(b"") == {}
 
 
 # -- decoders: malformed input ----------------------------------------------------
@@ -372,36 +389,36 @@ MALFORMED = {
 @pytest.mark.parametrize("code, body", list(MALFORMED.values()), ids=list(MALFORMED))
 def test_validate_frontend_rejects_malformed(code, body):
     with pytest.raises(ProtocolViolation) as exc:
-        m.validate_frontend(code, body)
+        validate_frontend(code, body)
     assert_violation(exc)
 
 
 def test_decoders_reject_directly():
     with pytest.raises(ProtocolViolation) as exc:
-        m.decode_query(b"a\x00b\x00")
+        decode_query(b"a\x00b\x00")
     assert_violation(exc)
     with pytest.raises(ProtocolViolation) as exc:
-        m.decode_parse(b"\x00SELECT 1")
+        decode_parse(b"\x00SELECT 1")
     assert_violation(exc)
     with pytest.raises(ProtocolViolation) as exc:
-        m.decode_bind(b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x04ab")
+        decode_bind(b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x04ab")
     assert_violation(exc)
     with pytest.raises(ProtocolViolation) as exc:
-        m.decode_target(b"Zx\x00", "Describe")
+        decode_target(b"Zx\x00", "Describe")
     assert_violation(exc)
     assert "Describe" in exc.value.message
     with pytest.raises(ProtocolViolation) as exc:
-        m.decode_execute(b"\x00\x00")
+        decode_execute(b"\x00\x00")
     assert_violation(exc)
     with pytest.raises(ProtocolViolation) as exc:
-        m.check_function_call(b"\x00\x00\x00\x01\x00\x00\x00\x01")
+        check_function_call(b"\x00\x00\x00\x01\x00\x00\x00\x01")
     assert_violation(exc)
 
 
 def test_violation_message_does_not_echo_payload():
     secret = b"SELECT 'hunter2'"
     with pytest.raises(ProtocolViolation) as exc:
-        m.decode_query(secret + b"\x00junk\x00")
+        decode_query(secret + b"\x00junk\x00")
     assert "hunter2" not in str(exc.value)
 
 
@@ -425,13 +442,13 @@ VALID = {
 
 @pytest.mark.parametrize("code, body", list(VALID.values()), ids=list(VALID))
 def test_validate_frontend_accepts_valid(code, body):
-    m.validate_frontend(code, body)
+    validate_frontend(code, body)
 
 
 @pytest.mark.parametrize("code", [ord("p"), ord("z"), 0, ord("R"), ord("Z"), ord("T"), 255])
 def test_validate_frontend_rejects_unknown_codes(code):
     with pytest.raises(ProtocolViolation) as exc:
-        m.validate_frontend(code, b"")
+        validate_frontend(code, b"")
     assert_violation(exc)
     assert str(code) in exc.value.message
 
@@ -446,28 +463,28 @@ def test_decode_startup_rejects_malformed():
         b"\x00\x03\x00\x00user\x00\xff\xfe\x00\x00",  # not UTF-8
     ):
         with pytest.raises(ProtocolViolation) as exc:
-            m.decode_startup(body)
+            decode_startup(body)
         assert_violation(exc)
 
 
 def test_decode_backend_key_data_rejects_wrong_length():
     for body in (b"", b"\x00" * 7, b"\x00" * 9, b"\x00" * 36):
         with pytest.raises(ProtocolViolation) as exc:
-            m.decode_backend_key_data(body)
+            decode_backend_key_data(body)
         assert_violation(exc)
 
 
 def test_decode_auth_and_parameter_status_reject_truncated():
     with pytest.raises(ProtocolViolation):
-        m.decode_auth(b"\x00\x00")
+        decode_auth(b"\x00\x00")
     with pytest.raises(ProtocolViolation):
-        m.decode_parameter_status(b"name\x00value")
+        decode_parameter_status(b"name\x00value")
     with pytest.raises(ProtocolViolation):
-        m.decode_parameter_status(b"")
+        decode_parameter_status(b"")
 
 
 def test_reader_bounds():
-    r = m.Reader(memoryview(b"ab\x00\x00\x01\xff\xff\xff\xfe"), "Test")
+    r = Reader(memoryview(b"ab\x00\x00\x01\xff\xff\xff\xfe"), "Test")
     assert r.cstring() == b"ab"
     assert r.int16() == 1
     assert r.int32() == -2
@@ -475,11 +492,11 @@ def test_reader_bounds():
     with pytest.raises(ProtocolViolation) as exc:
         r.byte()
     assert exc.value.message == "invalid Test message format"
-    r2 = m.Reader(b"\xff\xff\xff\xff", "Test")
+    r2 = Reader(b"\xff\xff\xff\xff", "Test")
     assert r2.uint32() == 0xFFFFFFFF
     with pytest.raises(ProtocolViolation):
-        m.Reader(b"abc", "Test").take(-1)
+        Reader(b"abc", "Test").take(-1)
     with pytest.raises(ProtocolViolation):
-        m.Reader(b"abc", "Test").take(4)
+        Reader(b"abc", "Test").take(4)
     with pytest.raises(ProtocolViolation):
-        m.Reader(b"abc", "Test").end()
+        Reader(b"abc", "Test").end()
