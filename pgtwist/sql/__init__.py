@@ -1,1 +1,2 @@
-"""SQL classification: classify.py is the only module that imports sqlglot."""
+"""SQL classification: parsed.py is the only module that imports sqlglot (classify.py loads
+it through parsed.py)."""

@@ -15,6 +15,7 @@ import pytest
 
 from pgtwist.router import _MAX_REPLAY, _last_states, _remember_state
 from pgtwist.sql import classify as classify_module
+from pgtwist.sql import parsed as parsed_module
 from pgtwist.sql.classify import MAX_LENGTH, MAX_PARENS, MAX_STATEMENTS, Classifier
 from pgtwist.sql.info import PRIMARY
 from pgtwist.sql.split import split_statements, statement_ends
@@ -44,8 +45,10 @@ def no_full_parse(monkeypatch):
                 raise AssertionError(f"{name} ran on a bounded text ({len(text)} chars)")
             return real(text, *args, **kwargs)
         return check
-    for name in ("_sqlglot", "shape_key", "scan", "shorten_lists", "tokens"):
-        monkeypatch.setattr(classify_module, name, forbidden(name, getattr(classify_module, name)))
+    for module, name in ((parsed_module, "_sqlglot"), (classify_module, "shape_key"),
+                         (classify_module, "scan"), (parsed_module, "shorten_lists"),
+                         (classify_module, "tokens")):
+        monkeypatch.setattr(module, name, forbidden(name, getattr(module, name)))
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))

@@ -39,7 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.conn.frontend", "pgtwist.conn.scram", "pgtwist.conn.scram_reader",
         "pgtwist.conn.server",
         "pgtwist.sql", "pgtwist.sql.idents", "pgtwist.sql.info", "pgtwist.sql.normalize",
-        "pgtwist.sql.split", "pgtwist.sql.state",
+        "pgtwist.sql.split", "pgtwist.sql.state", "pgtwist.sql.utility",
         "pgtwist.routing", "pgtwist.routing.balancer", "pgtwist.routing.builtin",
         "pgtwist.routing.chain", "pgtwist.routing.options", "pgtwist.routing.rules",
         "pgtwist.routing.stickiness", "pgtwist.routing.values",
@@ -52,7 +52,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.admission", "pgtwist.admin", "pgtwist.config",
     ),
     # The SQL classifier: pure, but the only user of sqlglot.
-    "sql-engine": ("pgtwist.sql.classify",),
+    "sql-engine": ("pgtwist.sql.classify", "pgtwist.sql.parsed"),
     # Twisted I/O: logging, TLS, the protocols, the pool of links, the catalog and cluster
     # probes.
     "io": (
