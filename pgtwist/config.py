@@ -14,20 +14,20 @@ is empty (twistd writes the pidfile) and unknown parameters are errors rather th
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
-import math
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import yaml
 
+from pgtwist.config_files import check_config_files
+from pgtwist.config_pgpool import parse_pgpool_conf, unquote
 from pgtwist.config_routing import RoutingConfig, parse_routing
+from pgtwist.config_values import convert, describe, redact
 from pgtwist.errors import ConfigError
 from pgtwist.options import (
     AuthOptions,
@@ -47,7 +47,6 @@ from pgtwist.params import (
     RENAMED_FLAGS,
     SUFFIX_ONLY,
     Param,
-    is_secret,
     unimplemented,
     unimplemented_message,
 )
@@ -55,8 +54,6 @@ from pgtwist.params import (
 __all__ = ["Backend", "Config", "ConfigError", "load_config", "parse_config", "parse_pgpool_conf"]
 
 ENV_PREFIX = "PGPOOL_PARAMS_"
-REDACTED = "********"
-HIDDEN = "<hidden>"
 
 
 @dataclass(frozen=True)
@@ -116,168 +113,7 @@ class Config:
 
     def secrets_redacted(self) -> dict:
         """All parameters, with password-like values replaced (safe to log or show)."""
-        return {name: _redact(name, value) for name, value in self.params.items()}
-
-
-# --- value conversion ------------------------------------------------------------------------
-
-
-class _Bad(Exception):
-    """Raised by a converter with the 'expected ...' half of an error message."""
-
-
-_TRUE = frozenset({"on", "true", "yes", "1"})
-_FALSE = frozenset({"off", "false", "no", "0"})
-_MEMORY_UNITS = {"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
-_TIME_UNITS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-_INT_RE = re.compile(r"\s*([+-]?\d+)\s*([A-Za-z]*)\s*\Z")
-_SEMI_SPLIT = re.compile(r"(?<!\\);")
-
-
-def _to_bool(p: Param, v: object, base_dir: str) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int) and v in (0, 1):
-        return bool(v)
-    if isinstance(v, str):
-        word = v.strip().lower()
-        if word in _TRUE or word in _FALSE:
-            return word in _TRUE
-    raise _Bad("expected on/off")
-
-
-def _to_int(p: Param, v: object, base_dir: str) -> int:
-    bounds = (f"{p.lo}-{p.hi}" if p.hi is not None else f">= {p.lo}") if p.lo is not None else ""
-    expected = f"expected an integer {bounds}".rstrip() + (f" (default unit {p.unit})" if p.unit else "")
-    if isinstance(v, bool):
-        raise _Bad(expected)
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if isinstance(v, int):
-        n = v
-    elif isinstance(v, str) and (m := _INT_RE.match(v)):
-        n, unit = int(m[1]), m[2]
-        if unit:
-            table = _MEMORY_UNITS if p.unit in _MEMORY_UNITS else _TIME_UNITS
-            if p.unit not in table or unit not in table or (n * table[unit]) % table[p.unit]:
-                raise _Bad(expected)
-            n = n * table[unit] // table[p.unit]
-    else:
-        raise _Bad(expected)
-    if (p.lo is not None and n < p.lo) or (p.hi is not None and n > p.hi):
-        raise _Bad(expected)
-    return n
-
-
-def _to_float(p: Param, v: object, base_dir: str) -> float:
-    expected = "expected a number" + (f" >= {p.lo}" if p.lo is not None else "")
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise _Bad(expected)
-    try:
-        f = float(v)
-    except ValueError:
-        raise _Bad(expected) from None
-    if not math.isfinite(f) or (p.lo is not None and f < p.lo):
-        raise _Bad(expected)
-    return f
-
-
-def _to_str(p: Param, v: object, base_dir: str) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):  # YAML reads a bare on/off/yes/no as a bool
-        return "on" if v else "off"
-    if isinstance(v, (str, int, float)):
-        return str(v)
-    raise _Bad("expected a string")
-
-
-def _to_enum(p: Param, v: object, base_dir: str) -> str:
-    if isinstance(v, bool):
-        v = "on" if v else "off"
-    if isinstance(v, str):
-        for choice in p.choices:
-            if choice.lower() == v.strip().lower():
-                return choice
-    if p.name == "backend_clustering_mode":
-        raise _Bad("pgtwist supports streaming replication only (streaming_replication or raw)")
-    raise _Bad("expected one of " + ", ".join(p.choices))
-
-
-def _to_path(p: Param, v: object, base_dir: str) -> str:
-    text = _to_str(p, v, base_dir)
-    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(text))) if text else ""
-
-
-def _to_list(p: Param, v: object, base_dir: str) -> tuple[str, ...]:
-    sep = "','" if p.kind == "list" else "';'"
-    if v is None:
-        return ()
-    if isinstance(v, str):
-        items = v.split(",") if p.kind == "list" else _SEMI_SPLIT.split(v)
-    elif isinstance(v, (list, tuple)) and all(
-        isinstance(i, (str, int, float)) and not isinstance(i, bool) for i in v
-    ):
-        items = [str(i) for i in v]
-    else:
-        raise _Bad(f"expected a {sep}-separated string or a list of strings")
-    return tuple(item.strip() for item in items if item.strip())
-
-
-def _to_mode(p: Param, v: object, base_dir: str) -> int:
-    if isinstance(v, int) and not isinstance(v, bool):
-        n = v
-    elif isinstance(v, str) and re.fullmatch(r"\s*[0-7]{1,5}\s*", v):
-        n = int(v, 8)
-    else:
-        raise _Bad("expected an octal file mode such as 0600")
-    if not 0 <= n <= 0o7777:
-        raise _Bad("expected an octal file mode such as 0600")
-    return n
-
-
-def _to_map(p: Param, v: object, base_dir: str) -> Mapping:
-    if v is None:
-        return MappingProxyType({})
-    if isinstance(v, Mapping):
-        return MappingProxyType(copy.deepcopy(dict(v)))
-    raise _Bad("expected a mapping")
-
-
-_CONVERTERS = {
-    "bool": _to_bool, "int": _to_int, "float": _to_float, "str": _to_str, "enum": _to_enum,
-    "path": _to_path, "list": _to_list, "semilist": _to_list, "mode": _to_mode, "map": _to_map,
-}
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return repr(value)
-
-
-def _convert(p: Param, value: object, label: str, base_dir: str, errors: list[str]) -> object:
-    try:
-        return _CONVERTERS[p.kind](p, value, base_dir)
-    except _Bad as exc:
-        got = HIDDEN if is_secret(p.name, p.kind) else _describe(value)
-        errors.append(f"{label}: {exc}, got {got}")
-        return p.default
-
-
-def _redact(name: str, value: object) -> object:
-    if isinstance(value, Mapping):
-        return {k: _redact(str(k), v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(name, v) for v in value]
-    known = PARAMS.get(name)
-    if value not in ("", None, ()) and is_secret(name, known.kind if known else "str"):
-        return REDACTED
-    return value
+        return {name: redact(name, value) for name, value in self.params.items()}
 
 
 # --- names -----------------------------------------------------------------------------------
@@ -355,7 +191,7 @@ def _place_structured(value: object, label: str, nodes: dict[int, _Sourced],
     if value is None:
         return
     if not isinstance(value, (list, tuple)):
-        errors.append(f"{label}: expected a list of backends, got {_describe(value)}")
+        errors.append(f"{label}: expected a list of backends, got {describe(value)}")
         return
     for i, item in enumerate(value):
         where = f"backends[{i}]"
@@ -364,7 +200,7 @@ def _place_structured(value: object, label: str, nodes: dict[int, _Sourced],
             break
         if not isinstance(item, Mapping):
             errors.append(f"{where}{suffix}: expected a mapping (hostname, port, weight, flag, "
-                          f"data_directory, application_name), got {_describe(item)}")
+                          f"data_directory, application_name), got {describe(item)}")
             continue
         node = nodes.setdefault(i, {})
         for key, v in item.items():
@@ -382,7 +218,7 @@ def _parse_flags(value: object, label: str, errors: list[str]) -> frozenset[str]
         parts = value.split("|")
     else:
         errors.append(f"{label}: expected flags such as 'ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER', "
-                      f"got {_describe(value)}")
+                      f"got {describe(value)}")
         return frozenset({"ALLOW_TO_FAILOVER"})
     flags = set()
     for part in (p.strip() for p in parts):
@@ -416,7 +252,7 @@ def _build_backends(nodes: dict[int, _Sourced], params: dict, base_dir: str,
         for name, p in _BACKEND_PARAMS.items():
             before = len(errors)
             value, label = given.get(name, (p.default, ""))
-            got[name] = _convert(p, value, label, base_dir, errors)
+            got[name] = convert(p, value, label, base_dir, errors)
             if name == "hostname" and len(errors) == before and not got[name].strip():
                 errors.append(f"backends[{n}].hostname: required")
         flag_value, flag_label = given.get("flag", ("ALLOW_TO_FAILOVER", ""))
@@ -441,63 +277,6 @@ def _cross_check(params: dict, errors: list[str]) -> None:
         errors.append(f"metrics_port: must differ from port ({params['port']})")
 
 
-def _check_file(label: str, path: str, errors: list[str], *, required: str = "",
-                secret: bool = False) -> None:
-    """Report a named file that is missing (if ``required`` says why it must exist),
-    unreadable, or -- for a ``secret`` -- open to group or others.
-
-    Secrets follow PostgreSQL's rule for ssl_key: 0600 or less, or 0640 or less when owned by
-    root (so a root-owned Kubernetes Secret shared through the pod's fsGroup is accepted).
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if required:
-            errors.append(f"{label}: {path} does not exist ({required})")
-        return
-    except OSError as exc:
-        errors.append(f"{label}: {path} cannot be read: {exc.strerror or exc}")
-        return
-    if stat.S_ISDIR(st.st_mode):
-        errors.append(f"{label}: {path} is a directory, not a file")
-        return
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        errors.append(f"{label}: {path} cannot be read: {exc.strerror or exc}")
-        return
-    if not secret:
-        return
-    mode = stat.S_IMODE(st.st_mode)
-    limit = 0o640 if st.st_uid == 0 else 0o600
-    extra = mode & 0o777 & ~limit
-    if extra:
-        who = "group or others" if limit == 0o600 else "others"
-        how = "readable" if extra & 0o044 else "writable or executable"
-        errors.append(f"{label}: {path} is {how} by {who} (mode {mode:04o}; chmod 600)")
-
-
-def _check_files(params: dict, labels: dict[str, str], errors: list[str]) -> None:
-    if params["pool_passwd"]:  # optional: pgtwist runs without one
-        _check_file(labels["pool_passwd"], params["pool_passwd"], errors, secret=True)
-    if params["pool_key_file"]:
-        _check_file(labels["pool_key_file"], params["pool_key_file"], errors, secret=True)
-    if params["enable_pool_hba"]:
-        _check_file(labels["pool_hba_file"], params["pool_hba_file"], errors,
-                    required="enable_pool_hba is on")
-    if params["ssl"]:
-        for name in ("ssl_key", "ssl_cert"):
-            if params[name]:
-                _check_file(labels[name], params[name], errors, required="ssl is on",
-                            secret=name == "ssl_key")
-
-
-def _unquote(value: str) -> str:
-    """pgpool.conf style 'value': drop one outer pair of single quotes, nothing else."""
-    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == "'" else value
-
-
 def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str] | None = None,
                  overrides: Mapping[str, object] | None = None, check_files: bool = True) -> Config:
     """Validate an already-loaded mapping (plus environment and overrides) into a Config.
@@ -509,7 +288,7 @@ def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str
     base_dir = os.path.dirname(abspath) if abspath else os.getcwd()
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{abspath or '<config>'}: expected a mapping of parameter names, "
-                          f"got {_describe(raw)}")
+                          f"got {describe(raw)}")
     # Structured `backends:` first, so flat backend_<field>N keys override it whatever the order.
     items = sorted(raw.items(), key=lambda kv: kv[0] != "backends")
     sources = [(key, value, str(key)) for key, value in items]
@@ -517,7 +296,7 @@ def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str
     for name in sorted(env):
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
             key = name[len(ENV_PREFIX):].lower()
-            sources.append((key, _unquote(env[name]), f"{key} (from {name})"))
+            sources.append((key, unquote(env[name]), f"{key} (from {name})"))
     for key, value in (overrides or {}).items():
         if value is None:  # an option that was not given on the command line
             continue
@@ -536,10 +315,10 @@ def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str
     for name, p in PARAMS.items():
         value, label = values.pop(name, (p.default, name))
         labels[name] = label
-        params[name] = _convert(p, value, label, base_dir, errors)
+        params[name] = convert(p, value, label, base_dir, errors)
     for name in sorted(values, key=lambda k: (_SUFFIXED.match(k)[1], int(_SUFFIXED.match(k)[2]))):
         value, label = values[name]
-        params[name] = _convert(_suffixed_param(name), value, label, base_dir, errors)
+        params[name] = convert(_suffixed_param(name), value, label, base_dir, errors)
     backends = _build_backends(nodes, params, base_dir, errors)
     _cross_check(params, errors)
     for name in PARAMS:
@@ -547,7 +326,7 @@ def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str
             errors.append(f"{labels[name]}: {unimplemented_message(name)}; remove it or set "
                           f"it to {PARAMS[name].default!r}")
     if check_files:
-        _check_files(params, labels, errors)
+        check_config_files(params, labels, errors)
     routing = parse_routing(params.get("routing") or {}, base_dir, errors,
                             check_files=check_files)
     if errors:
@@ -559,33 +338,6 @@ def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str
                   session=SessionOptions.from_params(params),
                   auth=AuthOptions.from_params(params), tls=TLSOptions.from_params(params),
                   classifier=ClassifierOptions.from_params(params), **fields)
-
-
-_CONF_LINE = re.compile(
-    r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:'((?:[^'\\\n]|\\.)*)'|([^\s#']*))\s*(?:#.*)?\Z"
-)
-
-
-def parse_pgpool_conf(text: str, path: str = "pgpool.conf") -> dict[str, str]:
-    """Read pgpool.conf syntax (``name = value``, ``#`` comments); a later line wins.
-
-    Quoted values keep their contents verbatim (backslashes included), as pgpool does, so
-    escaped ``\\;`` in primary_routing_query_pattern_list survives to the splitter.
-    """
-    raw: dict[str, str] = {}
-    errors = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        m = _CONF_LINE.match(line)
-        if not m:
-            errors.append(f"{path}:{lineno}: syntax error (expected name = value)")
-            continue
-        raw.pop(m[1], None)
-        raw[m[1]] = m[2] if m[2] is not None else m[3]
-    if errors:
-        raise ConfigError(errors)
-    return raw
 
 
 def load_config(path: str | None, env: Mapping[str, str] | None = None,

@@ -106,7 +106,7 @@ def test_permission_denied(tmp_path):
 def test_permission_denied_simulated(tmp_path, monkeypatch):
     import builtins
 
-    import pgtwist.config
+    import pgtwist.config_files
 
     path = make(tmp_path / "pool_hba.conf")
 
@@ -115,7 +115,7 @@ def test_permission_denied_simulated(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied")
         return builtins.open(name, *args, **kw)
 
-    monkeypatch.setattr(pgtwist.config, "open", fake_open, raising=False)
+    monkeypatch.setattr(pgtwist.config_files, "open", fake_open, raising=False)
     assert errors_of({"pool_hba_file": path, "enable_pool_hba": True}) == [
         f"pool_hba_file: {path} cannot be read: Permission denied"
     ]

@@ -24,7 +24,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # Plain values and declarations everything may use.
     "base": (
         "pgtwist", "pgtwist.errors", "pgtwist.timeouts", "pgtwist.options", "pgtwist.params",
-        "pgtwist.interfaces", "pgtwist.config_routing",
+        "pgtwist.interfaces", "pgtwist.config_routing", "pgtwist.config_values",
+        "pgtwist.config_files", "pgtwist.config_pgpool",
     ),
     # The PostgreSQL wire format: framing, message builders, codes.
     "wire": (

@@ -25,7 +25,8 @@ ROOT = Path(pgtwist.__file__).parent
 SOURCES = {
     path: path.read_text()
     for path in ROOT.rglob("*.py")
-    if path.name not in ("params.py", "config.py")
+    if path.name not in ("params.py", "config.py", "config_values.py", "config_files.py",
+                         "config_pgpool.py")
 }
 ONE = {"backends": [{"hostname": "db"}]}
 
