@@ -11,6 +11,9 @@ failover cannot open hundreds of server connections in the same instant.
 Idle links are owned by the pool (``link.owner is pool``) so one the server drops while
 idle is forgotten at once; a link handed out has ``owner = None`` until the relay attaches,
 and BackendLink buffers what arrives meanwhile.
+
+The per-key and per-node records, the queue and the pacing are waiting.py's; the reset
+statements reset.py's.
 """
 
 from __future__ import annotations
