@@ -141,20 +141,22 @@ class ServerState:
             return stmt
         return None
 
-    def failed(self, body: bytes) -> list:
+    def failed(self, body: bytes, unanswered: int | None = None) -> list:
         """ErrorResponse ``body``: the server skips to the next Sync.
 
-        Returns the statements whose Parses never happened (forgotten here).
+        ``unanswered``: how many of the Parses awaited are in the failed batch part (the
+        oldest ones; Ordering.error_of counts them); the others, sent after its Sync,
+        are still answered.  None: all of them.  Returns the statements whose Parses
+        never happened (forgotten here; the caller settles a skip probe among them).
         """
         if body.startswith((b"SFATAL\0", b"SPANIC\0")) or b"\0SFATAL\0" in body \
                 or b"\0SPANIC\0" in body:
             self.fatal_seen = True
-        lost = []
-        if self.pending_parses:
-            lost = list(self.pending_parses)
-            self.pending_parses.clear()
-            for stmt in lost:
-                self.forget(stmt)
+        pending = self.pending_parses
+        n = len(pending) if unanswered is None else min(unanswered, len(pending))
+        lost = [pending.popleft() for _ in range(n)]
+        for stmt in lost:
+            self.forget(stmt)
         return lost
 
     def undone(self, records) -> None:

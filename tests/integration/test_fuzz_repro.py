@@ -12,6 +12,7 @@ import pytest
 from .conftest import TRUST_HBA, assert_log_clean
 from .rawpg import (
     COPY_DONE,
+    FLUSH,
     SYNC,
     RawClient,
     bind,
@@ -292,3 +293,33 @@ def test_a_lost_server_link_frees_its_slot(pgtwist_factory, cluster, pool_databa
             assert "D" not in codes_of(msgs)
         with _client(pg.port) as b:  # needs the one slot
             assert b.rows("select 'b'") == [["b"]]
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_an_error_voids_only_the_parses_of_its_own_batch_part(pgtwist_factory, cluster,
+                                                              copy_table, pool_mode):
+    """Fuzz finding (13 hangs in transaction pooling, reads on the standby): an error
+    from the primary in the first part of a batch pgtwist split (already closed by its
+    own Sync) made it forget every Parse still pending on that link, those of the next
+    part too, and hand the skip probe it had sent to the standby to the primary's
+    pending Parses: a ParseComplete from the primary "settled" it, pgtwist concluded the
+    standby was not skipping, sent a message into the part the standby was skipping, and
+    waited for its answer for ever.  (Every frame is routed before any answer comes back:
+    the links and the catalog facts are warm.)"""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"pool_mode": pool_mode,
+                          "backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+    later = query("select 'fz-later'") if pool_mode == "session" \
+        else bind(portal="fz1", statement="fz_never_prepared")
+    data = (describe(b"P", "fz_no_portal") + parse("show search_path", "fz1") + FLUSH
+            + parse("delete from fuzz_repro_copy where a = -1")
+            + bind([b"1", b"x"], statement="fz1") + later)
+    with _client(cluster.primary_port) as direct:
+        assert _answer(direct, data) == "EZTDCZ"
+    with _client(pg.port) as c:
+        for _ in range(6):
+            # the primary's error, then (until batches stop being split) the parts after it
+            codes = _answer(c, data)
+            assert codes.startswith("E") and codes.endswith("ZTDCZ")
