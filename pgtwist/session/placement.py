@@ -143,6 +143,11 @@ class Placement:
         them on the session's backend connection, inside its transaction if one is open).
         """
         s = self.session
+        if s.closed:
+            # The retry below, after the session closed while waiting for its link: a
+            # link checked out now would be handed straight back, and the lookup retried
+            # again, recursively (or queued for a link nobody will use).
+            return defer.fail(CatalogUnavailable("the session is closed"))
         if s.route_status == "E" or s.failed_elsewhere:
             return defer.fail(CatalogUnavailable("the session's transaction is aborted"))
         try:

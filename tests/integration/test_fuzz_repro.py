@@ -323,3 +323,23 @@ def test_an_error_voids_only_the_parses_of_its_own_batch_part(pgtwist_factory, c
             # the primary's error, then (until batches stop being split) the parts after it
             codes = _answer(c, data)
             assert codes.startswith("E") and codes.endswith("ZTDCZ")
+
+
+def test_a_closed_session_stops_its_catalog_lookup(pgtwist_factory, cluster, pool_database):
+    """Fuzz finding ("maximum recursion depth exceeded" in a catalog lookup, under load):
+    a session closed (here by a malformed frame) while its catalog lookup waited for a
+    link kept retrying the lookup: each retry checked a link out for the closed session,
+    which gave it straight back, and retried again, recursively, until Python's
+    recursion limit; while the pool was exhausted it kept queueing for links instead."""
+    pg = pgtwist_factory({"pool_mode": "transaction", "max_pool": 1,
+                          "backend_max_connections": 1}, hba=TRUST_HBA)
+    with _client(pg.port) as a, _client(pg.port) as b:
+        assert a.rows("begin; select 'a'") == [["a"]]  # holds the only link
+        # a function never looked up: the Query waits for a link to run the lookup on;
+        # the malformed Sync after it closes the session meanwhile
+        b.send(query("select lower('fz-closed')"), msg(b"S", b"xx"))
+        assert "E" in codes_of(b.read_until("E"))
+        assert a.rows("commit; select 'a2'") == [["a2"]]
+        assert a.rows("select 'a3'") == [["a3"]]
+    assert "maximum recursion depth" not in pg.log_text()
+    assert_log_clean(pg)
