@@ -67,6 +67,7 @@ class Replies:
                 if link is s.copy_link:
                     s.copy_link = None
                     server.copy_execute = False
+                    _fire(server.copy_resolved())  # a Sync waiting for the Query's end
                 if link is primary:
                     s.txn_status = status
                     self.router.after_ready(s, status, not self.ordering.busy(link))

@@ -343,3 +343,19 @@ def test_a_closed_session_stops_its_catalog_lookup(pgtwist_factory, cluster, poo
         assert a.rows("select 'a3'") == [["a3"]]
     assert "maximum recursion depth" not in pg.log_text()
     assert_log_clean(pg)
+
+
+def test_sync_after_copydone_while_the_query_starts_another_copy(daemon, cluster):
+    """Fuzz finding (a hang in session pooling, seed 2): after the client's CopyDone, the
+    same multi-statement Query went on into a second COPY FROM STDIN; the Sync the client
+    sent after the CopyDone reached the server in that copy-in, where it is ignored, but
+    pgtwist had counted it as one more ReadyForQuery to come and the session hung."""
+    copy = "copy fuzz_repro_copy(a) from stdin with (format csv)"
+    data = (query(f"{copy}; select 1; {copy}") + copy_data(b"1\n") + COPY_DONE + SYNC
+            + copy_data(b"2\n") + COPY_DONE)
+    with _client(cluster.primary_port) as direct:
+        expected = _answer(direct, data)
+    assert expected == "GCTDCGCZZTDCZ"
+    with _client(daemon.port) as c:
+        assert _answer(c, data) == expected
+        assert c.rows("select 'after'") == [["after"]]
