@@ -359,3 +359,36 @@ def test_sync_after_copydone_while_the_query_starts_another_copy(daemon, cluster
     with _client(daemon.port) as c:
         assert _answer(c, data) == expected
         assert c.rows("select 'after'") == [["after"]]
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_nothing_of_a_split_batch_runs_after_its_first_error(pgtwist_factory, cluster,
+                                                             copy_table, pool_mode):
+    """Fuzz deviations (both pool modes, reads on the standby): in a batch pgtwist split
+    between the standby and the primary, the part after a failed one still ran: the
+    client got ParseComplete/BindComplete (or a second ErrorResponse) after the error,
+    and an INSERT after a failed read was committed.  PostgreSQL skips everything after
+    the first error up to Sync, whatever node pgtwist would send it to."""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"pool_mode": pool_mode,
+                          "backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+    tag = f"fz-after-error-{pool_mode}"
+    count = f"select count(*) from fuzz_repro_copy where b = '{tag}'"
+    cases = [
+        # a read failing on the standby, then a write for the primary
+        (parse("select 1/0") + bind() + execute()
+         + parse(f"insert into fuzz_repro_copy values (77, '{tag}')") + bind() + execute(),
+         "1EZTDCZ"),
+        # an error from the primary, then a read for the standby, then an unknown statement
+        (describe(b"P", "fz_no_portal") + parse("select 1", "fz1") + bind(statement="fz1")
+         + execute() + bind(statement="fz_never_prepared"), "EZTDCZ"),
+    ]
+    for data, expected in cases:
+        with _client(cluster.primary_port) as direct:
+            assert _answer(direct, data) == expected
+        with _client(pg.port) as c:
+            for _ in range(3):
+                assert _answer(c, data) == expected
+            assert c.rows(count) == [["0"]]
