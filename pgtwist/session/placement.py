@@ -315,6 +315,14 @@ class Placement:
         """
         s = self.session
         tail = self.ordering.tail_open()
+        if s.route_status == "E" and tail is not None:
+            # An aborted transaction: the server need not raise it (nothing is left to
+            # abort), and the skip probe cannot tell whether it skips this part already
+            # (it would refuse the probe's Parse either way).  The part is ended and its
+            # answers awaited: after its error, this message is skipped like the rest.
+            wait = self.end_part(None)
+            if wait is not None:
+                return self.wait(wait)
         if s.route_status == "T":
             link = self.links.get(s.primary_id)
         else:

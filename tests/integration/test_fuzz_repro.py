@@ -392,3 +392,27 @@ def test_nothing_of_a_split_batch_runs_after_its_first_error(pgtwist_factory, cl
             for _ in range(3):
                 assert _answer(c, data) == expected
             assert c.rows(count) == [["0"]]
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_own_error_in_an_aborted_transaction_after_a_server_error(pgtwist_factory, cluster,
+                                                                  pool_database, pool_mode):
+    """Fuzz finding (a hang in both pool modes): in an aborted transaction, pgtwist's own
+    error for a Bind of the unnamed statement the session lacks was raised by a Query
+    sent into the batch, which the server was already skipping for an earlier error
+    (Execute of a portal that does not exist): it never answered that Query and the
+    session waited for ever.  PostgreSQL skips the Bind: one error, then ReadyForQuery."""
+    pg = pgtwist_factory({"pool_mode": pool_mode}, hba=TRUST_HBA, replica_weight=1)
+    data = (execute() + parse("select 1", "fz1") + bind(statement="") + SYNC
+            + query("rollback"))
+
+    def run(c: RawClient) -> str:
+        c.send(query("begin; select 1/0"))
+        assert codes_of(c.read_until("Z")) == "CEZ"  # pgtwist knows it is aborted
+        return _answer(c, data)
+
+    with _client(cluster.primary_port) as direct:
+        assert run(direct) == "EZCZZTDCZ"
+    for _ in range(3):
+        with _client(pg.port) as c:
+            assert run(c) == "EZCZZTDCZ"
