@@ -90,7 +90,7 @@ class ServerState:
     __slots__ = ("txn_status", "parameters", "fatal_seen", "pending_parses", "ready_seen",
                  "applied", "applied_by", "last_session", "statements",
                  "sql_prepared", "unnamed", "copy_execute", "copy_waiter", "copy_portals",
-                 "copy_client_done")
+                 "copy_client_done", "copy_simple", "copy_ins", "copy_ends")
 
     def __init__(self, txn_status: int = codes.TXN_IDLE,
                  parameters: dict[str, str] | None = None) -> None:
@@ -113,6 +113,9 @@ class ServerState:
         self.copy_waiter = None    # fired once it is known whether copy-in began (opaque here)
         self.copy_portals: set[bytes] = set()  # portals bound to a COPY FROM STDIN
         self.copy_client_done = False
+        self.copy_simple = False   # that COPY came in a simple Query (which may hold more)
+        self.copy_ins = 0          # its CopyInResponses so far (one per COPY FROM STDIN)
+        self.copy_ends = 0         # the client's CopyDone / CopyFail sent for them
 
     # -- frames --------------------------------------------------------------------------
     def receive(self, code: int, body: bytes):
@@ -141,20 +144,22 @@ class ServerState:
             return stmt
         return None
 
-    def failed(self, body: bytes) -> list:
+    def failed(self, body: bytes, unanswered: int | None = None) -> list:
         """ErrorResponse ``body``: the server skips to the next Sync.
 
-        Returns the statements whose Parses never happened (forgotten here).
+        ``unanswered``: how many of the Parses awaited are in the failed batch part (the
+        oldest ones; Ordering.error_of counts them); the others, sent after its Sync,
+        are still answered.  None: all of them.  Returns the statements whose Parses
+        never happened (forgotten here; the caller settles a skip probe among them).
         """
         if body.startswith((b"SFATAL\0", b"SPANIC\0")) or b"\0SFATAL\0" in body \
                 or b"\0SPANIC\0" in body:
             self.fatal_seen = True
-        lost = []
-        if self.pending_parses:
-            lost = list(self.pending_parses)
-            self.pending_parses.clear()
-            for stmt in lost:
-                self.forget(stmt)
+        pending = self.pending_parses
+        n = len(pending) if unanswered is None else min(unanswered, len(pending))
+        lost = [pending.popleft() for _ in range(n)]
+        for stmt in lost:
+            self.forget(stmt)
         return lost
 
     def undone(self, records) -> None:
@@ -170,15 +175,29 @@ class ServerState:
 
     def copy_in(self):
         """CopyInResponse: the COPY is answered; returns the waiter to fire, if any."""
+        self.copy_ins += 1
         return self.copy_resolved()
 
     # -- what pgtwist sent ----------------------------------------------------------------
-    def copy_started(self) -> None:
-        """A COPY FROM STDIN was just sent.  Until the server answers it with
-        CopyInResponse or an error, a Sync from the client cannot be placed: in copy-in
-        the server ignores it (the segment it went in says when: Ordering.copy_sent)."""
+    def copy_started(self, simple: bool = False) -> None:
+        """A COPY FROM STDIN was just sent (``simple``: in a Query, which may hold more
+        of them).  Until the server answers it with CopyInResponse or an error, a Sync
+        from the client cannot be placed: in copy-in the server ignores it (the segment
+        it went in says when: Ordering.copy_sent)."""
         self.copy_execute = True
         self.copy_client_done = False
+        self.copy_simple = simple
+        self.copy_ins = 0
+        self.copy_ends = 0
+
+    def copy_ended(self) -> None:
+        """The client's CopyDone / CopyFail went here: its copy-in ends."""
+        self.copy_client_done = True
+        self.copy_ends += 1
+
+    def copy_in_unended(self) -> bool:
+        """Whether the server is in a copy-in of this Query the client has not ended."""
+        return self.copy_ins > self.copy_ends
 
     def copy_resolved(self):
         """The server answered the COPY (copy-in began, or the statement failed): returns

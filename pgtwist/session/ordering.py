@@ -76,6 +76,16 @@ class Ordering:
         self.async_held: list[bytes] = []
         # Links whose last client-visible answer ended in a failed transaction ('E').
         self.failed: set = set()
+        # Per link, for each ErrorResponse event not yet taken (error_of): the segment it
+        # came in (None: unsolicited) and how many Parses of that segment were unanswered.
+        # The server skips those, and only those: a Parse sent after the segment's sync
+        # point (pgtwist's own Sync, when it split a batch) is still answered.
+        self.errors: dict[object, deque] = {}
+
+    def error_of(self, link) -> tuple:
+        """(segment or None, unanswered Parses) of ``link``'s oldest ErrorResponse event."""
+        q = self.errors.get(link)
+        return q.popleft() if q else (None, 0)
 
     # -- sending side -------------------------------------------------------------
     def open_segment(self, link) -> Segment | None:
@@ -179,6 +189,7 @@ class Ordering:
         """Forget a lost link's segments; returns bytes now releasable to the client."""
         q = self.by_link.pop(link, None)
         self.held_by_link.pop(link, None)
+        self.errors.pop(link, None)
         if not q:
             return []
         dead = set(map(id, q))
@@ -200,6 +211,9 @@ class Ordering:
         events: list[tuple[int, bytes]] = []
         q = self.by_link.get(link)
         fifo = self.fifo
+        errors = self.errors.get(link)
+        if errors is None:
+            errors = self.errors[link] = deque()
         for item in items:
             seg = q[0] if q else None
             if type(item) is bytes:
@@ -227,6 +241,8 @@ class Ordering:
             else:
                 events.append(item)
             if seg is None:
+                if code == codes.ERROR_RESPONSE:
+                    errors.append((None, 0))
                 continue
             if code == codes.PARSE_COMPLETE:
                 seg.parses_seen += 1
@@ -238,6 +254,8 @@ class Ordering:
                 seg.error = True
                 if seg.hidden:
                     seg.hidden = None  # the server skips the rest up to the Sync
+                errors.append((seg, seg.parses - seg.parses_seen))
+                seg.parses_seen = seg.parses
                 if seg.undo:
                     events.append((UNDO, seg.undo[::-1]))
                     seg.undo = None

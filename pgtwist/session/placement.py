@@ -80,7 +80,8 @@ def cstr_pair(buf: bytes, start: int) -> tuple[bytes, bytes]:
 
 
 class Placement:
-    def __init__(self, session, outbox, links, ordering, router, cluster, wait) -> None:
+    def __init__(self, session, outbox, links, ordering, router, cluster, wait,
+                 call_soon) -> None:
         self.session = session
         self.out = outbox
         self.links = links
@@ -88,6 +89,7 @@ class Placement:
         self.router = router
         self.cluster = cluster
         self.wait = wait               # wait(deferred) -> WAIT: retry the frame when it fires
+        self.call_soon = call_soon     # call_soon(f, *args): run f in a later reactor turn
         self._looked_up = None         # (info, facts) fetched for the frame being retried
         self._shadow_sent = None       # (buffer id, offset) of a BOTH frame whose copy went
 
@@ -143,6 +145,11 @@ class Placement:
         them on the session's backend connection, inside its transaction if one is open).
         """
         s = self.session
+        if s.closed:
+            # The retry below, after the session closed while waiting for its link: a
+            # link checked out now would be handed straight back, and the lookup retried
+            # again, recursively (or queued for a link nobody will use).
+            return defer.fail(CatalogUnavailable("the session is closed"))
         if s.route_status == "E" or s.failed_elsewhere:
             return defer.fail(CatalogUnavailable("the session's transaction is aborted"))
         try:
@@ -173,12 +180,15 @@ class Placement:
             node_id = s.primary_id
         if node_id is None or not self.cluster.usable(node_id):
             node_id = s.primary_id
-        link = self.links.link(node_id)
-        if isinstance(link, defer.Deferred):
-            return self.wait(link)
-        return link
+        return self.link_ready(node_id)
 
     def link_ready(self, node_id: int):
+        """The ready link to ``node_id`` for the client's frame being routed, or WAIT (while
+        it opens, or while the batch's open part on another node is answered: end_part).
+        Catalog lookups, not part of the batch, take links.link directly."""
+        wait = self.end_part(node_id)
+        if wait is not None:
+            return self.wait(wait)
         link = self.links.link(node_id)
         return self.wait(link) if isinstance(link, defer.Deferred) else link
 
@@ -193,7 +203,8 @@ class Placement:
         if node_id is not None:
             link = self.links.get(node_id)
             if link is not None and not link.closed:
-                return link
+                wait = self.end_part(node_id)
+                return link if wait is None else self.wait(wait)
         return self.current_or_primary()
 
     def copy_to_standby(self, is_end: bool, end_text: str, text: str, buf: bytes,
@@ -221,6 +232,34 @@ class Placement:
         return False
 
     # -- batches the server may be skipping ---------------------------------------------------
+    def end_part(self, node_id):
+        """A message of the client's batch goes to ``node_id`` while the batch's open part
+        is on another node: pgtwist ends that part with its own Sync and waits for its
+        answers before sending anything more (a Deferred; None: nothing to wait for).
+        If the part failed, PostgreSQL would skip every message after the error up to the
+        client's Sync, on whatever node pgtwist would send it: nothing more of the batch
+        runs, nor reaches the client (no second error, no ParseComplete after the error).
+        """
+        tail = self.ordering.tail_open()
+        if tail is None or tail.link.node_id == node_id or tail.link.closed:
+            return None
+        self.out.close_segment(tail)
+        done = defer.Deferred()
+        before = tail.on_done
+        s = self.session
+
+        def ended():
+            if before is not None:
+                before()
+            if tail.error and not s.skip_until_sync:
+                s.skip_until_sync = True
+                s.skip_status = codes.TXN_IDLE if s.route_status == "I" else codes.TXN_FAILED
+            # After the answers being relayed now are written: they come first.
+            self.call_soon(done.callback, None)
+
+        tail.on_done = ended
+        return done
+
     def inside_batch(self):
         """Whether a Query/FunctionCall may run now: GO, None when discarded (the batch
         failed: the server skips to Sync, as does pgtwist), or WAIT for the probe."""
@@ -276,6 +315,14 @@ class Placement:
         """
         s = self.session
         tail = self.ordering.tail_open()
+        if s.route_status == "E" and tail is not None:
+            # An aborted transaction: the server need not raise it (nothing is left to
+            # abort), and the skip probe cannot tell whether it skips this part already
+            # (it would refuse the probe's Parse either way).  The part is ended and its
+            # answers awaited: after its error, this message is skipped like the rest.
+            wait = self.end_part(None)
+            if wait is not None:
+                return self.wait(wait)
         if s.route_status == "T":
             link = self.links.get(s.primary_id)
         else:

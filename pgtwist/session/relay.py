@@ -81,7 +81,8 @@ class Relay:
         self.out = out = Outbox(ordering, s, self.write)
         self.links = links = LinkSet(s, ordering, out, pooling, cluster, proxy.send_cancel,
                                      self.client_valve, self)
-        self.place = place = Placement(s, out, links, ordering, router, cluster, self._wait)
+        self.place = place = Placement(s, out, links, ordering, router, cluster, self._wait,
+                                       lambda f, *a: proxy.reactor.callLater(0, f, *a))
         self.mode = mode = proxy.pool_mode(s, out, links, ordering, place, router, cluster,
                                            pooling, self.backlog)
         links.mode = mode

@@ -14,6 +14,7 @@ from ..logs import logger
 from ..wire import codes
 from ..wire.errors import CONNECTION_FAILURE, INTERNAL_ERROR
 from .ordering import COPY_SETTLED, SHADOW_PARAMETER_STATUS, UNDO
+from .placement import SkipProbe
 
 log = logger(__name__)
 
@@ -66,6 +67,7 @@ class Replies:
                 if link is s.copy_link:
                     s.copy_link = None
                     server.copy_execute = False
+                    _fire(server.copy_resolved())  # a Sync waiting for the Query's end
                 if link is primary:
                     s.txn_status = status
                     self.router.after_ready(s, status, not self.ordering.busy(link))
@@ -107,31 +109,31 @@ class Replies:
             self.mode.release_idle(link)
 
     def _error(self, link, body: bytes) -> None:
+        """An ErrorResponse: the server skips the rest of its batch part up to its Sync.
+
+        Exactly the Parses of that part still unanswered never happen (Ordering.error_of
+        counts them: the oldest the link awaits); a Parse sent after the part's Sync, in
+        the next part of a batch pgtwist split, is still answered and stays awaited.  The
+        skip probe is settled only when it is one of them (its part failed).
+        """
         s = self.session
         server = link.server
-        seg = self.ordering.by_link.get(link)
-        if seg and seg[0].forward and not seg[0].closed:
+        seg, unanswered = self.ordering.error_of(link)
+        if seg is not None and seg.forward and not seg.closed:
             # An extended-protocol message failed: the server now skips to Sync, and so
             # does pgtwist with the rest of the client's batch.
             s.skipping_link = link
             if not s.skip_until_sync:
                 s.skip_until_sync = True
                 s.skip_status = codes.TXN_IDLE if s.route_status == "I" else codes.TXN_FAILED
-        probe = s.probe
-        probe_here = probe is not None and probe in server.pending_parses
-        if probe_here:
-            server.pending_parses.remove(probe)
-            if probe.segment.error:
-                probe.settled.callback(None)
-            # (Else an error of an earlier, synced part: the probe's part is not skipped
-            # for it, and its ParseComplete will come.)
-        # The server skips to Sync: the Parses not yet answered never happened.
-        for stmt in server.failed(body):
+        for stmt in server.failed(body, unanswered):
+            if isinstance(stmt, SkipProbe):
+                if not stmt.settled.called:
+                    stmt.settled.callback(None)
+                continue
             stmt.nodes.discard(link.node_id)
             if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
                 del s.statements[stmt.name]  # its Parse failed: no such name
-        if probe_here and not probe.settled.called and not probe.segment.error:
-            server.pending_parses.append(probe)
         if link is self.links.primary and b"\0C25006\0" in body:
             # "read-only transaction" from the node we took for the primary: after a
             # failover the old writer comes back as a reader under the same name.

@@ -102,14 +102,14 @@ class Requests:
         if info.copy_from_stdin:
             # Syncs the client sends while the server may be in copy-in are ignored
             # there, as after an extended COPY's Execute (see _copy_sync).
-            self._copy_started(link)
+            self._copy_started(link, simple=True)
         self.router.after_statement(s, info, decision, link.node_id, sql)
         if s.implicit_undo is not None:
             self._file_undo(link)
         mode.after_statement(info, sql, link)
 
-    def _copy_started(self, link) -> None:
-        link.server.copy_started()
+    def _copy_started(self, link, simple: bool = False) -> None:
+        link.server.copy_started(simple)
         self.ordering.copy_sent(link)
 
     def _file_undo(self, link) -> None:
@@ -343,6 +343,15 @@ class Requests:
         if link is WAIT:
             return WAIT
         server = link.server
+        if server.copy_client_done and server.copy_execute and server.copy_simple:
+            # After the client's CopyDone, a simple Query may go on into another COPY
+            # FROM STDIN, in whose copy-in the server ignores this Sync.
+            if server.copy_in_unended():
+                return True  # it is in a copy-in the client has not ended: not sent
+            # Wait for the server to say: a new CopyInResponse, or the Query's end.
+            if server.copy_waiter is None:
+                server.copy_waiter = defer.Deferred()
+            return self.place.wait(server.copy_waiter)
         if server.copy_execute and not server.copy_client_done:
             placed = self._copy_sync(link)
             if placed is not None:
@@ -389,7 +398,7 @@ class Requests:
         link = self.session.copy_link or self.links.primary
         if link is not None and not link.closed:
             if code != codes.COPY_DATA:
-                link.server.copy_client_done = True  # CopyDone / CopyFail: copy-in ends
+                link.server.copy_ended()  # CopyDone / CopyFail: copy-in ends
             self.out.send_frame(link, buf, start - 5, end)
         return None
 

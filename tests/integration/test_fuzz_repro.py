@@ -12,6 +12,7 @@ import pytest
 from .conftest import TRUST_HBA, assert_log_clean
 from .rawpg import (
     COPY_DONE,
+    FLUSH,
     SYNC,
     RawClient,
     bind,
@@ -292,3 +293,126 @@ def test_a_lost_server_link_frees_its_slot(pgtwist_factory, cluster, pool_databa
             assert "D" not in codes_of(msgs)
         with _client(pg.port) as b:  # needs the one slot
             assert b.rows("select 'b'") == [["b"]]
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_an_error_voids_only_the_parses_of_its_own_batch_part(pgtwist_factory, cluster,
+                                                              copy_table, pool_mode):
+    """Fuzz finding (13 hangs in transaction pooling, reads on the standby): an error
+    from the primary in the first part of a batch pgtwist split (already closed by its
+    own Sync) made it forget every Parse still pending on that link, those of the next
+    part too, and hand the skip probe it had sent to the standby to the primary's
+    pending Parses: a ParseComplete from the primary "settled" it, pgtwist concluded the
+    standby was not skipping, sent a message into the part the standby was skipping, and
+    waited for its answer for ever.  (Every frame is routed before any answer comes back:
+    the links and the catalog facts are warm.)"""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"pool_mode": pool_mode,
+                          "backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+    later = query("select 'fz-later'") if pool_mode == "session" \
+        else bind(portal="fz1", statement="fz_never_prepared")
+    data = (describe(b"P", "fz_no_portal") + parse("show search_path", "fz1") + FLUSH
+            + parse("delete from fuzz_repro_copy where a = -1")
+            + bind([b"1", b"x"], statement="fz1") + later)
+    with _client(cluster.primary_port) as direct:
+        assert _answer(direct, data) == "EZTDCZ"
+    with _client(pg.port) as c:
+        for _ in range(6):
+            # the primary's error, then (until batches stop being split) the parts after it
+            codes = _answer(c, data)
+            assert codes.startswith("E") and codes.endswith("ZTDCZ")
+
+
+def test_a_closed_session_stops_its_catalog_lookup(pgtwist_factory, cluster, pool_database):
+    """Fuzz finding ("maximum recursion depth exceeded" in a catalog lookup, under load):
+    a session closed (here by a malformed frame) while its catalog lookup waited for a
+    link kept retrying the lookup: each retry checked a link out for the closed session,
+    which gave it straight back, and retried again, recursively, until Python's
+    recursion limit; while the pool was exhausted it kept queueing for links instead."""
+    pg = pgtwist_factory({"pool_mode": "transaction", "max_pool": 1,
+                          "backend_max_connections": 1}, hba=TRUST_HBA)
+    with _client(pg.port) as a, _client(pg.port) as b:
+        assert a.rows("begin; select 'a'") == [["a"]]  # holds the only link
+        # a function never looked up: the Query waits for a link to run the lookup on;
+        # the malformed Sync after it closes the session meanwhile
+        b.send(query("select lower('fz-closed')"), msg(b"S", b"xx"))
+        assert "E" in codes_of(b.read_until("E"))
+        assert a.rows("commit; select 'a2'") == [["a2"]]
+        assert a.rows("select 'a3'") == [["a3"]]
+    assert "maximum recursion depth" not in pg.log_text()
+    assert_log_clean(pg)
+
+
+def test_sync_after_copydone_while_the_query_starts_another_copy(daemon, cluster):
+    """Fuzz finding (a hang in session pooling, seed 2): after the client's CopyDone, the
+    same multi-statement Query went on into a second COPY FROM STDIN; the Sync the client
+    sent after the CopyDone reached the server in that copy-in, where it is ignored, but
+    pgtwist had counted it as one more ReadyForQuery to come and the session hung."""
+    copy = "copy fuzz_repro_copy(a) from stdin with (format csv)"
+    data = (query(f"{copy}; select 1; {copy}") + copy_data(b"1\n") + COPY_DONE + SYNC
+            + copy_data(b"2\n") + COPY_DONE)
+    with _client(cluster.primary_port) as direct:
+        expected = _answer(direct, data)
+    assert expected == "GCTDCGCZZTDCZ"
+    with _client(daemon.port) as c:
+        assert _answer(c, data) == expected
+        assert c.rows("select 'after'") == [["after"]]
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_nothing_of_a_split_batch_runs_after_its_first_error(pgtwist_factory, cluster,
+                                                             copy_table, pool_mode):
+    """Fuzz deviations (both pool modes, reads on the standby): in a batch pgtwist split
+    between the standby and the primary, the part after a failed one still ran: the
+    client got ParseComplete/BindComplete (or a second ErrorResponse) after the error,
+    and an INSERT after a failed read was committed.  PostgreSQL skips everything after
+    the first error up to Sync, whatever node pgtwist would send it to."""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"pool_mode": pool_mode,
+                          "backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+    tag = f"fz-after-error-{pool_mode}"
+    count = f"select count(*) from fuzz_repro_copy where b = '{tag}'"
+    cases = [
+        # a read failing on the standby, then a write for the primary
+        (parse("select 1/0") + bind() + execute()
+         + parse(f"insert into fuzz_repro_copy values (77, '{tag}')") + bind() + execute(),
+         "1EZTDCZ"),
+        # an error from the primary, then a read for the standby, then an unknown statement
+        (describe(b"P", "fz_no_portal") + parse("select 1", "fz1") + bind(statement="fz1")
+         + execute() + bind(statement="fz_never_prepared"), "EZTDCZ"),
+    ]
+    for data, expected in cases:
+        with _client(cluster.primary_port) as direct:
+            assert _answer(direct, data) == expected
+        with _client(pg.port) as c:
+            for _ in range(3):
+                assert _answer(c, data) == expected
+            assert c.rows(count) == [["0"]]
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_own_error_in_an_aborted_transaction_after_a_server_error(pgtwist_factory, cluster,
+                                                                  pool_database, pool_mode):
+    """Fuzz finding (a hang in both pool modes): in an aborted transaction, pgtwist's own
+    error for a Bind of the unnamed statement the session lacks was raised by a Query
+    sent into the batch, which the server was already skipping for an earlier error
+    (Execute of a portal that does not exist): it never answered that Query and the
+    session waited for ever.  PostgreSQL skips the Bind: one error, then ReadyForQuery."""
+    pg = pgtwist_factory({"pool_mode": pool_mode}, hba=TRUST_HBA, replica_weight=1)
+    data = (execute() + parse("select 1", "fz1") + bind(statement="") + SYNC
+            + query("rollback"))
+
+    def run(c: RawClient) -> str:
+        c.send(query("begin; select 1/0"))
+        assert codes_of(c.read_until("Z")) == "CEZ"  # pgtwist knows it is aborted
+        return _answer(c, data)
+
+    with _client(cluster.primary_port) as direct:
+        assert run(direct) == "EZCZZTDCZ"
+    for _ in range(3):
+        with _client(pg.port) as c:
+            assert run(c) == "EZCZZTDCZ"
