@@ -38,57 +38,20 @@ class Requests:
 
     def handlers(self) -> dict:
         """Frame code -> handler(code, buf, start, end), bound once per session."""
-        guarded = self._copy_guarded
         return {
-            codes.QUERY: guarded(self.on_query),
-            codes.PARSE: guarded(self.on_parse),
-            codes.BIND: guarded(self.on_bind),
-            codes.DESCRIBE: guarded(self.on_describe),
-            codes.EXECUTE: guarded(self.on_execute),
-            codes.CLOSE: guarded(self.on_close),
+            codes.QUERY: self.on_query,
+            codes.PARSE: self.on_parse,
+            codes.BIND: self.on_bind,
+            codes.DESCRIBE: self.on_describe,
+            codes.EXECUTE: self.on_execute,
+            codes.CLOSE: self.on_close,
             codes.SYNC: self.on_sync,
             codes.FLUSH: self.on_flush,
-            codes.FUNCTION_CALL: guarded(self.on_function_call),
+            codes.FUNCTION_CALL: self.on_function_call,
             codes.COPY_DATA: self.on_copy,
             codes.COPY_DONE: self.on_copy,
             codes.COPY_FAIL: self.on_copy,
         }
-
-    def _copy_guarded(self, handler):
-        """``handler``, first checking for a COPY FROM STDIN that may hold its server in
-        copy-in (see _during_copy)."""
-        links = self.links
-
-        def guarded(code, buf, start, end):
-            for link in links.values():
-                if link.server.copy_execute and not link.closed:
-                    return self._during_copy(link, handler, code, buf, start, end)
-            return handler(code, buf, start, end)
-
-        return guarded
-
-    def _during_copy(self, link, handler, code, buf, start, end):
-        """A message that is not a COPY one (nor Sync / Flush) while a COPY FROM STDIN sent
-        to ``link`` is unanswered or in copy-in.  A server in copy-in takes such a message
-        as the end of the COPY: it fails it ("unexpected message type during COPY from
-        stdin") and the message is gone.  So it goes there, as the client sent it, while
-        the server is in a copy-in the client has not ended; it waits until the server
-        says whether it is (CopyInResponse, or the COPY's error or end); and it is routed
-        as usual once it is not.  Routed elsewhere meanwhile, its answers (and those of
-        the messages after it) would wait behind the COPY's, which only the client's
-        copy messages end, sent after them: the session hung."""
-        s = self.session
-        server = link.server
-        if s.copy_link is link and server.copy_in_unended():
-            server.copy_ended()
-            self.out.send_frame(link, buf, start - 5, end)
-            return None
-        if not server.copy_client_done or server.copy_simple:
-            # Not answered yet, or (a simple Query) it may go on into another COPY.
-            if server.copy_waiter is None:
-                server.copy_waiter = defer.Deferred()
-            return self.place.wait(server.copy_waiter)
-        return handler(code, buf, start, end)
 
     # -- simple Query ---------------------------------------------------------------------------
     def on_query(self, code, buf, start, end):
