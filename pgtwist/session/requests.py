@@ -18,6 +18,7 @@ from ..pooling.statements import split_parse
 from ..routing.values import Target
 from ..wire import codes
 from ..wire import messages as m
+from ..wire.errors import PROTOCOL_VIOLATION, ProtocolViolation
 from .placement import ABORTED, GO, WAIT, cstr_pair, info_sql
 
 _ENDS_ABORTED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
@@ -38,20 +39,64 @@ class Requests:
 
     def handlers(self) -> dict:
         """Frame code -> handler(code, buf, start, end), bound once per session."""
+        guarded = self._copy_guarded
         return {
-            codes.QUERY: self.on_query,
-            codes.PARSE: self.on_parse,
-            codes.BIND: self.on_bind,
-            codes.DESCRIBE: self.on_describe,
-            codes.EXECUTE: self.on_execute,
-            codes.CLOSE: self.on_close,
+            codes.QUERY: guarded(self.on_query),
+            codes.PARSE: guarded(self.on_parse),
+            codes.BIND: guarded(self.on_bind),
+            codes.DESCRIBE: guarded(self.on_describe),
+            codes.EXECUTE: guarded(self.on_execute),
+            codes.CLOSE: guarded(self.on_close),
             codes.SYNC: self.on_sync,
             codes.FLUSH: self.on_flush,
-            codes.FUNCTION_CALL: self.on_function_call,
+            codes.FUNCTION_CALL: guarded(self.on_function_call),
             codes.COPY_DATA: self.on_copy,
             codes.COPY_DONE: self.on_copy,
             codes.COPY_FAIL: self.on_copy,
         }
+
+    def _copy_guarded(self, handler):
+        """``handler``, first checking for a COPY FROM STDIN that may hold its server in
+        copy-in (see _during_copy)."""
+        links = self.links
+
+        def guarded(code, buf, start, end):
+            for link in links.values():
+                if link.server.copy_execute and not link.closed:
+                    return self._during_copy(link, handler, code, buf, start, end)
+            return handler(code, buf, start, end)
+
+        return guarded
+
+    def _during_copy(self, link, handler, code, buf, start, end):
+        """A message that is not a COPY one (nor Sync / Flush) while a COPY FROM STDIN sent
+        to ``link`` is unanswered or in copy-in.  PostgreSQL in copy-in answers such a
+        message with "unexpected message type during COPY from stdin" and, the protocol
+        being out of step, ends the connection; pgtwist does the same, without sending it
+        (a server that failed the copy on a row meanwhile would run it instead, with
+        answers pgtwist would not expect).  It waits until the server says whether it is
+        in copy-in (CopyInResponse, or the COPY's error or end), and routes the message
+        as usual once it is not.  Routed elsewhere at once, its answers (and those of the
+        messages after it) waited behind the COPY's, which only the client's copy
+        messages end, sent after them: the session hung."""
+        s = self.session
+        server = link.server
+        if s.copy_link is link and server.copy_in_unended():
+            self.out.write(m.error_response(
+                PROTOCOL_VIOLATION, f"unexpected message type 0x{code:02X} during COPY from stdin"))
+            raise ProtocolViolation("terminating connection because protocol synchronization "
+                                    "was lost")
+        if not server.copy_client_done or server.copy_simple:
+            # Not answered yet, or (a simple Query) it may go on into another COPY.
+            if server.copy_waiter is None:
+                server.copy_waiter = defer.Deferred()
+            # Looked at again after the rest of the server's chunk (the copy may have
+            # failed on a row already: an ErrorResponse right after the CopyInResponse).
+            later = defer.Deferred()
+            server.copy_waiter.addCallback(
+                lambda result: (self.place.call_soon(later.callback, None), result)[1])
+            return self.place.wait(later)
+        return handler(code, buf, start, end)
 
     # -- simple Query ---------------------------------------------------------------------------
     def on_query(self, code, buf, start, end):

@@ -416,3 +416,44 @@ def test_own_error_in_an_aborted_transaction_after_a_server_error(pgtwist_factor
     for _ in range(3):
         with _client(pg.port) as c:
             assert run(c) == "EZCZZTDCZ"
+
+
+def _until_closed(c: RawClient, data: bytes) -> list[str]:
+    """Send ``data``; the codes (errors with their SQLSTATE) until the peer closes."""
+    from .rawpg import error_fields
+
+    c.send(data)
+    seen = []
+    while True:
+        try:
+            code, body = c.read_msg()
+        except (EOFError, ConnectionResetError):
+            return seen
+        if code in "SNK":
+            continue
+        seen.append(code + error_fields(body).get("C", "") if code == "E" else code)
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_a_message_sent_in_copy_in_goes_to_the_copy_server(pgtwist_factory, cluster,
+                                                           copy_table, pool_mode):
+    """Fuzz finding (a hang in transaction pooling under load, seed 2 input 6544, reads on
+    the standby): a Query sent behind a simple-protocol COPY FROM STDIN, before any copy
+    message, is what ends the copy-in on the primary ("unexpected message type during
+    COPY from stdin").  pgtwist routed it to the standby like any read; its answer, and
+    a batch split after it (waiting for its part on the standby), waited behind the
+    COPY's, which nothing would end: the client saw CopyInResponse, then nothing."""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"pool_mode": pool_mode,
+                          "backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+    data = (query("copy fuzz_repro_copy(a) from stdin with (format csv)")
+            + query("select 1") + parse("select 2") + parse("release fz_sp", "fz1")
+            + SYNC + query("select 'probe'"))
+    with _client(cluster.primary_port) as direct:
+        expected = _until_closed(direct, data)
+    assert expected[:2] == ["G", "E08P01"]
+    for _ in range(3):
+        with _client(pg.port) as c:
+            assert _until_closed(c, data) == expected
