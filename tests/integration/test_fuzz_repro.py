@@ -435,14 +435,15 @@ def _until_closed(c: RawClient, data: bytes) -> list[str]:
 
 
 @pytest.mark.parametrize("pool_mode", ["session", "transaction"])
-def test_a_message_sent_in_copy_in_goes_to_the_copy_server(pgtwist_factory, cluster,
+def test_a_message_sent_in_copy_in_ends_the_session_as_postgresql_does(pgtwist_factory, cluster,
                                                            copy_table, pool_mode):
     """Fuzz finding (a hang in transaction pooling under load, seed 2 input 6544, reads on
     the standby): a Query sent behind a simple-protocol COPY FROM STDIN, before any copy
     message, is what ends the copy-in on the primary ("unexpected message type during
     COPY from stdin").  pgtwist routed it to the standby like any read; its answer, and
     a batch split after it (waiting for its part on the standby), waited behind the
-    COPY's, which nothing would end: the client saw CopyInResponse, then nothing."""
+    COPY's, which nothing would end: the client saw CopyInResponse, then nothing.  Now
+    pgtwist answers as PostgreSQL does: the error, then FATAL, and the session ends."""
     from .conftest import backends
 
     pg = pgtwist_factory({"pool_mode": pool_mode,
