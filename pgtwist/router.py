@@ -228,7 +228,9 @@ class Router:
         # Predicted transaction state, for statements routed before their answers arrive.
         if command == "BEGIN":
             s.route_status = "T"
-            s.txn_begin_for_standby = info.standby_text or sql
+            # A standby joins the transaction with its BEGIN, never with the rest of a
+            # multi-statement Query (that transaction stays on the primary: txn_on_primary).
+            s.txn_begin_for_standby = None if info.multi_statement else (info.standby_text or sql)
             s.replay_before_txn = list(s.replay)
         elif info.is_transaction_end:
             if s.replay_before_txn is not None and (command == "ROLLBACK"
@@ -289,7 +291,12 @@ class Router:
     def after_ready(self, s, status: int, settled: bool) -> None:
         """A ReadyForQuery from the primary; ``settled``: nothing else is in flight there."""
         if settled:
-            s.route_status = _STATUS.get(status, "I")
+            route_status = _STATUS.get(status, "I")
+            if s.route_status == "I" and route_status != "I":
+                # A transaction pgtwist did not see begin ("SELECT 1; BEGIN"): no standby
+                # got its BEGIN, so it runs on the primary alone.
+                s.sticky = replace(s.sticky or stickiness.INITIAL, txn_on_primary=True)
+            s.route_status = route_status
 
 
 def log_debug() -> bool:

@@ -53,6 +53,9 @@ _CATALOG = primary("primary: references system catalog").by("statement")
 _HINT = primary("primary: /*NO LOAD BALANCE*/ comment").by("statement")
 _ABORTED = primary("primary: read in an aborted transaction").by("statement")
 _SERIALIZABLE = primary("primary: read in a SERIALIZABLE transaction").by("statement")
+_TXN_ON_PRIMARY = primary("primary: the transaction began in a multi-statement query, "
+                          "no standby is in it").by("statement")
+_SAVEPOINTS = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK TO"})
 
 
 def _static_decision(command: str, to_both: bool, is_write: bool) -> RouteDecision:
@@ -85,6 +88,8 @@ class StatementPolicy:
         if q.parse_error:
             return _UNPARSED
         if q.route != EITHER:
+            if q.command in _SAVEPOINTS and request.session.txn_on_primary:
+                return _TXN_ON_PRIMARY  # §1.3: PRIMARY in a multi-statement-begun transaction
             key = (q.command, q.route == BOTH, q.is_write)
             decision = self._static.get(key)
             if decision is None:
@@ -104,6 +109,8 @@ class StatementPolicy:
                 return _ABORTED
             if s.serializable:
                 return _SERIALIZABLE
+            if s.txn_on_primary:
+                return _TXN_ON_PRIMARY
         return UNDECIDED
 
 

@@ -46,6 +46,9 @@ class StickyState:
     temp_tables: frozenset[str] = frozenset()   # check_temp_table=trace: committed temp tables
     pending_temp: frozenset[str] = frozenset()  # created in the open transaction
     pending_drop: frozenset[str] = frozenset()  # dropped in the open transaction
+    # The open transaction was begun by a multi-statement Query (or by one pgtwist did not
+    # see coming): it runs on the primary alone, no standby is in it.
+    txn_on_primary: bool = False
 
     @property
     def serializable(self) -> bool:
@@ -111,7 +114,7 @@ def after_statement(state: StickyState, mode: str, query: QueryInfo, wrote: bool
         # §1.4 dml_adaptive: tables are recorded per transaction, so a new one starts empty.
         return replace(s, writing_transaction=flag, txn_serializable=query.serializable,
                        written_objects=frozenset(), pending_temp=frozenset(),
-                       pending_drop=frozenset())
+                       pending_drop=frozenset(), txn_on_primary=query.multi_statement)
 
     ended = command in ("COMMIT", "ROLLBACK") or (in_txn_before and txn_status_after == "I")
     if ended:
@@ -122,7 +125,7 @@ def after_statement(state: StickyState, mode: str, query: QueryInfo, wrote: bool
         # §1.4 dml_adaptive: written tables are forgotten at transaction end.
         s = replace(s, writing_transaction=flag, written_objects=frozenset(),
                     txn_serializable=False, temp_tables=temps,
-                    pending_temp=frozenset(), pending_drop=frozenset())
+                    pending_temp=frozenset(), pending_drop=frozenset(), txn_on_primary=False)
         if command in ("COMMIT", "ROLLBACK"):
             return s
 
@@ -183,6 +186,7 @@ def session_view(state: StickyState, *, user: str, database: str, application_na
         writing_transaction=state.writing_transaction,
         written_objects=state.written_objects if in_txn else frozenset(),
         temp_tables=state.visible_temp_tables,
+        txn_on_primary=in_txn and state.txn_on_primary,
     )
 
 

@@ -88,6 +88,7 @@ class SessionView:
     writing_transaction: bool = False   # disable_load_balance_on_write flag is set
     written_objects: frozenset[str] = frozenset()   # dml_adaptive: written in this transaction
     temp_tables: frozenset[str] = frozenset()       # created in this session (trace)
+    txn_on_primary: bool = False   # the open transaction runs on the primary alone
 
 
 @dataclass(frozen=True)

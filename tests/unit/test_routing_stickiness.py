@@ -325,3 +325,33 @@ def test_write_rules_failed_statement_is_not_a_write():
     request = make_request("INSERT")
     assert not rules.after(INITIAL, request, "I", failed=True).writing_transaction
     assert rules.after(INITIAL, request, "I").writing_transaction
+
+
+# --- a transaction begun by a multi-statement Query --------------------------------------------
+
+
+def test_multi_statement_begin_keeps_its_transaction_on_the_primary():
+    """"BEGIN; SELECT 1" runs on the primary alone: no standby is in that transaction, so
+    its reads and savepoints stay on the primary until it ends; a plain BEGIN is balanced."""
+    chain = Chain(cls(parse({})) for _keys, parse, cls in builtin.POLICIES.values())
+    rules = WriteRules.from_params({})
+    multi_begin = make_query("BEGIN", multi_statement=True)
+    got = _drive(chain, rules, [
+        (multi_begin, "T"), (make_query("SELECT"), "T"), (make_query("SAVEPOINT"), "T"),
+        (make_query("SELECT"), "T"), (COMMIT, "I"),
+        (make_query("SELECT"), "I"),
+        (BEGIN, "T"), (make_query("SELECT"), "T"), (make_query("SAVEPOINT"), "T"),
+        (ROLLBACK, "I")])
+    lb, primary, both = Target.NODE, Target.PRIMARY, Target.BOTH
+    assert got == [primary, primary, primary, primary, both, lb, both, lb, both, both]
+
+
+def test_txn_on_primary_is_seen_inside_a_transaction_only():
+    s = after_statement(INITIAL, "transaction", make_query("BEGIN", multi_statement=True),
+                        False, False, None)
+    assert s.txn_on_primary
+    view = {status: session_view(s, user="u", database="d", application_name="", lb_node=1,
+                                 txn_status=status).txn_on_primary for status in "ITE"}
+    assert view == {"I": False, "T": True, "E": True}
+    assert not run("transaction", [(COMMIT, False, "T", "I")], s).txn_on_primary
+    assert not run("transaction", [(BEGIN, False, "I", "T")], s).txn_on_primary
