@@ -150,8 +150,16 @@ class Placement:
             # link checked out now would be handed straight back, and the lookup retried
             # again, recursively (or queued for a link nobody will use).
             return defer.fail(CatalogUnavailable("the session is closed"))
-        if s.route_status == "E" or s.failed_elsewhere:
+        if s.route_status == "E" or s.failed_elsewhere or s.skip_until_sync:
             return defer.fail(CatalogUnavailable("the session's transaction is aborted"))
+        tail = self.ordering.tail_open()
+        if tail is not None and not tail.link.closed:
+            # The lookup's Query would end the client's unsynced batch part: end it with
+            # pgtwist's own Sync and wait for its answers first (end_part), so that an
+            # error in it makes pgtwist skip the rest of the batch, as the server would.
+            wait = self.end_part(None)
+            if wait is not None:
+                return wait.addCallback(lambda _: self.catalog_query(sql))
         try:
             link = self.links.link(s.primary_id)
         except LinkUnavailable as exc:
@@ -268,9 +276,17 @@ class Placement:
             return None  # PostgreSQL ignores a Query while skipping to Sync
         tail = self.ordering.tail_open()
         probe = s.probe
-        if tail is None or s.route_status == "E":
+        if tail is None:
             s.probe = None
             return GO
+        if s.route_status == "E":
+            # An aborted transaction refuses the probe's Parse whether or not the server
+            # skips already, so the part is ended instead and its answers awaited: after an
+            # error in it the Query is skipped (no answer at all from the server), else it
+            # runs and gets its 25P02.
+            s.probe = None
+            wait = self.end_part(None)
+            return GO if wait is None else self.wait(wait)
         if probe is not None and probe.segment is not tail:
             # Left from an earlier batch (its message was skipped another way): it says
             # nothing about this one.

@@ -24,6 +24,7 @@ from .rawpg import (
     msg,
     parse,
     query,
+    rows_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -458,3 +459,98 @@ def test_a_message_sent_in_copy_in_ends_the_session_as_postgresql_does(pgtwist_f
     for _ in range(3):
         with _client(pg.port) as c:
             assert _until_closed(c, data) == expected
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_query_inside_a_skipped_batch_of_an_aborted_transaction(pgtwist_factory, cluster,
+                                                                pool_database, pool_mode):
+    """Fuzz finding (seed 2 inputs 21175 and 24130, hangs in both pool modes): in an
+    aborted transaction an Execute of a portal that does not exist fails and the server
+    skips to Sync, discarding a Query sent behind it with no answer at all.  pgtwist
+    forwarded that Query (it sent no skip probe in an aborted transaction, since the
+    probe's Parse fails there either way) and waited for its ReadyForQuery for ever.  Now
+    it ends the batch part and awaits its answers first, as PostgreSQL's skip decides."""
+    pg = pgtwist_factory({"pool_mode": pool_mode}, hba=TRUST_HBA, replica_weight=1)
+    data = (execute("fz_no_portal") + query("select 1") + copy_data(b"1\n") + SYNC
+            + query("rollback") + query("select 'after'"))
+
+    def run(c: RawClient) -> str:
+        c.send(query("begin; select 1/0"))
+        assert codes_of(c.read_until("Z")) == "CEZ"  # aborted
+        c.send(data)
+        msgs = c.read_until("Z", 3)
+        assert rows_of(msgs) == [["after"]]
+        return codes_of(msgs)
+
+    with _client(cluster.primary_port) as direct:
+        assert run(direct) == "EZCZTDCZ"
+    for _ in range(3):
+        with _client(pg.port) as c:
+            assert run(c) == "EZCZTDCZ"
+    assert_log_clean(pg)
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_a_catalog_lookup_inside_a_failed_batch_skips_the_rest(pgtwist_factory, cluster,
+                                                               copy_table, pool_mode):
+    """Fuzz deviation (seed 2 input 21175, reads on the primary): a statement needing a
+    catalog lookup (a function's volatility) came after a failed Parse in the same
+    batch.  The lookup's Query ended the batch part with pgtwist's own Sync, where the
+    server stopped skipping, and the rest of the batch then ran: the client got its
+    answers after the error, and an INSERT behind it was committed.  PostgreSQL skips
+    everything after the first error up to the client's Sync."""
+    from .conftest import backends
+
+    tag = f"fz-lookup-{pool_mode}"
+    data = (parse("select * from fz_repro_missing") + parse("select upper('a')", "fz2")
+            + bind(statement="fz2") + execute()
+            + parse(f"insert into fuzz_repro_copy values (78, '{tag}')") + bind() + execute())
+    with _client(cluster.primary_port) as direct:
+        assert _answer(direct, data) == "EZTDCZ"
+    # A fresh daemon per round: the function's volatility is looked up once, then cached.
+    for _ in range(2):
+        pg = pgtwist_factory({"pool_mode": pool_mode,
+                              "backends": backends(cluster, primary_weight=1, replica_weight=0)},
+                             hba=TRUST_HBA)
+        with _client(pg.port) as c:
+            assert _answer(c, data) == "EZTDCZ"
+            assert c.rows(f"select count(*) from fuzz_repro_copy where b = '{tag}'") == [["0"]]
+        assert_log_clean(pg)
+        pg.stop()
+
+
+@pytest.mark.parametrize("begin", ["begin; select 1", "select 1; begin",
+                                   "; start transaction isolation level read committed; select 2"])
+def test_a_transaction_begun_in_a_multi_statement_query_stays_on_the_primary(
+        pgtwist_factory, cluster, pool_database, begin):
+    """Fuzz deviation (seed 2 input 21175, reads on the standby): a multi-statement Query
+    opening a transaction runs on the primary alone, yet the session's reads in that
+    transaction went to its standby link, already open and in no transaction: a read
+    failing there left the primary's transaction open (the next statement ran where
+    PostgreSQL answers 25P02), and reads saw no transaction snapshot.  Such a transaction
+    now keeps its statements on the primary (Pgpool-II does so for its SAVEPOINTs)."""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+
+    def run(c: RawClient, proxied: bool) -> str:
+        assert c.rows("select 1") == [["1"]]  # the standby link is open now (pgtwist)
+        c.send(query(begin))
+        assert c.read_until("Z")[-1] == ("Z", b"T")
+        if proxied:
+            assert c.rows("select inet_server_port()") == [[str(cluster.primary_port)]]
+            c.send(query("savepoint fz_sp"))
+            assert codes_of(c.read_until("Z")) == "CZ"
+        c.send(parse("select * from fz_repro_missing") + bind() + execute() + SYNC
+               + query("select 'x'") + query("rollback") + query("select 'y'"))
+        msgs = c.read_until("Z", 4)
+        assert rows_of(msgs) == [["y"]]
+        return codes_of(msgs)
+
+    with _client(cluster.primary_port) as direct:
+        assert run(direct, False) == "EZEZCZTDCZ"
+    for _ in range(3):
+        with _client(pg.port) as c:
+            assert run(c, True) == "EZEZCZTDCZ"
+    assert_log_clean(pg)
