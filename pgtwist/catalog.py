@@ -18,16 +18,11 @@ from twisted.internet import defer
 
 from .logs import logger
 from .routing.values import CatalogFacts
-from .sql.idents import split_qualified, strip_quotes
+from .sql.idents import quote_literal, split_qualified, strip_quotes
 
 log = logger(__name__)
 
 _EMPTY = CatalogFacts()
-
-
-def quote_literal(text: str) -> str:
-    """An escape-string literal: the same under any standard_conforming_strings."""
-    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _name_conditions(names, column: str) -> str:

@@ -12,7 +12,7 @@ import random
 from dataclasses import replace
 
 from . import logs
-from .catalog import _EMPTY, CatalogCache, quote_literal
+from .catalog import _EMPTY, CatalogCache
 from .logs import logger
 from .registry import build_chain, catalog_options, write_rules
 from .routing import stickiness
@@ -24,80 +24,12 @@ from .routing.values import (
     Target,
     primary,
 )
-from .sql import state as sql_state
 from .sql.classify import Classifier
 from .sql.info import BOTH
 
 log = logger(__name__)
 
 _STATUS = {ord("I"): "I", ord("T"): "T", ord("E"): "E"}
-# Session-state commands a link opened later must replay.
-_REPLAYED = frozenset({"SET", "RESET", "DISCARD"})
-_MAX_REPLAY = 256
-
-
-# Settings the server reports with ParameterStatus that a client may change.
-_REPORTED_SETTABLE = frozenset({"application_name", "client_encoding", "DateStyle",
-                                "IntervalStyle", "TimeZone", "standard_conforming_strings",
-                                "search_path"})
-
-
-def _savepoint(s, command: str, sql: str, name: str | None = None) -> None:
-    """SAVEPOINT / ROLLBACK TO / RELEASE: the SETs made after a savepoint rolled back to
-    never happened (PostgreSQL undoes them too).  ``name``: the savepoint, if known
-    (QueryInfo.savepoint_name); else it is read from ``sql``."""
-    if name is None:
-        name = sql_state.savepoint_name(sql)
-        if name is None:
-            return
-    if command == "SAVEPOINT":
-        s.savepoints.append((name, list(s.replay)))
-        return
-    for i in range(len(s.savepoints) - 1, -1, -1):
-        if s.savepoints[i][0] == name:
-            if command == "ROLLBACK TO":
-                s.replay[:] = s.savepoints[i][1]
-                del s.savepoints[i + 1:]  # the savepoint itself stays
-            else:
-                del s.savepoints[i:]
-            return
-
-
-def _remember_state(s, sql: str, info=None) -> None:
-    """Record a session-state statement for links the session uses later (in order; a
-    repeated one moves to the end, so setting a value back is kept).  ``info``: its
-    QueryInfo, if classified; else the facts are read from ``sql``."""
-    if info is not None:
-        local, reset = info.set_local, info.reset_all
-    else:
-        local, reset = sql_state.set_local(sql), sql_state.reset_all(sql)
-    if local:
-        return
-    if reset:
-        s.replay.clear()
-        return
-    if sql in s.replay:
-        s.replay.remove(sql)
-    s.replay.append(sql)
-    del s.replay[:-_MAX_REPLAY]
-
-def _last_states(parts: list[str]) -> list[str]:
-    """The parts whose _remember_state calls decide the record (a long multi-statement
-    text): from the last RESET ALL on, each distinct text's last occurrence, at most
-    _MAX_REPLAY of them; the same record, without one list scan per part."""
-    keep: list[str] = []
-    seen: set[str] = set()
-    for part in reversed(parts):
-        if part in seen or sql_state.set_local(part):
-            continue
-        seen.add(part)
-        keep.append(part)
-        if sql_state.reset_all(part) or len(keep) > _MAX_REPLAY:
-            break
-    keep.reverse()
-    return keep
-
-
 _DECISION_CACHE_MAX = 4096
 _NO_FACTS = CatalogFacts()
 
@@ -214,63 +146,21 @@ class Router:
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def after_statement(self, s, info, decision, node_id: int, sql: str) -> None:
-        """Record what sending ``info`` to ``node_id`` means for the session's later routing."""
-        command = info.command
+        """Record what sending ``info`` to ``node_id`` means for the session's later routing
+        (the session's own bookkeeping is Session.statement_sent)."""
         if info.is_read and node_id is not None:
             self.proxy.cluster.nodes[node_id].select_cnt += 1
         if not (info.is_read and info.route != BOTH and not info.functions
                 and not info.serializable and not info.temp_tables_created
                 and not info.tables_dropped and not info.has_leading_comment
-                and command == "SELECT"):
+                and info.command == "SELECT"):
             # A plain read changes no write-tracking state; everything else is run
             # through the §1.4 rules.
             self._sticky_after(s, info, sql)
-        # Predicted transaction state, for statements routed before their answers arrive.
-        if command == "BEGIN":
-            s.route_status = "T"
-            # A standby joins the transaction with its BEGIN, never with the rest of a
-            # multi-statement Query (that transaction stays on the primary: txn_on_primary).
-            s.txn_begin_for_standby = None if info.multi_statement else (info.standby_text or sql)
-            s.replay_before_txn = list(s.replay)
-        elif info.is_transaction_end:
-            if s.replay_before_txn is not None and (command == "ROLLBACK"
-                                                    or s.route_status == "E"):
-                s.replay[:] = s.replay_before_txn  # its SETs were rolled back too
-            s.replay_before_txn = None
-            s.savepoints.clear()
-            s.route_status = "I"
-            s.txn_begin_for_standby = None
-        elif command in ("SAVEPOINT", "ROLLBACK TO", "RELEASE") and s.route_status != "I":
-            if info.savepoint_name is not None:
-                _savepoint(s, command, sql, info.savepoint_name)
-        if command == "BEGIN" and info.multi_statement and info.is_write:
+        s.statement_sent(info, node_id, sql)
+        if info.command == "BEGIN" and info.multi_statement and info.is_write:
             # "BEGIN; INSERT ...": the writes happen inside the transaction it opens.
             self._sticky_after(s, replace(info, command="UNKNOWN"), sql)
-        implicit = s.route_status == "I" and command != "BEGIN"
-        if command in _REPLAYED and info.route == BOTH:
-            if implicit and s.implicit_undo is None:
-                s.implicit_undo = list(s.replay)
-            _remember_state(s, sql, info)
-        elif info.multi_statement and sql_state.may_change_settings(sql):
-            if implicit and s.implicit_undo is None:
-                s.implicit_undo = list(s.replay)
-            parts = sql_state.setting_statements(sql)
-            if len(parts) > _MAX_REPLAY:
-                parts = _last_states(parts)
-            for part in parts:
-                _remember_state(s, part)
-        if info.prepare_name is not None and info.prepared is not None:
-            from .session import SqlPrepared
-
-            s.sql_prepared[info.prepare_name] = SqlPrepared(sql, info.prepared, {node_id},
-                                                            info.prepare_name)
-        elif info.deallocate_name is not None:
-            if info.deallocate_name == "*":
-                s.sql_prepared.clear()
-            else:
-                s.sql_prepared.pop(info.deallocate_name, None)
-        if info.discard_all and s.route_status == "I":
-            s.sql_prepared.clear()  # (DISCARD ALL fails inside a transaction block)
         if info.temp_tables_created or info.tables_dropped:
             self.catalog.forget_tables(s.database, info.temp_tables_created + info.tables_dropped)
 
@@ -282,11 +172,6 @@ class Router:
             txn_status=s.route_status,
         ), None, facts, sql)
         s.sticky = self.rules.after(s.sticky or stickiness.INITIAL, request, None)
-
-    def remember_parameter(self, s, name: str, value: str) -> None:
-        """A reported setting changed in the client's view: keep it for later links."""
-        if name in _REPORTED_SETTABLE:
-            _remember_state(s, f"SET {name} TO {quote_literal(value)}")
 
     def after_ready(self, s, status: int, settled: bool) -> None:
         """A ReadyForQuery from the primary; ``settled``: nothing else is in flight there."""

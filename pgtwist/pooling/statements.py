@@ -14,10 +14,10 @@ Nothing here does I/O; the session layer (pgtwist.session.txmode) uses these pie
 from __future__ import annotations
 
 import itertools
-import re
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from ..sql import state as sql_state
 from ..wire import codes
 from ..wire import messages as m
 
@@ -125,13 +125,9 @@ _ADVISORY_SESSION_LOCKS = frozenset({
     "pg_advisory_lock", "pg_advisory_lock_shared",
     "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
 })
-_WITH_HOLD = re.compile(r"\bWITH\s+HOLD\b", re.IGNORECASE)
-_SET_CONFIG_LOCAL = re.compile(r"set_config\s*\((?:[^;]*?),\s*true\s*\)", re.IGNORECASE)
-_SET_CONFIG_NAME = re.compile(r"set_config\s*\(\s*'([^']*)'", re.IGNORECASE)
 # Settings the server reports (ParameterStatus): the relay tracks them without a SET.
 _REPORTED = frozenset({"application_name", "client_encoding", "datestyle", "intervalstyle",
                        "timezone", "standard_conforming_strings", "search_path"})
-_SESSION_AUTH = re.compile(r"^\s*SET\s+(SESSION\s+)?SESSION\s+AUTHORIZATION\b", re.IGNORECASE)
 
 
 def pin_reason(info, sql: str) -> str | None:
@@ -147,30 +143,24 @@ def pin_reason(info, sql: str) -> str | None:
         return "listen"
     if info.temp_tables_created:
         return "temp_table"
-    if command == "DECLARE" and _WITH_HOLD.search(sql):
+    if command == "DECLARE" and sql_state.with_hold(sql):
         return "with_hold_cursor"
-    if command == "SET" and _SESSION_AUTH.match(sql):
+    if command == "SET" and sql_state.sets_session_authorization(sql):
         return "session_authorization"
     for fn in info.functions:
         base = fn.rpartition(".")[2]
         if base in _ADVISORY_SESSION_LOCKS:
             return "advisory_lock"
-        if base == "set_config" and not _SET_CONFIG_LOCAL.search(sql):
+        if base == "set_config":
             # A session-level set_config() is invisible to SET tracking: keep the link,
             # unless it names a reported setting (tracked through ParameterStatus).
-            names = {n.lower() for n in _SET_CONFIG_NAME.findall(sql)}
-            if not names or not names <= _REPORTED:
+            names = sql_state.session_set_config_names(sql)
+            if names is not None and (not names or not names <= _REPORTED):
                 return "set_config"
     return None
 
 
 # -- SQL pgtwist writes for transaction pooling ---------------------------------------------
-DISCARD_ALL = re.compile(r"\s*DISCARD\s+ALL\s*;?\s*$", re.IGNORECASE)
-# A text too big to classify (QueryInfo.bounded) that may leave state on its server which
-# pin_reason would have seen: the session keeps its links (one C-level search).
-MAY_KEEP_STATE = re.compile(
-    r"\b(?:set|reset|discard|listen|temp|temporary|hold|prepare|declare|load|set_config"
-    r"|pg_(?:try_)?advisory_lock(?:_shared)?)\b", re.IGNORECASE)
 
 
 def _dollar_quoted(text: str, tag: str) -> str:
@@ -192,7 +182,3 @@ def raise_sql(sqlstate: str, message: str) -> str:
     body = (f"BEGIN RAISE EXCEPTION '%', {_dollar_quoted(message, 'm')} "
             f"USING ERRCODE = '{sqlstate}'; END")
     return f"DO {_dollar_quoted(body, 'pgtwist')}"
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

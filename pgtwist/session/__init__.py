@@ -9,8 +9,8 @@ given its collaborators when it is built:
 - ``links``: the backend links the session holds (``LinkSet``), and flow control;
 - ``placement``: where a message goes (routing glue shared by requests and modes);
 - ``requests``: the client's messages; ``replies``: the servers' answers;
-- ``modes`` / ``txmode``: what the pool mode changes (``SessionMode``,
-  ``TransactionMode``), chosen once when the service is built;
+- ``poolmode`` / ``modes`` / ``txmode``: what the pool mode changes (the hooks of
+  ``PoolMode``; ``SessionMode``, ``TransactionMode``), chosen once when the service is built;
 - ``startup``: from StartupMessage to the first ReadyForQuery;
 - ``flow``: the producer/consumer valves between the client and its links.
 

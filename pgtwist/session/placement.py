@@ -8,8 +8,6 @@ catalog fact, a link still opening, a standby's COMMIT) is at hand.
 
 from __future__ import annotations
 
-import re
-
 from twisted.internet import defer
 
 from ..logs import logger
@@ -28,8 +26,6 @@ GO = object()    # a mode hook has nothing special to do: route as usual
 ABORTED = m.error_response(
     "25P02", "current transaction is aborted, commands ignored until end of transaction block")
 _PROBE_FRAMES = m.frame(codes.PARSE, b"\0\0\0\0") + m.FLUSH  # unnamed, empty text; Flush
-
-_CURSOR_NAME = re.compile(r'("(?:[^"]|"")+"|[A-Za-z_][\w$]*)\s*;?\s*$')
 
 
 class CatalogUnavailable(Exception):
@@ -51,17 +47,6 @@ class SkipProbe:
         self.nodes: set[int] = set()
         self.segment = segment  # the batch part it was sent in: its answer is about that only
         self.settled = defer.Deferred()  # fired by Replies at its ParseComplete or error
-
-
-def cursor_name(sql: str) -> str | None:
-    """The cursor a FETCH/MOVE/CLOSE names (its last word), as PostgreSQL folds it."""
-    found = _CURSOR_NAME.search(sql)
-    if found is None:
-        return None
-    name = found.group(1)
-    if name.startswith('"'):
-        return name[1:-1].replace('""', '"')
-    return name.lower()
 
 
 def route_node(node_id: int):
@@ -131,7 +116,7 @@ class Placement:
                 # Routed like its body: the text the policies see is the body too.
                 return self.decide(prepared.info, prepared_body_sql(prepared.sql)), prepared
         elif info.command in ("FETCH", "MOVE", "CLOSE") and s.portals:
-            name = cursor_name(sql)
+            name = info.cursor_name
             node_id = s.portals.get(name.encode()) if name else None
             if node_id is not None:
                 return route_node(node_id), None

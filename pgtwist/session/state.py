@@ -10,8 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..conn.server import UndoReplay
-from ..sql.info import QueryInfo
+from ..sql import state as sql_state
+from ..sql.idents import quote_literal
+from ..sql.info import BOTH, QueryInfo
 from ..wire import codes
+
+# Session-state commands a link opened later must replay.
+_REPLAYED = frozenset({"SET", "RESET", "DISCARD"})
+_MAX_REPLAY = 256
+# Settings the server reports with ParameterStatus that a client may change.
+_REPORTED_SETTABLE = frozenset({"application_name", "client_encoding", "DateStyle",
+                                "IntervalStyle", "TimeZone", "standard_conforming_strings",
+                                "search_path"})
 
 
 @dataclass
@@ -126,3 +136,108 @@ class Session:
     @property
     def txn_failed(self) -> bool:
         return self.txn_status == codes.TXN_FAILED
+
+    # -- what the session's statements do to it (once sent; an error undoes: UNDO) --------------
+    def statement_sent(self, info: QueryInfo, node_id: int | None, sql: str) -> None:
+        """Bookkeeping once ``info`` was sent to ``node_id``: the predicted transaction
+        state, the SETs later links must replay (and what a savepoint or a rollback undoes
+        of them), and the SQL-level prepared statements."""
+        command = info.command
+        if command == "BEGIN":
+            self.route_status = "T"
+            # A standby joins the transaction with its BEGIN, never with the rest of a
+            # multi-statement Query (that transaction stays on the primary: txn_on_primary).
+            self.txn_begin_for_standby = (None if info.multi_statement
+                                          else (info.standby_text or sql))
+            self.replay_before_txn = list(self.replay)
+        elif info.is_transaction_end:
+            if self.replay_before_txn is not None and (command == "ROLLBACK"
+                                                       or self.route_status == "E"):
+                self.replay[:] = self.replay_before_txn  # its SETs were rolled back too
+            self.replay_before_txn = None
+            self.savepoints.clear()
+            self.route_status = "I"
+            self.txn_begin_for_standby = None
+        elif command in ("SAVEPOINT", "ROLLBACK TO", "RELEASE") and self.route_status != "I":
+            if info.savepoint_name is not None:
+                self._savepoint(command, info.savepoint_name)
+        implicit = self.route_status == "I" and command != "BEGIN"
+        if command in _REPLAYED and info.route == BOTH:
+            if implicit and self.implicit_undo is None:
+                self.implicit_undo = list(self.replay)
+            self._remember_state(sql, info)
+        elif info.multi_statement and sql_state.may_change_settings(sql):
+            if implicit and self.implicit_undo is None:
+                self.implicit_undo = list(self.replay)
+            parts = sql_state.setting_statements(sql)
+            if len(parts) > _MAX_REPLAY:
+                parts = _last_states(parts)
+            for part in parts:
+                self._remember_state(part)
+        if info.prepare_name is not None and info.prepared is not None:
+            self.sql_prepared[info.prepare_name] = SqlPrepared(sql, info.prepared, {node_id},
+                                                               info.prepare_name)
+        elif info.deallocate_name is not None:
+            if info.deallocate_name == "*":
+                self.sql_prepared.clear()
+            else:
+                self.sql_prepared.pop(info.deallocate_name, None)
+        if info.discard_all and self.route_status == "I":
+            self.sql_prepared.clear()  # (DISCARD ALL fails inside a transaction block)
+
+    def remember_parameter(self, name: str, value: str) -> None:
+        """A reported setting changed in the client's view: keep it for later links."""
+        if name in _REPORTED_SETTABLE:
+            self._remember_state(f"SET {name} TO {quote_literal(value)}")
+
+    def _savepoint(self, command: str, name: str) -> None:
+        """SAVEPOINT / ROLLBACK TO / RELEASE ``name``: the SETs made after a savepoint
+        rolled back to never happened (PostgreSQL undoes them too)."""
+        savepoints = self.savepoints
+        if command == "SAVEPOINT":
+            savepoints.append((name, list(self.replay)))
+            return
+        for i in range(len(savepoints) - 1, -1, -1):
+            if savepoints[i][0] == name:
+                if command == "ROLLBACK TO":
+                    self.replay[:] = savepoints[i][1]
+                    del savepoints[i + 1:]  # the savepoint itself stays
+                else:
+                    del savepoints[i:]
+                return
+
+    def _remember_state(self, sql: str, info: QueryInfo | None = None) -> None:
+        """Record a session-state statement for links the session uses later (in order; a
+        repeated one moves to the end, so setting a value back is kept).  ``info``: its
+        QueryInfo, if classified; else the facts are read from ``sql``."""
+        if info is not None:
+            local, reset = info.set_local, info.reset_all
+        else:
+            local, reset = sql_state.set_local(sql), sql_state.reset_all(sql)
+        if local:
+            return
+        replay = self.replay
+        if reset:
+            replay.clear()
+            return
+        if sql in replay:
+            replay.remove(sql)
+        replay.append(sql)
+        del replay[:-_MAX_REPLAY]
+
+
+def _last_states(parts: list[str]) -> list[str]:
+    """The parts whose _remember_state calls decide the record (a long multi-statement
+    text): from the last RESET ALL on, each distinct text's last occurrence, at most
+    _MAX_REPLAY of them; the same record, without one list scan per part."""
+    keep: list[str] = []
+    seen: set[str] = set()
+    for part in reversed(parts):
+        if part in seen or sql_state.set_local(part):
+            continue
+        seen.add(part)
+        keep.append(part)
+        if sql_state.reset_all(part) or len(keep) > _MAX_REPLAY:
+            break
+    keep.reverse()
+    return keep

@@ -32,21 +32,21 @@ from operator import itemgetter
 from ..conn.server import LinkStatements, UndoPrepare
 from ..logs import logger
 from ..pooling.statements import (
-    DISCARD_ALL,
-    MAY_KEEP_STATE,
     NO_STATEMENT,
     batch_needs,
     close_statement,
     describe_statement,
     parse_frame,
     pin_reason,
-    quote_ident,
     raise_sql,
     rename_bind,
 )
+from ..sql import state as sql_state
+from ..sql.idents import quote_ident
 from ..wire import codes
 from ..wire import messages as m
 from .placement import GO, WAIT
+from .poolmode import PoolMode
 from .state import Statement
 
 log = logger(__name__)
@@ -56,21 +56,9 @@ PARSE_COMPLETE = m.frame(codes.PARSE_COMPLETE)
 CLOSE_COMPLETE = m.frame(codes.CLOSE_COMPLETE)
 
 
-class TransactionMode:
+class TransactionMode(PoolMode):
     """Transaction pooling: links go back to the pool between transactions unless a
     session feature pins them (``session.pinned``)."""
-
-    def __init__(self, session, outbox, links, ordering, placement, router, cluster,
-                 pooling, backlog) -> None:
-        self.session = session
-        self.out = outbox
-        self.links = links
-        self.ordering = ordering
-        self.place = placement
-        self.router = router
-        self.cluster = cluster
-        self.pooling = pooling
-        self.backlog = backlog   # the client frames received and not yet routed
 
     # -- statements on links ------------------------------------------------------------------
     def _cache(self, link) -> LinkStatements:
@@ -186,7 +174,7 @@ class TransactionMode:
     def parameter_reported(self, name: str, value: str) -> None:
         # set_config() and the like change reported settings without a SET statement;
         # the report is kept to be re-applied like one.
-        self.router.remember_parameter(self.session, name, value)
+        self.session.remember_parameter(name, value)
 
     # -- extended protocol ---------------------------------------------------------------------
     def before_parse(self, name: bytes, sql: str, rest: bytes, info, buf: bytes, start: int):
@@ -348,7 +336,7 @@ class TransactionMode:
         if info.prepare_name is not None and info.prepare_name in s.sql_prepared:
             return self._fail(info, "42P05",
                                  f'prepared statement "{info.prepare_name}" already exists')
-        if (info.command == "DISCARD" and DISCARD_ALL.match(sql) and self.session.pinned is None
+        if (info.discard_all and not info.multi_statement and self.session.pinned is None
                 and s.route_status == "I" and not self.links):
             # Nothing of this session is on any server: forgetting is the whole job.
             s.statements.clear()
@@ -389,8 +377,7 @@ class TransactionMode:
             # If it fails, the name stays free.
             name = info.prepare_name
             self.ordering.file_undo(link, UndoPrepare(name, s.sql_prepared.get(name)))
-        command = info.command
-        if command == "DISCARD" and DISCARD_ALL.match(sql) and s.route_status == "I":
+        if info.discard_all and not info.multi_statement and s.route_status == "I":
             server.forget_statements()
             server.unnamed = None
             s.statements.clear()
@@ -401,7 +388,7 @@ class TransactionMode:
                 del s.statements[key]
         if self.session.pinned is None:
             reason = pin_reason(info, sql)
-            if reason is None and info.bounded and MAY_KEEP_STATE.search(sql):
+            if reason is None and info.bounded and sql_state.may_keep_state(sql):
                 reason = "unparsed_text"
             if reason is not None:
                 self.session.pinned = reason

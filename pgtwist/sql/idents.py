@@ -1,7 +1,8 @@
 """SQL identifiers as PostgreSQL resolves them: the one place that folds case and quotes.
 
 An unquoted identifier is folded to lower case; a quoted one keeps its case and
-loses its quotes, a doubled ``""`` inside standing for one ``"``.
+loses its quotes, a doubled ``""`` inside standing for one ``"``.  The texts pgtwist
+writes itself quote names and values here too.
 """
 
 from __future__ import annotations
@@ -31,3 +32,13 @@ def split_qualified(name: str) -> tuple[str | None, str]:
     """``'schema.t'`` -> ``('schema', 't')``; ``'t'`` -> ``(None, 't')``."""
     schema, _, base = name.rpartition(".")
     return (schema or None), base
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted identifier (its case kept)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """An escape-string literal: the same under any standard_conforming_strings."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"

@@ -28,6 +28,13 @@ _SETTING = re.compile(r"(?:SET|RESET|DISCARD\s+ALL)\b", re.IGNORECASE)
 _SAVEPOINT_NAME = re.compile(
     r"\s*(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+WORK|\s+TRANSACTION)?\s+TO"
     r"(?:\s+SAVEPOINT)?)\s+(\"(?:[^\"]|\"\")+\"|[^\s;]+)", re.IGNORECASE)
+_WITH_HOLD = re.compile(r"\bWITH\s+HOLD\b", re.IGNORECASE)
+_SESSION_AUTH = re.compile(r"\s*SET\s+(SESSION\s+)?SESSION\s+AUTHORIZATION\b", re.IGNORECASE)
+_SET_CONFIG_LOCAL = re.compile(r"set_config\s*\((?:[^;]*?),\s*true\s*\)", re.IGNORECASE)
+_SET_CONFIG_NAME = re.compile(r"set_config\s*\(\s*'([^']*)'", re.IGNORECASE)
+_MAY_KEEP_STATE = re.compile(
+    r"\b(?:set|reset|discard|listen|temp|temporary|hold|prepare|declare|load|set_config"
+    r"|pg_(?:try_)?advisory_lock(?:_shared)?)\b", re.IGNORECASE)
 _LAST_NAME = re.compile(r'("(?:[^"]|"")+"|[A-Za-z_][\w$]*)\s*;?\s*$')
 
 
@@ -78,3 +85,27 @@ def last_name(text: str) -> str | None:
     """The statement's last word as a folded identifier (the cursor of FETCH/MOVE/CLOSE)."""
     found = _LAST_NAME.search(text)
     return fold(found.group(1)) if found is not None else None
+
+
+def with_hold(text: str) -> bool:
+    """DECLARE ... WITH HOLD: the cursor outlives its transaction."""
+    return _WITH_HOLD.search(text) is not None
+
+
+def sets_session_authorization(text: str) -> bool:
+    """SET [SESSION] SESSION AUTHORIZATION (RESET ALL keeps it)."""
+    return _SESSION_AUTH.match(text) is not None
+
+
+def session_set_config_names(text: str) -> frozenset[str] | None:
+    """The settings a session-level set_config() call in ``text`` names (lower case; empty
+    when no name is a literal); None when its set_config is transaction-local."""
+    if _SET_CONFIG_LOCAL.search(text):
+        return None
+    return frozenset(n.lower() for n in _SET_CONFIG_NAME.findall(text))
+
+
+def may_keep_state(text: str) -> bool:
+    """A cheap test for a text too big to classify: a word that may leave state on its
+    server (SET, LISTEN, TEMP, WITH HOLD, PREPARE, advisory locks...) occurs at all."""
+    return _MAY_KEEP_STATE.search(text) is not None

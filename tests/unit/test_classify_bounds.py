@@ -9,11 +9,11 @@ check which work is done, and the bench (``python -m bench.stall``) measures the
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 import pytest
 
-from pgtwist.router import _MAX_REPLAY, _last_states, _remember_state
+from pgtwist.session import Session
+from pgtwist.session.state import _MAX_REPLAY, _last_states
 from pgtwist.sql import classify as classify_module
 from pgtwist.sql import parsed as parsed_module
 from pgtwist.sql.classify import MAX_LENGTH, MAX_PARENS, MAX_STATEMENTS, Classifier
@@ -126,9 +126,9 @@ def test_pathological_nested_comment_is_cut_short():
 
 
 def _replay_one_by_one(start, parts):
-    s = SimpleNamespace(replay=list(start))
+    s = Session(pid=1, secret=1, replay=list(start))
     for part in parts:
-        _remember_state(s, part)
+        s._remember_state(part)
     return s.replay
 
 
@@ -139,7 +139,7 @@ def test_last_states_record_the_same_as_one_by_one():
     for _ in range(200):
         parts = [rng.choice(words) for _ in range(rng.randint(_MAX_REPLAY + 1, 900))]
         start = [f"SET old{i} = 1" for i in range(rng.randint(0, 5))]
-        s = SimpleNamespace(replay=list(start))
+        s = Session(pid=1, secret=1, replay=list(start))
         for part in _last_states(parts):
-            _remember_state(s, part)
+            s._remember_state(part)
         assert s.replay == _replay_one_by_one(start, parts)

@@ -70,7 +70,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # The session objects that drive one client's traffic.
     "session": (
         "pgtwist.session.flow", "pgtwist.session.links", "pgtwist.session.modes",
-        "pgtwist.session.placement", "pgtwist.session.relay", "pgtwist.session.replies",
+        "pgtwist.session.placement", "pgtwist.session.poolmode", "pgtwist.session.relay", "pgtwist.session.replies",
         "pgtwist.session.requests", "pgtwist.session.startup", "pgtwist.session.txmode",
     ),
     # Composition root and entry points (and the test fakes, which build a service).

@@ -1,14 +1,12 @@
 """Session-state bookkeeping for links a session uses later: statement splitting and the
-SET/RESET record (pgtwist.router._remember_state)."""
+SET/RESET record (pgtwist.session.state.Session)."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import pytest
 
 from pgtwist.pooling.statements import pin_reason
-from pgtwist.router import _remember_state
+from pgtwist.session import Session
 from pgtwist.sql.classify import Classifier
 from pgtwist.sql.split import split_statements
 
@@ -34,20 +32,20 @@ def test_split_statements(sql, parts):
 
 
 def _session(*replay):
-    return SimpleNamespace(replay=list(replay))
+    return Session(pid=1, secret=1, replay=list(replay))
 
 
 def test_state_is_recorded_in_order():
     s = _session()
-    _remember_state(s, "SET a = 1")
-    _remember_state(s, "SET b = 2")
+    s._remember_state("SET a = 1")
+    s._remember_state("SET b = 2")
     assert s.replay == ["SET a = 1", "SET b = 2"]
 
 
 def test_setting_a_value_back_moves_its_statement_last():
     s = _session()
     for sql in ("SET t = '5s'", "SET t = '0'", "SET t = '5s'"):
-        _remember_state(s, sql)
+        s._remember_state(sql)
     assert s.replay == ["SET t = '0'", "SET t = '5s'"]  # replayed in order: ends at 5s
 
 
@@ -55,20 +53,20 @@ def test_setting_a_value_back_moves_its_statement_last():
                                  "  SET   LOCAL x TO 2"])
 def test_transaction_scoped_settings_are_not_recorded(sql):
     s = _session("SET a = 0")
-    _remember_state(s, sql)
+    s._remember_state(sql)
     assert s.replay == ["SET a = 0"]
 
 
 @pytest.mark.parametrize("sql", ["RESET ALL", "discard all", " Reset  All;"])
 def test_reset_all_clears_the_record(sql):
     s = _session("SET a = 0", "SET b = 1")
-    _remember_state(s, sql)
+    s._remember_state(sql)
     assert s.replay == []
 
 
 def test_single_resets_are_recorded():
     s = _session("SET a = 0")
-    _remember_state(s, "RESET a")
+    s._remember_state("RESET a")
     assert s.replay == ["SET a = 0", "RESET a"]
 
 
@@ -90,31 +88,31 @@ def test_set_config_pins_unless_tracked_or_local(classify, sql, pinned):
 
 
 def _txn_session(*replay):
-    return SimpleNamespace(replay=list(replay), savepoints=[])
+    return Session(pid=1, secret=1, replay=list(replay), route_status="T")
+
+
+def _savepoint(s, command: str, sql: str) -> None:
+    s.statement_sent(Classifier().classify(sql), 0, sql)
 
 
 def test_rollback_to_a_savepoint_forgets_later_sets():
-    from pgtwist.router import _savepoint
-
     s = _txn_session("SET a = 1")
     _savepoint(s, "SAVEPOINT", "SAVEPOINT sp1")
-    _remember_state(s, "SET b = 2")
+    s._remember_state("SET b = 2")
     _savepoint(s, "SAVEPOINT", 'savepoint "Sp2"')
-    _remember_state(s, "SET c = 3")
+    s._remember_state("SET c = 3")
     _savepoint(s, "ROLLBACK TO", 'ROLLBACK TO SAVEPOINT "Sp2"')
     assert s.replay == ["SET a = 1", "SET b = 2"]
-    _remember_state(s, "SET d = 4")
+    s._remember_state("SET d = 4")
     _savepoint(s, "ROLLBACK TO", "rollback work to sp1")
     assert s.replay == ["SET a = 1"]
     assert [name for name, _ in s.savepoints] == ["sp1"]  # a savepoint outlives ROLLBACK TO
 
 
 def test_release_keeps_the_sets_and_drops_the_savepoint():
-    from pgtwist.router import _savepoint
-
     s = _txn_session()
     _savepoint(s, "SAVEPOINT", "SAVEPOINT sp")
-    _remember_state(s, "SET a = 1")
+    s._remember_state("SET a = 1")
     _savepoint(s, "RELEASE", "RELEASE SAVEPOINT sp")
     assert s.replay == ["SET a = 1"] and s.savepoints == []
     _savepoint(s, "ROLLBACK TO", "ROLLBACK TO sp")  # unknown now: nothing happens

@@ -195,3 +195,17 @@ def test_router_forgets_sql_prepared_statements_at_discard_all():
 ])
 def test_discard_temp_and_read_only_sets(text, temp, read_only):
     assert (state.discard_temp(text), state.sets_read_only(text)) == (temp, read_only)
+
+
+def test_session_state_facts_of_texts_that_pin_a_transaction_pooled_session():
+    assert state.with_hold("DECLARE c CURSOR with  hold FOR SELECT 1")
+    assert not state.with_hold("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1")
+    assert state.sets_session_authorization("  set session session authorization bob")
+    assert state.sets_session_authorization("SET SESSION AUTHORIZATION bob")
+    assert not state.sets_session_authorization("SET LOCAL SESSION AUTHORIZATION bob")
+    assert state.session_set_config_names("select set_config('Search_Path', 'x', false)") == \
+        frozenset({"search_path"})
+    assert state.session_set_config_names("select set_config(name, 'x', false)") == frozenset()
+    assert state.session_set_config_names("select set_config('work_mem', '1MB', true)") is None
+    assert state.may_keep_state("select 1; LISTEN x") and state.may_keep_state("create TEMP table")
+    assert not state.may_keep_state("select settings from t")

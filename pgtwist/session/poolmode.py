@@ -1,0 +1,40 @@
+"""Pool modes: what session pooling and transaction pooling do differently.
+
+The service picks one class when it is built (``mode_for``); each session gets an
+instance of it, built with the session's objects.  Client-message handling
+(pgtwist.session.requests) runs one path for both modes and asks its mode at the
+points where they differ:
+
+- ``before_route(info, sql)``: answer a statement from the session's own names (GO: no);
+- ``before_parse``, ``parse_decision``, ``send_parse``, ``bind``, ``describe_statement``,
+  ``close_statement``: how client statement names map to server statements;
+- ``unknown_statement``, ``placed``, ``deallocate_link``, ``batch_starts``, ``holds``,
+  ``add_statement``, ``placed_now``: the mode's steps in placing a statement for a Bind
+  or Describe (Requests._statement_link);
+- ``prepared_on(link, prepared)``: a SQL PREPAREd statement exists where EXECUTE goes;
+- ``before_query`` / ``after_statement``: bookkeeping around a statement sent to a link;
+- ``parameter_reported``: a setting the primary reported changed;
+- ``release_idle``, ``keeps_link``, ``release_unused``: when links go back to the pool.
+
+``SessionMode`` (pgtwist.session.modes) keeps every link for the whole session
+(Pgpool-II's model); ``TransactionMode`` (pgtwist.session.txmode) hands links back to
+the pool between transactions.
+"""
+
+from __future__ import annotations
+
+
+class PoolMode:
+    """What both pool modes are built with: the session's objects, and the service's."""
+
+    def __init__(self, session, outbox, links, ordering, placement, router, cluster,
+                 pooling, backlog) -> None:
+        self.session = session
+        self.out = outbox
+        self.links = links
+        self.ordering = ordering
+        self.place = placement
+        self.router = router
+        self.cluster = cluster
+        self.pooling = pooling
+        self.backlog = backlog   # the client frames received and not yet routed
