@@ -37,6 +37,7 @@ from ..timeouts import call_later
 from ..wire import codes
 from ..wire import messages as m
 from ..wire.errors import ADMIN_SHUTDOWN, INTERNAL_ERROR, ProtocolViolation
+from .copyin import CopyIn
 from .flow import LinksProducer, Valve
 from .links import LinkSet, LinkUnavailable
 from .ordering import Ordering
@@ -87,7 +88,8 @@ class Relay:
                                            pooling, self.backlog)
         links.mode = mode
         self.requests = requests = Requests(s, out, links, ordering, place, mode, router,
-                                            cluster, pooling)
+                                            cluster, pooling,
+                                            CopyIn(s, out, links, ordering, place))
         self.replies = replies = Replies(s, ordering, links, mode, router, cluster,
                                          self.write, self.fatal, self.close)
         self.backend_items = replies.backend_items

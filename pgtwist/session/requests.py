@@ -10,15 +10,12 @@ out through pgtwist.session.outbox.
 
 from __future__ import annotations
 
-from twisted.internet import defer
-
 from .. import admin
 from ..conn.server import UndoReplay
 from ..pooling.statements import split_parse
 from ..routing.values import Target
 from ..wire import codes
 from ..wire import messages as m
-from ..wire.errors import PROTOCOL_VIOLATION, ProtocolViolation
 from .placement import ABORTED, GO, WAIT, cstr_pair, info_sql
 
 _ENDS_ABORTED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
@@ -26,7 +23,7 @@ _ENDS_ABORTED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
 
 class Requests:
     def __init__(self, session, outbox, links, ordering, placement, mode, router, cluster,
-                 pooling) -> None:
+                 pooling, copy) -> None:
         self.session = session
         self.out = outbox
         self.links = links
@@ -36,10 +33,11 @@ class Requests:
         self.router = router
         self.cluster = cluster
         self.pooling = pooling
+        self.copy = copy      # COPY FROM STDIN: CopyIn
 
     def handlers(self) -> dict:
         """Frame code -> handler(code, buf, start, end), bound once per session."""
-        guarded = self._copy_guarded
+        guarded = self.copy.guarded
         return {
             codes.QUERY: guarded(self.on_query),
             codes.PARSE: guarded(self.on_parse),
@@ -50,53 +48,10 @@ class Requests:
             codes.SYNC: self.on_sync,
             codes.FLUSH: self.on_flush,
             codes.FUNCTION_CALL: guarded(self.on_function_call),
-            codes.COPY_DATA: self.on_copy,
-            codes.COPY_DONE: self.on_copy,
-            codes.COPY_FAIL: self.on_copy,
+            codes.COPY_DATA: self.copy.on_copy,
+            codes.COPY_DONE: self.copy.on_copy,
+            codes.COPY_FAIL: self.copy.on_copy,
         }
-
-    def _copy_guarded(self, handler):
-        """``handler``, first checking for a COPY FROM STDIN that may hold its server in
-        copy-in (see _during_copy)."""
-        links = self.links
-
-        def guarded(code, buf, start, end):
-            for link in links.values():
-                if link.server.copy_execute and not link.closed:
-                    return self._during_copy(link, handler, code, buf, start, end)
-            return handler(code, buf, start, end)
-
-        return guarded
-
-    def _during_copy(self, link, handler, code, buf, start, end):
-        """A message that is not a COPY one (nor Sync / Flush) while a COPY FROM STDIN sent
-        to ``link`` is unanswered or in copy-in.  PostgreSQL in copy-in answers such a
-        message with "unexpected message type during COPY from stdin" and, the protocol
-        being out of step, ends the connection; pgtwist does the same, without sending it
-        (a server that failed the copy on a row meanwhile would run it instead, with
-        answers pgtwist would not expect).  It waits until the server says whether it is
-        in copy-in (CopyInResponse, or the COPY's error or end), and routes the message
-        as usual once it is not.  Routed elsewhere at once, its answers (and those of the
-        messages after it) waited behind the COPY's, which only the client's copy
-        messages end, sent after them: the session hung."""
-        s = self.session
-        server = link.server
-        if s.copy_link is link and server.copy_in_unended():
-            self.out.write(m.error_response(
-                PROTOCOL_VIOLATION, f"unexpected message type 0x{code:02X} during COPY from stdin"))
-            raise ProtocolViolation("terminating connection because protocol synchronization "
-                                    "was lost")
-        if not server.copy_client_done or server.copy_simple:
-            # Not answered yet, or (a simple Query) it may go on into another COPY.
-            if server.copy_waiter is None:
-                server.copy_waiter = defer.Deferred()
-            # Looked at again after the rest of the server's chunk (the copy may have
-            # failed on a row already: an ErrorResponse right after the CopyInResponse).
-            later = defer.Deferred()
-            server.copy_waiter.addCallback(
-                lambda result: (self.place.call_soon(later.callback, None), result)[1])
-            return self.place.wait(later)
-        return handler(code, buf, start, end)
 
     # -- simple Query ---------------------------------------------------------------------------
     def on_query(self, code, buf, start, end):
@@ -147,15 +102,11 @@ class Requests:
         if info.copy_from_stdin:
             # Syncs the client sends while the server may be in copy-in are ignored
             # there, as after an extended COPY's Execute (see _copy_sync).
-            self._copy_started(link, simple=True)
+            self.copy.started(link, simple=True)
         self.router.after_statement(s, info, decision, link.node_id, sql)
         if s.implicit_undo is not None:
             self._file_undo(link)
         mode.after_statement(info, sql, link)
-
-    def _copy_started(self, link, simple: bool = False) -> None:
-        link.server.copy_started(simple)
-        self.ordering.copy_sent(link)
 
     def _file_undo(self, link) -> None:
         """After a statement went to ``link``: a SET it made outside an explicit
@@ -346,7 +297,7 @@ class Requests:
             return WAIT
         self.out.forward(link, buf, start - 5, end)
         if name in link.server.copy_portals:
-            self._copy_started(link)
+            self.copy.started(link)
         return None
 
     def on_close(self, code, buf, start, end):
@@ -387,41 +338,11 @@ class Requests:
         link = self.place.current_or_primary()
         if link is WAIT:
             return WAIT
-        server = link.server
-        if server.copy_client_done and server.copy_execute and server.copy_simple:
-            # After the client's CopyDone, a simple Query may go on into another COPY
-            # FROM STDIN, in whose copy-in the server ignores this Sync.
-            if server.copy_in_unended():
-                return True  # it is in a copy-in the client has not ended: not sent
-            # Wait for the server to say: a new CopyInResponse, or the Query's end.
-            if server.copy_waiter is None:
-                server.copy_waiter = defer.Deferred()
-            return self.place.wait(server.copy_waiter)
-        if server.copy_execute and not server.copy_client_done:
-            placed = self._copy_sync(link)
-            if placed is not None:
-                return placed
+        held = self.copy.sync(link)
+        if held is not None:
+            return held
         self.out.forward(link, buf, start - 5, end, sync=True)
         return None
-
-    def _copy_sync(self, link):
-        """A Sync sent after a COPY FROM STDIN (simple or extended) and before the
-        client's CopyDone / CopyFail.  The server ignores a Sync that reaches it in
-        copy-in (libpq sends one right after the Execute) and answers one otherwise, so
-        it waits until the server has answered the COPY.  None: an ordinary Sync.
-        (A server that fails the copy on a row before reading such a Sync would answer
-        it; pgtwist, which cannot know, keeps to copy-in: one ReadyForQuery fewer.)"""
-        if self.session.copy_link is link:
-            # In copy-in the server ignores it, so it is not sent: the server may have
-            # failed the copy on a row already (then it would answer this Sync with a
-            # ReadyForQuery nobody waits for, or end its skip-to-Sync on it).
-            return True
-        if link.closed:
-            return None
-        server = link.server
-        if server.copy_waiter is None:
-            server.copy_waiter = defer.Deferred()
-        return self.place.wait(server.copy_waiter)
 
     def on_flush(self, code, buf, start, end):
         tail = self.ordering.tail_open()
@@ -437,14 +358,6 @@ class Requests:
         if link is WAIT:
             return WAIT
         self.out.forward(link, buf, start - 5, end, sync=True)
-        return None
-
-    def on_copy(self, code, buf, start, end):
-        link = self.session.copy_link or self.links.primary
-        if link is not None and not link.closed:
-            if code != codes.COPY_DATA:
-                link.server.copy_ended()  # CopyDone / CopyFail: copy-in ends
-            self.out.send_frame(link, buf, start - 5, end)
         return None
 
     # -- commands answered by pgtwist -----------------------------------------------------------

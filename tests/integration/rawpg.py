@@ -8,80 +8,32 @@ import struct
 import time
 import uuid
 
-PROTOCOL_3_0 = 3 << 16
-SSL_REQUEST_CODE = 80877103
-GSSENC_REQUEST_CODE = 80877104
-CANCEL_REQUEST_CODE = 80877102
+from ..frontend_messages import (  # noqa: F401 (the tests import the builders from here)
+    CANCEL_REQUEST_CODE,
+    COPY_DONE,
+    FLUSH,
+    GSSENC_REQUEST_CODE,
+    PROTOCOL_3_0,
+    SSL_REQUEST_CODE,
+    SYNC,
+    TERMINATE,
+    bind,
+    cancel_request,
+    close,
+    copy_data,
+    copy_fail,
+    cstr,
+    describe,
+    execute,
+    gssenc_request,
+    msg,
+    parse,
+    query,
+    ssl_request,
+    startup_packet,
+)
+
 SOCKET_TIMEOUT = 5.0
-
-
-
-def cstr(value: str | bytes) -> bytes:
-    return (value.encode() if isinstance(value, str) else value) + b"\0"
-
-
-def msg(code: bytes, body: bytes = b"") -> bytes:
-    """A typed frontend message: type byte, int32 length (self-inclusive), body."""
-    return code + struct.pack("!I", len(body) + 4) + body
-
-
-def startup_packet(params: dict[str, str], version: int = PROTOCOL_3_0) -> bytes:
-    body = struct.pack("!I", version) + b"".join(cstr(k) + cstr(v) for k, v in params.items())
-    body += b"\0"
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def ssl_request() -> bytes:
-    return struct.pack("!II", 8, SSL_REQUEST_CODE)
-
-
-def gssenc_request() -> bytes:
-    return struct.pack("!II", 8, GSSENC_REQUEST_CODE)
-
-
-def cancel_request(pid: int, secret: int) -> bytes:
-    return struct.pack("!IIII", 16, CANCEL_REQUEST_CODE, pid, secret)
-
-
-def query(sql: str) -> bytes:
-    return msg(b"Q", cstr(sql))
-
-
-def parse(sql: str, name: str = "", oids: tuple[int, ...] = ()) -> bytes:
-    body = cstr(name) + cstr(sql) + struct.pack("!h", len(oids))
-    body += b"".join(struct.pack("!I", o) for o in oids)
-    return msg(b"P", body)
-
-
-def bind(params: list[bytes | None] = (), portal: str = "", statement: str = "") -> bytes:
-    body = cstr(portal) + cstr(statement) + struct.pack("!h", 0)  # all parameters in text
-    body += struct.pack("!h", len(params))
-    for p in params:
-        body += struct.pack("!i", -1) if p is None else struct.pack("!i", len(p)) + p
-    body += struct.pack("!h", 0)  # all results in text
-    return msg(b"B", body)
-
-
-def describe(kind: bytes = b"P", name: str = "") -> bytes:
-    return msg(b"D", kind + cstr(name))
-
-
-def execute(portal: str = "", max_rows: int = 0) -> bytes:
-    return msg(b"E", cstr(portal) + struct.pack("!i", max_rows))
-
-
-SYNC = msg(b"S")
-FLUSH = msg(b"H")
-TERMINATE = msg(b"X")
-COPY_DONE = msg(b"c")
-
-
-def copy_data(data: bytes) -> bytes:
-    return msg(b"d", data)
-
-
-def copy_fail(reason: str) -> bytes:
-    return msg(b"f", cstr(reason))
 
 
 def error_fields(body: bytes) -> dict[str, str]:

@@ -70,7 +70,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # The session objects that drive one client's traffic.
     "session": (
         "pgtwist.session.flow", "pgtwist.session.links", "pgtwist.session.modes",
-        "pgtwist.session.placement", "pgtwist.session.poolmode", "pgtwist.session.relay", "pgtwist.session.replies",
+        "pgtwist.session.copyin", "pgtwist.session.placement", "pgtwist.session.poolmode", "pgtwist.session.relay", "pgtwist.session.replies",
         "pgtwist.session.requests", "pgtwist.session.startup", "pgtwist.session.txmode",
     ),
     # Composition root and entry points (and the test fakes, which build a service).
@@ -78,7 +78,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.service", "pgtwist.tap", "pgtwist.cli", "pgtwist.check", "pgtwist.testing",
     ),
     # Developer tooling, apart from the product: nothing above imports it.
-    "dev": ("pgtwist.dev", "pgtwist.dev.devcluster", "pgtwist.dev.demo"),
+    "dev": ("pgtwist.dev", "pgtwist.dev.devcluster", "pgtwist.dev.demo", "pgtwist.dev.pgserver",
+            "pgtwist.dev.localcluster", "pgtwist.dev.dockercluster"),
 }
 
 # Layers whose modules may load neither Twisted nor sqlglot.
