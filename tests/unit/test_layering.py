@@ -42,6 +42,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.sql", "pgtwist.sql.idents", "pgtwist.sql.info", "pgtwist.sql.normalize",
         "pgtwist.sql.split", "pgtwist.sql.state", "pgtwist.sql.utility",
         "pgtwist.routing", "pgtwist.routing.balancer", "pgtwist.routing.builtin",
+        "pgtwist.routing.lbpolicy",
         "pgtwist.routing.chain", "pgtwist.routing.options", "pgtwist.routing.rules",
         "pgtwist.routing.stickiness", "pgtwist.routing.values",
         "pgtwist.auth", "pgtwist.auth.addresses", "pgtwist.auth.hba", "pgtwist.auth.hba_parse",
