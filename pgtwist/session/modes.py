@@ -38,9 +38,14 @@ class SessionMode(PoolMode):
     def before_parse(self, name: bytes, sql: str, rest: bytes, info, buf: bytes, start: int):
         return GO  # the server answers for a duplicate name
 
-    def parse_decision(self, info, decision):
-        """A Parse of DEALLOCATE goes where the SQL PREPARE it drops was made first."""
+    def parse_decision(self, name: bytes, info, decision):
+        """A Parse of a name the session holds goes where that statement is (the server
+        answers 42P05 as PostgreSQL would; elsewhere a second statement of that name would
+        begin); a Parse of DEALLOCATE goes where the SQL PREPARE it drops was made first."""
         s = self.session
+        held = s.statements.get(name) if name else None
+        if held is not None and held.nodes:
+            return route_node(min(held.nodes), f'statement "{name.decode("utf-8", "replace")}"')
         if info.deallocate_name not in (None, "*") and info.deallocate_name in s.sql_prepared:
             return route_node(min(s.sql_prepared[info.deallocate_name].nodes))
         return decision
@@ -52,6 +57,8 @@ class SessionMode(PoolMode):
             buf = m.frame(codes.PARSE, name + b"\0" + rest)
             start, end = 5, len(buf)
         stmt = Statement(name, sql, buf[start - 5:end], info, {link.node_id})
+        if name:
+            stmt.replaces = self.session.statements.get(name)
         self.session.statements[name] = stmt
         link.server.pending_parses.append(stmt)  # confirmed by its ParseComplete
         self.out.forward(link, buf, start - 5, end)

@@ -49,8 +49,8 @@ class SkipProbe:
         self.settled = defer.Deferred()  # fired by Replies at its ParseComplete or error
 
 
-def route_node(node_id: int):
-    return node(node_id, f"node {node_id}: holds the cursor").by("relay")
+def route_node(node_id: int, holds: str = "the cursor"):
+    return node(node_id, f"node {node_id}: holds {holds}").by("relay")
 
 
 def info_sql(buf: bytes, start: int, end: int) -> str:

@@ -133,7 +133,11 @@ class Replies:
                 continue
             stmt.nodes.discard(link.node_id)
             if not stmt.confirmed and s.statements.get(stmt.name) is stmt:
-                del s.statements[stmt.name]  # its Parse failed: no such name
+                # Its Parse failed: the name is what it was before (none, or 42P05's).
+                if stmt.replaces is None:
+                    del s.statements[stmt.name]
+                else:
+                    s.statements[stmt.name] = stmt.replaces
         if link is self.links.primary and b"\0C25006\0" in body:
             # "read-only transaction" from the node we took for the primary: after a
             # failover the old writer comes back as a reader under the same name.

@@ -191,7 +191,7 @@ class Requests:
         decision, prepared = place.follow(info, sql)
         if decision is WAIT:
             return WAIT
-        decision = mode.parse_decision(info, decision)
+        decision = mode.parse_decision(name, info, decision)
         if decision.target is Target.BOTH or decision.target is Target.REJECT:
             decision = self.router.PRIMARY
         link = place.target_link(decision)

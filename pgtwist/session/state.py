@@ -39,6 +39,9 @@ class Statement:
     server_name: bytes | None = None
     # A server said ParseComplete for it (or pgtwist did, for a text the link held).
     confirmed: bool = False
+    # The statement of the same name this Parse was sent over: the server refuses a
+    # named Parse of a name it holds (42P05), and that statement stays.
+    replaces: Statement | None = None
 
 
 @dataclass

@@ -189,7 +189,7 @@ class TransactionMode(PoolMode):
             return self._defer_parse(name, sql, rest, info)
         return GO
 
-    def parse_decision(self, info, decision):
+    def parse_decision(self, name: bytes, info, decision):
         return decision
 
     def send_parse(self, link, name: bytes, sql: str, rest: bytes, info, buf: bytes,

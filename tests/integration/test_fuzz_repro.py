@@ -554,3 +554,33 @@ def test_a_transaction_begun_in_a_multi_statement_query_stays_on_the_primary(
         with _client(pg.port) as c:
             assert run(c, True) == "EZEZCZTDCZ"
     assert_log_clean(pg)
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_a_second_parse_of_a_held_name_is_refused_where_the_name_is(pgtwist_factory, cluster,
+                                                                    pool_database, pool_mode):
+    """Fuzz deviation (seed 1 input 20672, session pooling, reads on the standby): a named
+    Parse of a read went to the standby, a second Parse of the same name (a volatile
+    call) to the primary, which had no such name and accepted it: two statements of one
+    name, a Bind then reaching the wrong one.  PostgreSQL refuses the second Parse
+    (42P05) and keeps the first; so does pgtwist, also after the refusal."""
+    from .conftest import backends
+
+    pg = pgtwist_factory({"pool_mode": pool_mode,
+                          "backends": backends(cluster, primary_weight=0, replica_weight=1)},
+                         hba=TRUST_HBA)
+    data = parse("select upper('a')", "fz1") + parse("select random()", "fz1")
+
+    def run(c: RawClient) -> list[str]:
+        assert _answer(c, data) == "1EZTDCZ"
+        c.send(bind(statement="fz1") + execute() + SYNC)
+        msgs = c.read_until("Z")
+        assert codes_of(msgs) == "2DCZ"
+        return rows_of(msgs)
+
+    with _client(cluster.primary_port) as direct:
+        assert run(direct) == [["A"]]
+    for _ in range(3):
+        with _client(pg.port) as c:
+            assert run(c) == [["A"]]
+    assert_log_clean(pg)
