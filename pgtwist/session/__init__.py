@@ -8,7 +8,8 @@ given its collaborators when it is built:
 - ``outbox``: what goes to the links and the client, in order;
 - ``links``: the backend links the session holds (``LinkSet``), and flow control;
 - ``placement``: where a message goes (routing glue shared by requests and modes);
-- ``requests``: the client's messages; ``replies``: the servers' answers;
+- ``requests``: the client's messages (``copyin``: COPY FROM STDIN's); ``replies``: the
+  servers' answers;
 - ``poolmode`` / ``modes`` / ``txmode``: what the pool mode changes (the hooks of
   ``PoolMode``; ``SessionMode``, ``TransactionMode``), chosen once when the service is built;
 - ``startup``: from StartupMessage to the first ReadyForQuery;
