@@ -1,11 +1,18 @@
-"""What pgtwist knows about its backends: up or down, primary or standby.
+"""What pgtwist knows about its backends: up or down, primary or standby, how far behind.
 
 The primary is the backend flagged ALWAYS_PRIMARY, else the one whose
 ``pg_is_in_recovery()`` is false.  Roles are checked with ``sr_check_user``
 every ``sr_check_period`` seconds (0: once at start and whenever a session
-finds no primary).  Only sr_check_user's credentials are ever used: the client
-waiting for the answer has not authenticated yet, so if sr_check_user cannot log
-in, that client is refused (no primary found).
+finds no primary), followed by the replication check (pgtwist.checks).  Only
+sr_check_user's credentials are ever used: the client waiting for the answer has
+not authenticated yet, so if sr_check_user cannot log in, that client is refused
+(no primary found).
+
+Down: a node the health check (pgtwist.checks) gave up on, or, with
+failover_on_backend_error, that a session lost its connection to, is *detached*: it gets
+no reads until a health check finds it answering again under ``auto_failback``.  Nodes
+flagged DISALLOW_TO_FAILOVER are never detached.  A node without a health check that a
+session could not reach is set aside for DOWN_RETRY_SECONDS, then tried again.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import time
 
 from twisted.internet import defer, task
 
+from . import checks
 from .conn.auth import Secret
 from .conn.backend import LoginFailed
 from .logs import logger
@@ -51,7 +59,8 @@ class NodeState:
 
     __slots__ = ("node_id", "backend", "status", "role", "select_cnt", "last_status_change",
                  "pg_status", "pg_role", "replication_delay", "replication_state",
-                 "replication_sync_state", "down_since", "lsn")
+                 "replication_sync_state", "down_since", "detached", "replay_lsn",
+                 "replay_lsn_at", "delay_unit", "failback_at")
 
     def __init__(self, backend):
         self.node_id = backend.node_id
@@ -62,19 +71,27 @@ class NodeState:
         self.last_status_change = _now_text()
         self.pg_status = "unknown"       # last live check: up | down | unknown
         self.pg_role = "unknown"         # last pg_is_in_recovery() answer
-        self.replication_delay: float | None = None   # bytes behind the primary
+        self.replication_delay: float | None = None   # in delay_unit behind the primary
+        self.delay_unit = "bytes"        # or "seconds" (delay_threshold_by_time, Aurora)
         self.replication_state = ""
         self.replication_sync_state = ""
         self.down_since = 0.0
-        self.lsn: int | None = None
+        self.detached = False            # down until a health check brings it back
+        self.failback_at: float | None = None
+        # The sr check's last reading (reactor time in replay_lsn_at): a standby's
+        # pg_last_wal_replay_lsn(), the primary's pg_current_wal_lsn(); bytes.
+        self.replay_lsn: int | None = None
+        self.replay_lsn_at = 0.0
 
     @property
     def replication_delay_text(self) -> str:
-        return "0" if self.replication_delay is None else str(int(self.replication_delay))
+        return checks.delay_text(self)
 
     def set_status(self, status: str, now: float = 0.0) -> bool:
         if status == "down":
             self.down_since = now
+        else:
+            self.detached = False
         if status != self.status:
             self.status = status
             self.last_status_change = _now_text()
@@ -94,6 +111,14 @@ class Cluster:
         self.version = 0       # bumped on every status/role change (cached views key on it)
         self._fixed_primary = any(b.always_primary for b in config.backends)
         self._view = None
+        params = config.params
+        self.replication = checks.ReplicationCheck(
+            reactor, self, checks.ReplicationOptions.from_params(params))
+        self.health = checks.health_checks(reactor, self, params, secret_for, tls_for)
+        self._health_on = {h.node_id for h in self.health}
+        self.failover_on_backend_error = bool(params["failover_on_backend_error"])
+        self.auto_failback = bool(params["auto_failback"])
+        self.auto_failback_interval = float(params["auto_failback_interval"])
         if len(self.nodes) == 1 and self.nodes[0].role == "unknown":
             self.nodes[0].role = "primary"
         if any(n.backend.always_primary for n in self.nodes):
@@ -107,27 +132,34 @@ class Cluster:
         period = self.config.sr_check_period
         if self._needs_check() or period > 0:
             if period > 0:
-                self._loop = task.LoopingCall(self._periodic)
+                self._loop = task.LoopingCall(self._periodic, True)
                 self._loop.clock = self.reactor
                 self._loop.start(period, now=True).addErrback(
                     lambda f: log.failure("role check loop stopped", f)
                 )
             else:
                 self._periodic()
+        for check in self.health:
+            check.start()
 
     def stop(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        for check in self.health:
+            check.stop()
 
     def _needs_check(self) -> bool:
         return not any(n.backend.always_primary for n in self.nodes) and len(self.nodes) > 1
 
-    def _periodic(self):
-        return self.check_roles(self.config.sr_check_user, self._sr_secret()).addErrback(
-            lambda f: None
-        )
+    def _periodic(self, replication: bool = False):
+        d = self.check_roles(self.config.sr_check_user, self.sr_secret())
+        if replication:
+            d.addCallback(lambda _: self.replication.check())
+            d.addErrback(lambda f: log.warn("replication check failed: {why}",
+                                            why=checks._why(f)))
+        return d.addErrback(lambda f: None)
 
-    def _sr_secret(self) -> Secret | None:
+    def sr_secret(self) -> Secret | None:
         if self.config.sr_check_password:
             return Secret(plaintext=self.config.sr_check_password)
         return self.secret_for(self.config.sr_check_user)
@@ -146,10 +178,12 @@ class Cluster:
         return None if node is None else node.node_id
 
     def usable(self, node_id: int) -> bool:
-        """Worth trying: up, or down long enough ago to try again."""
+        """Worth trying: up, or set aside (not detached) long enough ago to try again."""
         node = self.nodes[node_id]
         if node.status != "down":
             return True
+        if node.detached:
+            return False
         return self.reactor.seconds() - node.down_since >= DOWN_RETRY_SECONDS
 
     def view(self):
@@ -157,19 +191,18 @@ class Cluster:
         cached = self._view
         if cached is not None and cached[0] == self.version:
             return cached[1]
-        now = self.reactor.seconds()
         nodes = tuple(
             NodeView(
                 n.node_id,
-                "down" if n.status == "down" and now - n.down_since < DOWN_RETRY_SECONDS else
-                ("up" if n.status == "down" else n.status),
+                ("down" if not self.usable(n.node_id) else "up") if n.status == "down"
+                else n.status,
                 n.role, n.backend.weight, n.replication_delay,
             )
             for n in self.nodes
         )
         view = ClusterView(nodes, self.primary_id)
-        # A down node's view must be rebuilt once its retry time passes.
-        if not any(n.status == "down" for n in self.nodes):
+        # A node set aside for a while: the view must be rebuilt once its retry time passes.
+        if not any(n.status == "down" and not n.detached for n in self.nodes):
             self._view = (self.version, view)
         return view
 
@@ -185,7 +218,7 @@ class Cluster:
         node = self.primary
         if node is not None:
             return defer.succeed(node)
-        d = self.check_roles(self.config.sr_check_user, self._sr_secret())
+        d = self.check_roles(self.config.sr_check_user, self.sr_secret())
 
         def answer(_):
             found = self.primary
@@ -211,7 +244,7 @@ class Cluster:
             self._check.addBoth(lambda r: (shared.callback(None), r)[1])
             return shared
         timeout = self.config.connect_timeout / 1000.0
-        checks = []
+        queries = []
         for node in self.nodes:
             if node.backend.always_primary and not self.config.sr_check_period:
                 continue
@@ -221,43 +254,34 @@ class Cluster:
                 tls=self.tls_for(node.backend),
             )
             d.addCallbacks(self._role_ok, self._role_failed, callbackArgs=(node,), errbackArgs=(node, user))
-            checks.append(d)
-        self._check = defer.DeferredList(checks, consumeErrors=True)
+            queries.append(d)
+        self._check = defer.DeferredList(queries, consumeErrors=True)
 
         def done(result):
             self._check = None
-            self._delays()
+            if checks.byte_delays(self.nodes, self.primary, self.replication.options.by_time):
+                self.changed()
             return result
 
         self._check.addBoth(done)
         return self._check
 
-    def _delays(self) -> None:
-        """Replication delay in WAL bytes, from the LSNs the last check read."""
-        primary = self.primary
-        if primary is None or primary.lsn is None:
-            return
-        for node in self.nodes:
-            if node is not primary and node.lsn is not None:
-                node.replication_delay = max(0, primary.lsn - node.lsn)
-
     def _role_ok(self, rows, node: NodeState) -> None:
         in_recovery = bool(rows) and rows[0][0] == "t"
-        node.lsn = _parse_lsn(rows[0][1]) if rows and len(rows[0]) > 1 else None
+        lsn = _parse_lsn(rows[0][1]) if rows and len(rows[0]) > 1 else None
+        node.replay_lsn, node.replay_lsn_at = lsn, self.reactor.seconds()
         role = "standby" if in_recovery else "primary"
+        node.pg_role = role
+        node.pg_status = "up"
+        if not node.detached and node.set_status("up"):
+            self.changed()
         if node.backend.always_primary or (self._fixed_primary and not in_recovery):
             # ALWAYS_PRIMARY decides roles; the check only reports pg_role/pg_status.
-            node.pg_role = role
-            node.pg_status = "up"
-            node.set_status("up")
             return
         if role != node.role:
             log.info("node {node_id} ({host}:{port}) is {role}", node_id=node.node_id,
                      host=node.backend.hostname, port=node.backend.port, role=role)
         node.role = role
-        node.pg_role = role
-        node.pg_status = "up"
-        node.set_status("up")
         self.changed()
         if role == "primary":
             for other in self.nodes:
@@ -268,8 +292,8 @@ class Cluster:
         exc = failure.value
         if isinstance(exc, LoginFailed) and exc.sqlstate == CONNECTION_FAILURE:
             node.pg_status = "down"
-            node.set_status("down", self.reactor.seconds())
-            self.changed()
+            if node.node_id not in self._health_on:
+                self._set_aside(node)
         log.warn(
             "role check of node {node_id} as user {user} failed: {why}",
             node_id=node.node_id, user=user, why=getattr(exc, "args", ("?",))[0],
@@ -284,11 +308,80 @@ class Cluster:
             self.changed()
         self._periodic()
 
-    def mark_down(self, node_id: int) -> None:
-        if self.nodes[node_id].set_status("down", self.reactor.seconds()):
-            log.warn("node {node} marked down", node=node_id)
+    # -- up and down -------------------------------------------------------------
+    def _set_aside(self, node: NodeState) -> None:
+        """Down for DOWN_RETRY_SECONDS (nodes without a health check)."""
+        if node.detached:
+            return
+        if node.set_status("down", self.reactor.seconds()):
+            log.warn("node {node} marked down", node=node.node_id)
         self.changed()
 
-    def mark_up(self, node_id: int) -> None:
-        if self.nodes[node_id].set_status("up"):
+    def detach(self, node_id: int, why: str) -> bool:
+        """Down until a health check brings it back; never a DISALLOW_TO_FAILOVER node."""
+        node = self.nodes[node_id]
+        if not node.backend.failover_allowed:
+            return False
+        if not node.detached:
+            node.set_status("down", self.reactor.seconds())
+            node.detached = True
+            log.warn("node {node} ({host}:{port}) marked down: {why}", node=node_id,
+                     host=node.backend.hostname, port=node.backend.port, why=why)
             self.changed()
+        return True
+
+    def mark_down(self, node_id: int) -> None:
+        """A session lost or could not open a connection to ``node_id``."""
+        if node_id not in self._health_on:
+            self._set_aside(self.nodes[node_id])
+        elif self.failover_on_backend_error:
+            self.detach(node_id, "backend connection error (failover_on_backend_error)")
+
+    def mark_up(self, node_id: int) -> None:
+        """A session reached ``node_id``: ends a set-aside, never a detachment."""
+        node = self.nodes[node_id]
+        if not node.detached and node.set_status("up"):
+            self.changed()
+
+    def health_ok(self, node_id: int, in_recovery: bool) -> None:
+        node = self.nodes[node_id]
+        node.pg_status = "up"
+        role = "standby" if in_recovery else "primary"
+        node.pg_role = role
+        if not self._fixed_primary and (node.role not in (role, "unknown")
+                                         or (role == "primary" and self.primary is None)):
+            # The platform promoted a replica (or demoted the primary): find the primary.
+            log.warn("node {node} answers pg_is_in_recovery() = {r} but is the {role}; "
+                     "re-checking roles", node=node_id, r=in_recovery, role=node.role)
+            self._periodic()
+        if node.status != "down":
+            if node.set_status("up"):
+                self.changed()
+        elif node.detached:
+            self._failback(node)
+        else:
+            self.mark_up(node_id)
+
+    def _failback(self, node: NodeState) -> None:
+        if not self.auto_failback:
+            return
+        now = self.reactor.seconds()
+        if node.failback_at is not None and now - node.failback_at < self.auto_failback_interval:
+            return
+        if (node.role != "primary" and node.backend.application_name
+                and self.config.sr_check_period and node.replication_state != "streaming"):
+            return  # as Pgpool-II: a standby comes back once it streams again
+        node.failback_at = now
+        node.set_status("up")
+        log.info("node {node} ({host}:{port}) answers again: marked up (auto_failback)",
+                 node=node.node_id, host=node.backend.hostname, port=node.backend.port)
+        self.changed()
+
+    def health_failed(self, node_id: int, why: str) -> None:
+        node = self.nodes[node_id]
+        node.pg_status = "down"
+        if not self.detach(node_id, f"health check failed: {why}"):
+            log.warn("health check of node {node} failed ({why}); DISALLOW_TO_FAILOVER: "
+                     "not marked down", node=node_id, why=why)
+        if node.role == "primary" and not node.backend.always_primary:
+            self._periodic()  # the platform may have promoted a replica

@@ -268,7 +268,8 @@ for _name, _kind, _default in (("hostname", "str", "localhost"), ("pgpool_port",
 #   "error"    refused at config load: a user would rely on it and pgtwist cannot honour it;
 #   "warning"  logged at startup, naming the key: harmless for pgtwist (process model,
 #              watchdog, failover, PCP, query cache, logging knobs, ...).
-# Per-node forms (health_check_period1, hostname0, ...) are all unimplemented warnings.
+# Per-node forms are unimplemented warnings (hostname0, connect_timeout1, ...), except the
+# health check's (health_check_period1 ...: pgtwist.checks.health_options reads them).
 UNIMPLEMENTED: dict[str, str] = {}
 UNIMPLEMENTED_NOTES = {
     "ssl_passphrase_command": "use an ssl_key without a passphrase",
@@ -278,7 +279,7 @@ UNIMPLEMENTED_NOTES = {
     "ssl_dh_params_file": "DHE cipher suites are not offered; ECDHE and TLS 1.3 are",
     "unix_socket_directories": "pgtwist listens on TCP only",
 }
-INERT: dict[str, object] = {"failover_on_backend_error": False}  # pgtwist never fails over
+INERT: dict[str, object] = {}
 
 
 def _unimplemented(severity: str, names: str) -> None:
@@ -294,12 +295,10 @@ _unimplemented("warning", """
     child_life_time child_max_connections client_idle_limit_in_recovery backend_clustering_mode
     ssl_dh_params_file ssl_ecdh_curve
     relcache_query_target relcache_expire relcache_size enable_shared_relcache
-    log_standby_delay replication_delay_source_cmd replication_delay_source_timeout
-    health_check_period health_check_max_retries health_check_timeout health_check_retry_delay
-    health_check_user health_check_password health_check_database health_check_test
-    failover_command failback_command follow_primary_command failover_on_backend_error
-    failover_on_backend_shutdown detach_false_primary auto_failback search_primary_node_timeout
-    auto_failback_interval recovery_user recovery_password recovery_1st_stage_command
+    replication_delay_source_cmd replication_delay_source_timeout health_check_test
+    failover_command failback_command follow_primary_command
+    failover_on_backend_shutdown detach_false_primary search_primary_node_timeout
+    recovery_user recovery_password recovery_1st_stage_command
     recovery_2nd_stage_command recovery_timeout
     replicate_select replication_stop_on_mismatch failover_if_affected_tuples_mismatch
     insert_lock lobj_lock_table
@@ -326,6 +325,8 @@ def unimplemented(name: str, value: object) -> str | None:
     """"error" / "warning" if ``value`` of ``name`` asks for something pgtwist does not do."""
     m = _SUFFIX.match(name)
     if name not in PARAMS and m and (m[1] in PER_NODE or m[1] in SUFFIX_ONLY):
+        if m[1].startswith("health_check_"):
+            return None
         stem = PARAMS.get(m[1]) or SUFFIX_ONLY[m[1]]
         return "warning" if value != stem.default else None
     severity = UNIMPLEMENTED.get(name)

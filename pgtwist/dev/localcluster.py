@@ -151,6 +151,16 @@ class DevCluster(_ClusterBase):
                 with contextlib.suppress(OSError):
                     os.unlink(Path(self.base_dir, f"{name}.log"))
 
+    def stop_node(self, name: str) -> None:
+        """Stop one server (``primary``, ``replica1`` ...) in immediate mode, keeping its files."""
+        self._stop_node(Path(self.base_dir, name))
+
+    def start_node(self, name: str) -> None:
+        """Start a server stop_node stopped again, on its old port."""
+        port = self.primary_port if name == "primary" else self.replica_ports[int(name[7:]) - 1]
+        self._nodes = [(n, d) for n, d in self._nodes if n != name]
+        self._start_node(name, Path(self.base_dir, name), port)
+
     # -- helpers ---------------------------------------------------------
 
     def say(self, msg: str) -> None:

@@ -60,7 +60,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "io": (
         "pgtwist.logs", "pgtwist.tls", "pgtwist.protocols", "pgtwist.protocols.backend",
         "pgtwist.protocols.fastwrite", "pgtwist.protocols.frontend", "pgtwist.pooling.pool",
-        "pgtwist.catalog", "pgtwist.cluster",
+        "pgtwist.catalog", "pgtwist.cluster", "pgtwist.checks",
     ),
     # Services the sessions are given: checkouts, one session's authentication, the policy
     # registry and the router.
