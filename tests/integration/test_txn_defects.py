@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import asyncpg
 import psycopg
@@ -171,4 +173,78 @@ def test_show_isolation_level_inside_a_serializable_transaction(pooldb, pgtwist_
             c.execute("BEGIN READ ONLY")
             assert c.execute("SHOW transaction_read_only").fetchone() == ("on",)
             c.execute("COMMIT")
+    assert_log_clean(pg)
+
+
+# -- 4. pool sizing ------------------------------------------------------------------------------
+
+
+def _pool_counters(pg) -> dict[str, str]:
+    with psycopg.connect(pg.dsn(dbname=DB), autocommit=True) as c:
+        return dict(c.execute("SHOW pgtwist_pool").fetchall())
+
+
+def _clients(pg, n: int, rounds: int, peak: list | None = None) -> None:
+    async def client(k: int) -> None:
+        conn = await asyncpg.connect(host=pg.host, port=pg.port, user="postgres", database=DB)
+        try:
+            for i in range(rounds):
+                assert await conn.fetchval("select $1::int + $2::int", k, i) == k + i
+                if i % 5 == 0:
+                    async with conn.transaction():
+                        await conn.execute("select pg_sleep(0.005)")
+        finally:
+            await conn.close()
+
+    def watch(done: threading.Event) -> None:
+        with psycopg.connect(pg.dsn(dbname=DB), autocommit=True) as c:
+            while not done.is_set():
+                peak.append(int(dict(c.execute("SHOW pgtwist_pool", prepare=False)
+                                          .fetchall())["links"]))
+                time.sleep(0.02)
+
+    async def main():
+        await asyncio.gather(*(client(k) for k in range(n)))
+
+    done = threading.Event()
+    watcher = threading.Thread(target=watch, args=(done,)) if peak is not None else None
+    if watcher is not None:
+        watcher.start()
+    try:
+        _run(main(), 120)
+    finally:
+        done.set()
+        if watcher is not None:
+            watcher.join(10)
+
+
+
+
+def test_default_transaction_pool_never_churns_links(pooldb, pgtwist_factory, cluster):
+    """32 clients over the defaults: no link is closed for being idle (with max_pool 4
+    idle links a key, links above it were closed on release and opened again)."""
+    pg = _txn(pgtwist_factory, cluster)
+    _clients(pg, 32, 40)
+    counters = _pool_counters(pg)
+    assert counters["closed_idle"] == "0", counters
+    # 33 logins (each a new login: the server trusts) plus the replica's links, bounded.
+    assert int(counters["created"]) <= 33 + 20, counters
+    assert counters["links_busy"] == "0" and counters["waiting"] == "0", counters
+    assert_log_clean(pg)
+
+
+def test_transaction_pool_size_bounds_the_links_and_queues_clients(pooldb, pgtwist_factory,
+                                                                  cluster):
+    pg = _txn(pgtwist_factory, cluster, transaction_pool_size=3)
+    peak: list[int] = []
+    _clients(pg, 12, 20, peak)
+    counters = _pool_counters(pg)
+    # Three for the clients' key on each node; the watcher (psycopg: other startup
+    # parameters, so another key) holds one more.
+    assert peak and max(peak) <= 7, peak
+    assert counters["closed_idle"] == "0", counters
+    with psycopg.connect(cluster.dsn(dbname=DB), autocommit=True) as c:
+        n = c.execute("select count(*) from pg_stat_activity where datname = %s "
+                      "and pid <> pg_backend_pid()", [DB]).fetchone()[0]
+    assert n <= 3 + 1, n
     assert_log_clean(pg)
