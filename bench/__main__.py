@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pgtwist.dev import devcluster as dc
 
-from . import memory, pgbench, txn
+from . import memory, pgbench, txmode, txn
 from . import report as tables
 from .cpu import CpuMeter
 from .cpu import median as median_of
@@ -53,7 +53,7 @@ LOGS = RESULTS.parent / "logs"
 MODES = ("simple", "prepared")
 CLIENTS = (1, 8, 32)
 #: the parts of a run, in the order they run; --only picks some
-SECTIONS = ("sweep", "connect", "txn", "memory")
+SECTIONS = ("sweep", "connect", "txn", "txmode", "memory")
 
 
 class BenchCluster(dc.DevCluster):
@@ -122,7 +122,9 @@ def parse_args(argv):
         metavar="SECTIONS",
         help="comma-separated subset of " + ",".join(SECTIONS) + " (default: all): sweep = "
         "the pgbench -S table, connect = pgbench -C, txn = many clients on few links in "
-        "transaction mode vs direct, memory = idle clients",
+        "transaction mode vs direct, txmode = pgbench -S at 8 and 32 clients, transaction "
+        "mode with default settings next to session mode (load balancing on), memory = "
+        "idle clients",
     )
     ap.add_argument(
         "--txn-clients",
@@ -564,6 +566,15 @@ def main(argv=None) -> int:
                 pooled_db(cluster)
             report["txn"] = txn.run(args, cluster, POOLED_DB, say, LOGS, meter)
             _wait_backends_gone(cluster)
+        if "txmode" in args.only:
+            say(f"transaction vs session pooling, defaults, load balancing on: pgbench -S "
+                f"-M prepared -c {','.join(map(str, txmode.CLIENTS))} on {POOLED_DB}")
+            if "connect_each" not in report and "txn" not in args.only:
+                say(f"pgbench -i -s 1 on {POOLED_DB}")
+                pooled_db(cluster)
+                cluster.wait_replayed(timeout=60)
+            report["txmode"] = txmode.run(args, cluster, POOLED_DB, say, LOGS)
+            _wait_backends_gone(cluster)
         if args.memory_clients > 0:
             say(f"memory: {args.memory_clients} idle clients")
             report["memory"] = memory_tests(args, cluster)
@@ -611,6 +622,17 @@ def main(argv=None) -> int:
                     say(base)
             for problem in section["problems"]:
                 say(f"  problem: txn: {problem}")
+                code = 1
+        section = report.get("txmode")
+        if section:
+            say("")
+            say(f"pgbench -S -M prepared -n, median tps of {args.rounds} round(s) x "
+                f"{args.seconds} s on {POOLED_DB}; session-lb / txn-lb = pgtwist with default "
+                "settings, pool_mode session / transaction, reads balanced 1:1 over primary "
+                "and replica; target txn/session >= 0.8")
+            say(txmode.format_table(section))
+            for problem in section["problems"]:
+                say(f"  problem: txmode: {problem}")
                 code = 1
         for row in rows:
             for name, bad in row["problems"].items():

@@ -29,6 +29,7 @@ class PoolOptions:
     connect_burst: int
     max_prepared_statements: int
     pre_auth_connections_per_user: int
+    transaction_pool_size: int             # links per (user, database, node), transaction mode
 
     @classmethod
     def from_params(cls, p: Mapping[str, object]) -> PoolOptions:
@@ -45,6 +46,7 @@ class PoolOptions:
             connect_burst=int(p["backend_connect_burst"]),
             max_prepared_statements=int(p["max_prepared_statements"]),
             pre_auth_connections_per_user=int(p["pre_auth_connections_per_user"]),
+            transaction_pool_size=int(p["transaction_pool_size"]),
         )
 
     @property

@@ -234,6 +234,9 @@ _enum("pool_mode", "session", "session", "transaction")
 _add("int", "checkout_timeout", 30, lo=0, unit="s")
 _add("int", "backend_max_connections", 0, lo=0)
 _add("int", "max_prepared_statements", 200, lo=1)
+# Transaction mode: server connections per (user, database, node); more clients queue for
+# them, and idle ones are kept (max_pool is session mode's). PgBouncer's default_pool_size.
+_add("int", "transaction_pool_size", 20, lo=1)
 # Longer Query/Parse texts are not parsed on the event loop: routed to the primary as writes.
 _add("int", "classify_max_length", 8192, lo=0, unit="B")
 # New backend connections per second per node (0: unpaced), with this burst.

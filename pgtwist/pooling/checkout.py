@@ -113,10 +113,19 @@ class Pooling:
     def __init__(self, proxy, config):
         self.proxy = proxy
         o = config.pool
+        if o.transaction:
+            # A transaction pooler: the pool size bounds each key's links and clients
+            # queue for them; a link released while clients wait goes to the next one,
+            # and every link is kept (none is closed only to be opened again).
+            limits = {"max_pool": o.transaction_pool_size, "max_idle": 0,
+                      "max_pool_key": "transaction_pool_size"}
+        else:
+            # Pgpool-II: max_pool cached links per (user, database); concurrency is
+            # capped per backend (backend_max_connections).
+            limits = {"max_pool": 0, "max_idle": o.max_idle}
         self.pool = Pool(
             proxy.reactor, self._connect,
-            max_pool=0,                      # concurrency is capped per backend, below
-            max_idle=o.max_idle,             # Pgpool-II: cached links per (user, database)
+            **limits,
             backend_max_connections=o.backend_max_connections,
             checkout_timeout=o.checkout_timeout,
             connection_life_time=o.connection_life_time,
@@ -132,7 +141,8 @@ class Pooling:
         # Transaction pooling: server names of prepared statements, shared by all sessions.
         self.registry = StatementRegistry()
         self.max_prepared_statements = o.max_prepared_statements
-        self.counters = {"statements_parsed": 0, "statements_evicted": 0, "pinned": 0}
+        self.counters = {"statements_parsed": 0, "statements_evicted": 0,
+                         "statements_retired": 0, "pinned": 0}
         self.counters.update({f"pinned_{reason}": 0 for reason in PIN_REASONS})
         self.server_methods = ServerMethods()
         self.pre_auth = PreAuthGate(o.pre_auth_connections_per_user)

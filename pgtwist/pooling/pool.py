@@ -83,8 +83,10 @@ class Pool:
         connect_burst: int = 10,
         never_cache_databases: frozenset[str] = NEVER_CACHED,
         max_idle: int = 0,
+        max_pool_key: str = "max_pool",
     ):
         self.clock = clock
+        self.max_pool_key = max_pool_key           # the setting max_pool comes from
         self.max_idle = max_idle                   # idle links kept per key; 0: no limit
         self._connect = connect
         self.max_pool = max_pool                   # 0: no per-key cap
@@ -315,7 +317,8 @@ class Pool:
         if not w.queued:
             return
         message = exhausted_message(
-            w, max_pool=self.max_pool, backend_max_connections=self.backend_max_connections,
+            w, max_pool=self.max_pool, max_pool_key=self.max_pool_key,
+            backend_max_connections=self.backend_max_connections,
             connect_rate=self.connect_rate, checkout_timeout=self.checkout_timeout)
         dequeue(w)
         self.counters["timeouts"] += 1
@@ -364,12 +367,16 @@ class Pool:
             return True
         node = kp.node
         cap = self.backend_max_connections
-        if self.max_pool and kp.size >= self.max_pool:
+        full = self.max_pool and kp.size >= self.max_pool
+        if full and not (w.fresh and kp.idle):
             return False
         if cap and node.size >= cap and not node.idle:
             return False
         if not self._has_token(node):
             return False
+        if full:  # a new login at max_pool: the key's least recently used idle link goes
+            evict = next(iter(kp.idle))
+            self._drop_idle(evict, node.idle[evict], "evicted")
         if cap and node.size >= cap:  # make room: another key's least recently used idle link
             evict, rec = next(iter(node.idle.items()))
             self._drop_idle(evict, rec, "evicted")

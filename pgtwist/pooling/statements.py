@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from ..sql import state as sql_state
+from ..sql.normalize import scan, tokens
 from ..wire import codes
 from ..wire import messages as m
 
@@ -52,6 +53,16 @@ class StatementRegistry:
             names.move_to_end(parse_rest)
         return name
 
+    def retire(self, parse_rest: bytes, name: bytes) -> bool:
+        """The server copies named ``name`` are stale (a schema change altered what the
+        text returns): the next Parse of the text gets a fresh name, so it is parsed
+        anew instead of reusing them.  Statements already given ``name`` keep it and
+        fail as a PostgreSQL prepared statement does."""
+        if self._names.get(parse_rest) == name:
+            del self._names[parse_rest]
+            return True
+        return False
+
     def fresh(self) -> bytes:
         """A name used by no other statement (for a second client name of one text)."""
         return b"pgtwist_%d" % next(self._seq)
@@ -65,6 +76,11 @@ def split_parse(body: bytes) -> tuple[bytes, bytes]:
     """(client statement name, the rest: query text NUL, OID count, OIDs) of a Parse body."""
     end = body.index(b"\0")
     return body[:end], body[end + 1:]
+
+
+def parse_rest(parse_frame: bytes) -> bytes:
+    """The body of a Parse frame after its statement name (see split_parse)."""
+    return parse_frame[parse_frame.index(b"\0", 5) + 1:]
 
 
 def parse_frame(server_name: bytes, rest: bytes) -> bytes:
@@ -116,6 +132,38 @@ def batch_needs(frames: Iterable[tuple[int, bytes, int, int]]) -> list[bytes]:
             defined.add(name)
             needs.append(name)
     return needs
+
+
+# A server's answer when a prepared statement's result columns changed under it (ALTER
+# TABLE ...): the statement is unusable from then on, on that server.
+_STALE_PLAN = b"cached plan must not change result type"
+
+
+def stale_plan(error_body: bytes) -> bool:
+    """Whether an ErrorResponse body says a prepared statement's plan went stale."""
+    return b"\0C0A000\0" in b"\0" + error_body and _STALE_PLAN in error_body
+
+
+def execute_sql(sql: str, name: str, server_name: str) -> str | None:
+    """The SQL ``EXECUTE name ...`` of a protocol-level statement, naming it as the servers
+    know it (``server_name``); None when ``sql`` is not that.
+
+    PostgreSQL lets SQL EXECUTE run a statement prepared with a Parse message.  The name
+    token is replaced in the text as sent; text with comments in front of it is first
+    reduced to its comment-free statement."""
+    toks = tokens(sql)
+    if len(toks) < 2 or toks[0].kind != "word" or toks[0].value != "execute":
+        statements = scan(sql).statements
+        if len(statements) != 1:
+            return None
+        sql = statements[0].text
+        toks = tokens(sql)
+        if len(toks) < 2 or toks[0].kind != "word" or toks[0].value != "execute":
+            return None
+    tok = toks[1]
+    if tok.kind not in ("word", "name") or tok.value != name:
+        return None
+    return sql[:tok.start] + server_name + sql[tok.end:]
 
 
 # -- pins -------------------------------------------------------------------------------------

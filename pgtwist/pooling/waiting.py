@@ -140,10 +140,13 @@ def next_waiter(node: NodePool, max_pool: int, slot: bool, skip: str | None = No
             continue
         best = None
         for kp in keys:
-            if (reuse and kp.idle) or (slot and (not max_pool or kp.size < max_pool)):
+            room = not max_pool or kp.size < max_pool
+            if (reuse and kp.idle) or (slot and room):
                 head = next(iter(kp.waiters))
-                if head.fresh and not (slot and (not max_pool or kp.size < max_pool)):
-                    continue  # only an idle link is at hand, and it may not stand in
+                if head.fresh and not (slot and (room or kp.idle)):
+                    # An idle link may not stand in for a new login; at max_pool one is
+                    # closed to make room for it (Pool._serve), which needs a slot.
+                    continue
                 if best is None or head.seq < best.seq:
                     best = head
         if best is not None:
@@ -164,13 +167,15 @@ def has_token(node: NodePool, rate: float, burst: int, clock) -> bool:
 
 
 def exhausted_message(w: Waiter, *, max_pool: int, backend_max_connections: int,
-                      connect_rate: float, checkout_timeout: float) -> str:
+                      connect_rate: float, checkout_timeout: float,
+                      max_pool_key: str = "max_pool") -> str:
     """Why ``w`` timed out: the limit it waited on, with the counts behind it."""
     kp = w.kp
     node, key = kp.node, kp.key
     cap = backend_max_connections
     if max_pool and kp.size >= max_pool:
-        tail = f"{kp.size} of max_pool={max_pool} in use, {len(kp.waiters)} clients waiting"
+        tail = (f"{kp.size} of {max_pool_key}={max_pool} in use, {len(kp.waiters)} clients "
+                "waiting")
     elif cap and node.size >= cap:
         tail = (f"{node.size} of backend_max_connections={cap} in use, "
                 f"{node.waiting} clients waiting")

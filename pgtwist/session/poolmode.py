@@ -14,7 +14,8 @@ points where they differ:
 - ``prepared_on(link, prepared)``: a SQL PREPAREd statement exists where EXECUTE goes;
 - ``before_query`` / ``after_statement``: bookkeeping around a statement sent to a link;
 - ``parameter_reported``: a setting the primary reported changed;
-- ``release_idle``, ``keeps_link``, ``release_unused``: when links go back to the pool.
+- ``release_idle``, ``keeps_link``, ``release_unused``: when links go back to the pool;
+- ``server_error(link, body)``: an ErrorResponse a server sent.
 
 ``SessionMode`` (pgtwist.session.modes) keeps every link for the whole session
 (Pgpool-II's model); ``TransactionMode`` (pgtwist.session.txmode) hands links back to
@@ -38,3 +39,6 @@ class PoolMode:
         self.cluster = cluster
         self.pooling = pooling
         self.backlog = backlog   # the client frames received and not yet routed
+
+    def server_error(self, link, body: bytes) -> None:
+        """An ErrorResponse from ``link``'s server (its body); what it means to the mode."""

@@ -138,6 +138,7 @@ class Replies:
                     del s.statements[stmt.name]
                 else:
                     s.statements[stmt.name] = stmt.replaces
+        self.mode.server_error(link, body)
         if link is self.links.primary and b"\0C25006\0" in body:
             # "read-only transaction" from the node we took for the primary: after a
             # failover the old writer comes back as a reader under the same name.

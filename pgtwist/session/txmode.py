@@ -27,9 +27,9 @@ the session to its links until it ends.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from operator import itemgetter
 
-from ..conn.server import LinkStatements, UndoPrepare
 from ..logs import logger
 from ..pooling.statements import (
     NO_STATEMENT,
@@ -37,33 +37,36 @@ from ..pooling.statements import (
     close_statement,
     describe_statement,
     parse_frame,
-    pin_reason,
-    raise_sql,
+    parse_rest,
     rename_bind,
+    stale_plan,
 )
-from ..sql import state as sql_state
 from ..sql.idents import quote_ident
 from ..wire import codes
 from ..wire import messages as m
-from .placement import GO, WAIT
-from .poolmode import PoolMode
+from .placement import GO
 from .state import Statement
+from .txquery import TxQueries
 
 log = logger(__name__)
 
 _START = itemgetter(1)
+_BOUND_KEPT = 64
 PARSE_COMPLETE = m.frame(codes.PARSE_COMPLETE)
 CLOSE_COMPLETE = m.frame(codes.CLOSE_COMPLETE)
 
 
-class TransactionMode(PoolMode):
+class TransactionMode(TxQueries):
     """Transaction pooling: links go back to the pool between transactions unless a
     session feature pins them (``session.pinned``)."""
 
-    # -- statements on links ------------------------------------------------------------------
-    def _cache(self, link) -> LinkStatements:
-        return link.server.cache(self.pooling.max_prepared_statements)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # link -> the statements Bound on it since it was last quiet: one of them failed
+        # when a stale-plan error arrives (the error does not say which).
+        self._bound: dict = {}
 
+    # -- statements on links ------------------------------------------------------------------
     def _batch_frames(self, buf: bytes, start: int):
         """The client's frames from the one at ``buf[start]`` on, as far as received."""
         first = True
@@ -143,9 +146,6 @@ class TransactionMode(PoolMode):
         if self.ordering.open_segment(link) is None:
             self._prepare_batch(link, buf, start)
 
-    def holds(self, link, stmt) -> bool:
-        return link.server.holds(stmt)
-
     def add_statement(self, link, stmt) -> None:
         self._insert_parses(link, [stmt])
 
@@ -156,6 +156,8 @@ class TransactionMode(PoolMode):
     def release_idle(self, link) -> None:
         """A link idle with nothing more to do goes back to the pool."""
         server = link.server
+        if self._bound and not self.ordering.busy(link):
+            self._bound.pop(link, None)
         if (self.session.pinned is not None or link.closed or link is self.session.copy_link
                 or server.txn_status != codes.TXN_IDLE or self.ordering.busy(link)
                 or self.links.get(link.node_id) is not link or server.pending_parses):
@@ -170,6 +172,20 @@ class TransactionMode(PoolMode):
 
     def release_unused(self, link) -> None:
         self.pooling.release(link, clean=True, reset=False)
+
+    def server_error(self, link, body: bytes) -> None:
+        """"cached plan must not change result type": the server copies of the statements
+        just bound there are stale, on every link that holds them.  Their texts get fresh
+        names, so a client that prepares again (asyncpg does, by itself) is parsed anew
+        instead of being handed the stale copy; a statement already prepared fails on,
+        as in PostgreSQL."""
+        bound = self._bound.pop(link, None)
+        if not bound or not stale_plan(body):
+            return
+        registry = self.pooling.registry
+        for stmt in bound:
+            if registry.retire(parse_rest(stmt.parse_frame), stmt.server_name):
+                self.pooling.counters["statements_retired"] += 1
 
     def parameter_reported(self, name: str, value: str) -> None:
         # set_config() and the like change reported settings without a SET statement;
@@ -272,6 +288,10 @@ class TransactionMode(PoolMode):
         server = stmt.server_name if stmt is not None else None
         if server is not None:
             link.server.statements.touch(server)
+            bound = self._bound.get(link)
+            if bound is None:
+                bound = self._bound[link] = deque(maxlen=_BOUND_KEPT)
+            bound.append(stmt)
             frame = rename_bind(buf, start, end, server)
             self.out.forward(link, frame, 0, len(frame))
         else:
@@ -308,89 +328,3 @@ class TransactionMode(PoolMode):
         what = f'prepared statement "{name.decode("utf-8", "replace")}"' if name \
             else "unnamed prepared statement"
         return self.place.fail_extended("26000", f"{what} does not exist")
-
-    # -- simple Query ---------------------------------------------------------------------------
-    def before_route(self, info, sql: str):
-        """DEALLOCATE / DISCARD ALL / duplicate PREPARE, answered from the session's names."""
-        s = self.session
-        if info.multi_statement or s.route_status == "E":
-            return GO
-        name = info.deallocate_name
-        if name is not None:
-            if name == "*":
-                for key in [k for k in s.statements if k]:
-                    del s.statements[key]
-                s.sql_prepared.clear()
-                self.out.local(m.command_complete("DEALLOCATE ALL"))
-                return None
-            if s.sql_prepared.pop(name, None) is None \
-                    and s.statements.pop(name.encode(), None) is None:
-                return self._fail(info, "26000", f'prepared statement "{name}" does not exist')
-            self.out.local(m.command_complete("DEALLOCATE"))
-            return None
-        if info.execute_name is not None and info.execute_name not in s.sql_prepared:
-            # The server may hold that name for another session (or from before this
-            # session's DEALLOCATE): only the session's own statements exist for it.
-            return self._fail(info, "26000",
-                                 f'prepared statement "{info.execute_name}" does not exist')
-        if info.prepare_name is not None and info.prepare_name in s.sql_prepared:
-            return self._fail(info, "42P05",
-                                 f'prepared statement "{info.prepare_name}" already exists')
-        if (info.discard_all and not info.multi_statement and self.session.pinned is None
-                and s.route_status == "I" and not self.links):
-            # Nothing of this session is on any server: forgetting is the whole job.
-            s.statements.clear()
-            s.portals.clear()
-            self.router.after_statement(s, info, None, s.primary_id, sql)
-            s.implicit_undo = None  # answered here: it cannot fail
-            self.out.local(m.command_complete("DISCARD ALL"))
-            return None
-        return GO
-
-    def _fail(self, info, sqlstate: str, message: str):
-        """Answer an error; inside a transaction the server must see it too (it aborts)."""
-        if self.session.route_status == "I":
-            self.out.local(m.error_response(sqlstate, message))
-            return None
-        link = self.place.target_link(self.router.PRIMARY)
-        if link is WAIT:
-            return WAIT
-        frame = m.query(raise_sql(sqlstate, message))
-        self.out.forward(link, frame, 0, len(frame), sync=True)
-        return None
-
-    def before_query(self, link, info) -> None:
-        server = link.server
-        server.unnamed = None  # a simple Query destroys the unnamed statement
-        name = info.prepare_name
-        if name is not None and name in server.sql_prepared:
-            # Another session's PREPARE of that name is still on this server.
-            self.out.shadow(link, m.query(f"DEALLOCATE {quote_ident(name)}"))
-            del server.sql_prepared[name]
-
-    def after_statement(self, info, sql: str, link) -> None:
-        """Bookkeeping once a statement was sent to ``link``: pins, dropped statements."""
-        s = self.session
-        server = link.server
-        if info.prepare_name is not None and info.prepared is not None:
-            server.sql_prepared[info.prepare_name] = sql
-            # If it fails, the name stays free.
-            name = info.prepare_name
-            self.ordering.file_undo(link, UndoPrepare(name, s.sql_prepared.get(name)))
-        if info.discard_all and not info.multi_statement and s.route_status == "I":
-            server.forget_statements()
-            server.unnamed = None
-            s.statements.clear()
-            self.session.pinned = None  # DISCARD ALL ends everything a pin stood for
-        elif info.deallocate_name == "*":
-            server.forget_statements()
-            for key in [k for k in s.statements if k]:
-                del s.statements[key]
-        if self.session.pinned is None:
-            reason = pin_reason(info, sql)
-            if reason is None and info.bounded and sql_state.may_keep_state(sql):
-                reason = "unparsed_text"
-            if reason is not None:
-                self.session.pinned = reason
-                self.pooling.pin(reason)
-                log.debug("session {pid}: pinned to its links ({why})", pid=s.pid, why=reason)

@@ -73,6 +73,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.session.flow", "pgtwist.session.links", "pgtwist.session.modes",
         "pgtwist.session.copyin", "pgtwist.session.placement", "pgtwist.session.poolmode", "pgtwist.session.relay", "pgtwist.session.replies",
         "pgtwist.session.requests", "pgtwist.session.startup", "pgtwist.session.txmode",
+        "pgtwist.session.txquery",
     ),
     # Composition root and entry points (and the test fakes, which build a service).
     "root": (
