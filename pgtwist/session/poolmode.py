@@ -14,7 +14,8 @@ points where they differ:
 - ``prepared_on(link, prepared)``: a SQL PREPAREd statement exists where EXECUTE goes;
 - ``before_query`` / ``after_statement``: bookkeeping around a statement sent to a link;
 - ``parameter_reported``: a setting the primary reported changed;
-- ``release_idle``, ``keeps_link``, ``release_unused``: when links go back to the pool.
+- ``release_idle``, ``keeps_link``, ``release_unused``: when links go back to the pool;
+- ``key_pid(primary_link)``: the pid the client is told is its backend's.
 
 ``SessionMode`` (pgtwist.session.modes) keeps every link for the whole session
 (Pgpool-II's model); ``TransactionMode`` (pgtwist.session.txmode) hands links back to

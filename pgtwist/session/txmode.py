@@ -171,6 +171,10 @@ class TransactionMode(PoolMode):
     def release_unused(self, link) -> None:
         self.pooling.release(link, clean=True, reset=False)
 
+    def key_pid(self, primary_link) -> int | None:
+        """pgtwist's own pid: the backend changes with every transaction."""
+        return None
+
     def parameter_reported(self, name: str, value: str) -> None:
         # set_config() and the like change reported settings without a SET statement;
         # the report is kept to be re-applied like one.
