@@ -26,7 +26,7 @@ log = logger(__name__)
 
 class Requests:
     def __init__(self, session, outbox, links, ordering, placement, mode, router, cluster,
-                 pooling, copy) -> None:
+                 pooling, copy, retry=None) -> None:
         self.session = session
         self.out = outbox
         self.links = links
@@ -37,6 +37,7 @@ class Requests:
         self.cluster = cluster
         self.pooling = pooling
         self.copy = copy      # COPY FROM STDIN: CopyIn
+        self.retry = retry    # StandbyRetry: reads a standby may refuse as read-only
 
     def handlers(self) -> dict:
         """Frame code -> handler(code, buf, start, end), bound once per session."""
@@ -104,6 +105,8 @@ class Requests:
         mode = self.mode
         mode.before_query(link, info)
         self.out.forward(link, buf, start - 5, end, sync=True)
+        if self.retry is not None and link.node_id != s.primary_id:
+            self.retry.offer(link, info, buf[start - 5:end])
         if info.copy_from_stdin:
             # Syncs the client sends while the server may be in copy-in are ignored
             # there, as after an extended COPY's Execute (see _copy_sync).
