@@ -12,8 +12,8 @@ the standby's answer through unchanged.  Each retry is counted (``SHOW pgtwist_p
 ``standby_read_only_retries``).
 
 A retry happens only when it cannot change what the client's other statements see: the
-session holds an idle primary link with nothing in flight, no batch is open and the
-session is still outside a transaction.  Otherwise the client gets the standby's error,
+session holds a primary link with nothing in flight but earlier retries, no batch is
+open and the session is still outside a transaction.  Otherwise the client gets the standby's error,
 as before.  Extended-protocol batches are not retried (their statements and portals live
 on the standby they were parsed on).
 """
@@ -40,6 +40,7 @@ class StandbyRetry:
         self.counters = pooling.counters
         self.records: dict = {}   # standby Segment -> the Query frame to resend
         self._held: dict = {}     # link -> [items withheld, their bytes]
+        self._resent: set = set()  # retries still in flight on the primary
 
     # -- sending side: Requests ------------------------------------------------------------------
     def offer(self, link, info, frame: bytes) -> None:
@@ -103,8 +104,11 @@ class StandbyRetry:
         s = self.session
         primary = self.links.get(s.primary_id)
         ordering = self.ordering
+        pending = ordering.by_link.get(primary) or ()
+        self._resent.intersection_update(pending)
         if (primary is None or primary.closed or s.route_status != "I"
-                or ordering.busy(primary) or ordering.tail_open() is not None
+                or any(x not in self._resent for x in pending)
+                or ordering.tail_open() is not None
                 or s.skip_until_sync or s.copy_link is not None):
             log.debug("session {pid}: read-only refusal on node {node} not retried",
                       pid=s.pid, node=seg.link.node_id)
@@ -113,6 +117,7 @@ class StandbyRetry:
         self.out.send(primary, frame)
         ordering.synced(new)
         ordering.redirect(seg, new)
+        self._resent.add(new)
         self.out.flush()
         self.counters[COUNTER] += 1
         log.debug("session {pid}: node {node} refused a read as read-only; retried on the "

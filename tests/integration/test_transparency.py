@@ -25,6 +25,8 @@ from psycopg import errors as pgerr
 
 from pgtwist.wire import messages as m
 
+from .rawpg import RawClient, codes_of, query, rows_of
+
 pytestmark = pytest.mark.integration
 
 SESSION = {}
@@ -297,3 +299,91 @@ def test_drop_database_still_refused_for_a_connected_client(cluster, daemons):
             conn.execute(f"DROP DATABASE {name}")
         assert one(user, "SELECT 2") == 2
     cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# -- 3. a standby's read-only refusal (25006) retried on the primary ------------------------------
+
+
+@pytest.fixture(scope="module")
+def writer_functions(cluster):
+    """A stable function (so balanced) that calls a volatile one that writes."""
+    cluster.psql("""
+        CREATE TABLE IF NOT EXISTS tp_log (id serial, note text);
+        GRANT ALL ON tp_log, tp_log_id_seq TO PUBLIC;
+        CREATE OR REPLACE FUNCTION tp_write(note text) RETURNS int VOLATILE LANGUAGE sql
+            AS 'INSERT INTO tp_log (note) VALUES (note) RETURNING id';
+        CREATE OR REPLACE FUNCTION tp_stable_write(note text) RETURNS int STABLE
+            LANGUAGE plpgsql AS 'BEGIN RETURN tp_write(note); END';
+        CREATE OR REPLACE FUNCTION tp_stable_port() RETURNS int STABLE LANGUAGE sql
+            AS 'SELECT inet_server_port()';
+    """)
+    cluster.wait_replayed()
+    return cluster
+
+
+def retries(conn) -> int:
+    rows = dict(conn.execute("SHOW pgtwist_pool").fetchall())
+    return int(rows["standby_read_only_retries"])
+
+
+def test_standby_refusal_is_retried_on_the_primary(writer_functions, daemons):
+    cluster = writer_functions
+    pg = daemons()
+    with connect(pg) as conn, direct(cluster) as ref:
+        # reads do reach the replica here
+        assert one(conn, "SELECT tp_stable_port()") != cluster.primary_port
+        before = retries(conn)
+        xid = one(conn, "SELECT pg_current_xact_id()")
+        assert int(str(xid)) > 0
+        note = f"tp-{time.monotonic_ns()}"
+        new_id = one(conn, f"SELECT tp_stable_write('{note}')")
+        # the write happened once, on the primary
+        assert ref.execute("SELECT array_agg(id) FROM tp_log WHERE note = %s",
+                           (note,)).fetchone()[0] == [new_id]
+        assert retries(conn) == before + 2
+        # the session goes on as usual, reads still balanced
+        assert one(conn, "SELECT tp_stable_port()") != cluster.primary_port
+
+
+def test_retried_statement_keeps_its_place_among_pipelined_queries(writer_functions, daemons):
+    """Several simple Queries in one write: the retried one answers in its place."""
+    cluster = writer_functions
+    pg = daemons()
+    sqls = ["SELECT 'a'", "SELECT pg_current_xact_id()::text", "SELECT tp_stable_port()::text",
+            "SELECT pg_current_xact_id()::text", "SELECT 'e'"]
+    with RawClient(pg.port, pg.host) as raw:
+        raw.startup()
+        raw.send(b"".join(query(sql) for sql in sqls))
+        answers = [raw.read_until("Z") for _ in sqls]
+    assert [codes_of(a) for a in answers] == ["TDCZ"] * 5
+    rows = [rows_of(a)[0][0] for a in answers]
+    assert rows[0] == "a" and rows[4] == "e"
+    assert int(rows[1]) > 0 and int(rows[3]) > int(rows[1])
+    assert int(rows[2]) != cluster.primary_port
+
+
+def test_other_standby_errors_and_transactions_are_not_retried(writer_functions, daemons):
+    pg = daemons()
+    with connect(pg) as conn:
+        before = retries(conn)
+        with pytest.raises(pgerr.DivisionByZero):
+            conn.execute("SELECT 1 / (tp_stable_port() - tp_stable_port())")
+        # inside a transaction the standby's answer stands (its transaction failed)
+        conn.execute("BEGIN")
+        with pytest.raises(pgerr.ReadOnlySqlTransaction):
+            conn.execute("SELECT pg_current_xact_id()")
+        conn.execute("ROLLBACK")
+        assert retries(conn) == before
+        assert one(conn, "SELECT 5") == 5
+
+
+def test_transaction_mode_reports_the_refusal(writer_functions, daemons):
+    """Transaction pooling: a session holds no primary link between transactions, so
+    there is none at hand to retry on: the client gets the standby's 25006 (README)."""
+    pg = daemons(**TRANSACTION)
+    with connect(pg) as conn:
+        before = retries(conn)
+        with pytest.raises(pgerr.ReadOnlySqlTransaction):
+            conn.execute("SELECT pg_current_xact_id()")
+        assert retries(conn) == before
+        assert one(conn, "SELECT 6") == 6
