@@ -183,6 +183,17 @@ class Proxy:
         self.sessions[pid] = relay
         return Session(pid=pid, secret=self.rng.getrandbits(32), client_address=client_address)
 
+    def rekey_session(self, session: Session, pid: int) -> bool:
+        """Give ``session`` the key pid ``pid`` (its backend's) if no other session has it;
+        the secret stays pgtwist's own, so cancel keys still cannot be guessed."""
+        relay = self.sessions.get(session.pid)
+        if relay is None or self.sessions.get(pid, relay) is not relay:
+            return False
+        del self.sessions[session.pid]
+        self.sessions[pid] = relay
+        session.pid = pid
+        return True
+
     def end_session(self, session: Session) -> None:
         self.sessions.pop(session.pid, None)
 

@@ -142,7 +142,8 @@ class Pooling:
         self.registry = StatementRegistry()
         self.max_prepared_statements = o.max_prepared_statements
         self.counters = {"statements_parsed": 0, "statements_evicted": 0,
-                         "statements_retired": 0, "pinned": 0}
+                         "statements_retired": 0, "pinned": 0,
+                         "standby_read_only_retries": 0}  # pgtwist.session.retry
         self.counters.update({f"pinned_{reason}": 0 for reason in PIN_REASONS})
         self.server_methods = ServerMethods()
         self.pre_auth = PreAuthGate(o.pre_auth_connections_per_user)

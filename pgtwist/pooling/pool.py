@@ -194,6 +194,18 @@ class Pool:
             self._expiry.cancel()
         self._expiry = None
 
+    def close_idle_database(self, database: str) -> int:
+        """Close the idle links to ``database`` on every node (DROP DATABASE and the like
+        refuse a database other sessions use); returns how many were closed."""
+        closed = 0
+        for kp in [kp for kp in self._keys.values() if kp.key.database == database]:
+            while kp.idle:
+                link = next(iter(kp.idle))
+                self._drop_idle(link, kp.node.idle[link], "closed_idle")
+                closed += 1
+            self._pump(kp.node)
+        return closed
+
     def stats(self) -> dict:
         """Counts per key, per node and in total, plus the event counters."""
         return link_counts(self._keys, self._nodes, self.counters)

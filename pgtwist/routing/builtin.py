@@ -61,6 +61,8 @@ _ABORTED = primary("primary: read in an aborted transaction").by("statement")
 _SERIALIZABLE = primary("primary: read in a SERIALIZABLE transaction").by("statement")
 _TXN_ON_PRIMARY = primary("primary: the transaction began in a multi-statement query, "
                           "no standby is in it").by("statement")
+_TXN_SETTING = primary("primary: reads a transaction setting, which only the node running "
+                       "the transaction knows").by("statement")
 _SAVEPOINTS = frozenset({"SAVEPOINT", "RELEASE", "ROLLBACK TO"})
 
 
@@ -103,6 +105,8 @@ class StatementPolicy:
             return decision
         if NO_LOAD_BALANCE in q.hints:
             return _HINT
+        if q.reads_txn_setting:
+            return _TXN_SETTING  # a standby says read only / its own default isolation
         why = rules.not_select_reason(q, request.sql, o.allow_sql_comments,
                                       o.ignore_leading_white_space)
         if why is not None:

@@ -16,6 +16,11 @@ from .state import Statement
 class SessionMode(PoolMode):
     """Session pooling: a session keeps its links until it ends (Pgpool-II's model)."""
 
+    def key_pid(self, primary_link) -> int | None:
+        """The primary backend's own pid: pg_terminate_backend(backend_pid) and NOTIFY
+        sender pids mean the client's own backend, as with PostgreSQL directly."""
+        return primary_link.backend_pid or None
+
     # -- simple Query --------------------------------------------------------------------------
     def before_route(self, info, sql: str):
         return GO

@@ -177,6 +177,14 @@ class Ordering:
             return out
         return []
 
+    def redirect(self, seg: Segment, new: Segment) -> None:
+        """``new`` (just sent, on another link) answers in ``seg``'s place in the client's
+        order; ``seg``, whose bytes the client has not seen, is consumed silently."""
+        fifo = self.fifo
+        fifo.remove(new)
+        fifo[fifo.index(seg)] = new
+        seg.forward = False
+
     def busy(self, link) -> bool:
         q = self.by_link.get(link)
         return bool(q)

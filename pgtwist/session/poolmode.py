@@ -15,7 +15,8 @@ points where they differ:
 - ``before_query`` / ``after_statement``: bookkeeping around a statement sent to a link;
 - ``parameter_reported``: a setting the primary reported changed;
 - ``release_idle``, ``keeps_link``, ``release_unused``: when links go back to the pool;
-- ``server_error(link, body)``: an ErrorResponse a server sent.
+- ``server_error(link, body)``: an ErrorResponse a server sent;
+- ``key_pid(primary_link)``: the pid the client is told is its backend's.
 
 ``SessionMode`` (pgtwist.session.modes) keeps every link for the whole session
 (Pgpool-II's model); ``TransactionMode`` (pgtwist.session.txmode) hands links back to

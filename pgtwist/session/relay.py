@@ -45,6 +45,7 @@ from .outbox import Outbox
 from .placement import WAIT, Placement
 from .replies import Replies
 from .requests import Requests
+from .retry import StandbyRetry
 from .startup import Startup
 
 IDLE_SESSION_TIMEOUT = "57P05"
@@ -87,11 +88,12 @@ class Relay:
         self.mode = mode = proxy.pool_mode(s, out, links, ordering, place, router, cluster,
                                            pooling, self.backlog)
         links.mode = mode
+        retry = StandbyRetry(s, ordering, out, links, pooling)
         self.requests = requests = Requests(s, out, links, ordering, place, mode, router,
                                             cluster, pooling,
-                                            CopyIn(s, out, links, ordering, place))
+                                            CopyIn(s, out, links, ordering, place), retry)
         self.replies = replies = Replies(s, ordering, links, mode, router, cluster,
-                                         self.write, self.fatal, self.close)
+                                         self.write, self.fatal, self.close, retry)
         self.backend_items = replies.backend_items
         self.link_lost = replies.link_lost
         self.startup = Startup(self, s, links, ordering, mode, router, proxy)

@@ -23,7 +23,7 @@ class Replies:
     """The backend side of one session (its relay hands it each link's stream)."""
 
     def __init__(self, session, ordering, links, mode, router, cluster, write, fatal,
-                 close) -> None:
+                 close, retry=None) -> None:
         self.session = session
         self.ordering = ordering
         self.links = links
@@ -33,8 +33,19 @@ class Replies:
         self.write = write      # to the client; replaced when TLS starts
         self.fatal = fatal      # fatal(sqlstate, message): tell the client, end the session
         self.close = close      # end the session
+        self.retry = retry      # StandbyRetry: a standby's read-only refusal, retried
 
     def backend_items(self, link, items: list) -> None:
+        if self.session.closed:
+            return
+        retry = self.retry
+        if retry is not None and retry.records:
+            for part in retry.split(link, items):
+                self._relay(link, part)
+        else:
+            self._relay(link, items)
+
+    def _relay(self, link, items: list) -> None:
         if self.session.closed:
             return
         try:
@@ -149,6 +160,8 @@ class Replies:
         _fire(link.server.copy_resolved())  # a Sync waiting on this COPY is routed (and fails)
         links = self.links
         links.forget(link)
+        if self.retry is not None:
+            self.retry.forget(link)
         s = self.session
         if s.closed:
             return

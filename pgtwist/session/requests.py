@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .. import admin
 from ..conn.server import UndoReplay
+from ..logs import logger
 from ..pooling.statements import split_parse
 from ..routing.values import Target
 from ..wire import codes
@@ -20,10 +21,12 @@ from .placement import ABORTED, GO, WAIT, cstr_pair, info_sql
 
 _ENDS_ABORTED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
 
+log = logger(__name__)
+
 
 class Requests:
     def __init__(self, session, outbox, links, ordering, placement, mode, router, cluster,
-                 pooling, copy) -> None:
+                 pooling, copy, retry=None) -> None:
         self.session = session
         self.out = outbox
         self.links = links
@@ -34,6 +37,7 @@ class Requests:
         self.cluster = cluster
         self.pooling = pooling
         self.copy = copy      # COPY FROM STDIN: CopyIn
+        self.retry = retry    # StandbyRetry: reads a standby may refuse as read-only
 
     def handlers(self) -> dict:
         """Frame code -> handler(code, buf, start, end), bound once per session."""
@@ -67,6 +71,8 @@ class Requests:
         if special is not None:
             return self._admin(special)
         info = self.router.classify(sql)
+        if info.exclusive_database is not None:
+            self._free_database(info.exclusive_database)
         s = self.session
         if s.failed_elsewhere:
             return self._in_failed_transaction(info, buf, start, end)
@@ -99,6 +105,8 @@ class Requests:
         mode = self.mode
         mode.before_query(link, info)
         self.out.forward(link, buf, start - 5, end, sync=True)
+        if self.retry is not None and link.node_id != s.primary_id:
+            self.retry.offer(link, info, buf[start - 5:end])
         if info.copy_from_stdin:
             # Syncs the client sends while the server may be in copy-in are ignored
             # there, as after an extended COPY's Execute (see _copy_sync).
@@ -107,6 +115,14 @@ class Requests:
         if s.implicit_undo is not None:
             self._file_undo(link)
         mode.after_statement(info, sql, link)
+
+    def _free_database(self, database: str) -> None:
+        """DROP DATABASE and the like fail while other sessions use the database: pgtwist's
+        own idle links to it must not be those sessions."""
+        closed = self.pooling.pool.close_idle_database(database)
+        if closed:
+            log.info("session {pid}: closed {n} idle link(s) to database {db} for {why}",
+                     pid=self.session.pid, n=closed, db=database, why="its exclusive use")
 
     def _file_undo(self, link) -> None:
         """After a statement went to ``link``: a SET it made outside an explicit
@@ -174,6 +190,8 @@ class Requests:
         name, rest = split_parse(buf[start:end])
         sql = rest[:rest.index(b"\0")].decode("utf-8", "replace")
         info = self.router.classify_parse(sql)
+        if info.exclusive_database is not None:
+            self._free_database(info.exclusive_database)
         rewritten = False
         if s.failed_elsewhere:
             if info.command not in _ENDS_ABORTED:

@@ -207,6 +207,12 @@ class Startup:
         s.primary_id = link.node_id
         s.parameters.update(link.server.parameters)
         s.txn_status = link.server.txn_status
+        key_pid = self.mode.key_pid(link)
+        if key_pid is not None and key_pid != s.pid:
+            old = s.pid
+            if self.proxy.rekey_session(s, key_pid):
+                log.debug("session {old} is now {pid}, its primary backend's pid",
+                          old=old, pid=key_pid)
         s.lb_node, reason = self.router.choose_lb_node(s)
         log.debug("session {pid}: load-balance node {node} ({reason})", pid=s.pid,
                   node=s.lb_node, reason=reason)

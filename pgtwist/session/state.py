@@ -58,11 +58,11 @@ class SqlPrepared:
 class Session:
     """What pgtwist knows about one client's session.
 
-    ``pid``/``secret`` are pgtwist's own BackendKeyData for the client (not a
-    backend's): a CancelRequest carrying them is mapped to the backend links
-    that serve this session.  The client therefore sees pgtwist's key as its
-    "backend pid", while ``pg_backend_pid()`` answers with the real server
-    process of whichever node ran it.
+    ``pid``/``secret`` are the BackendKeyData the client gets: a CancelRequest
+    carrying them is mapped to the backend links that serve this session.  In
+    session pooling ``pid`` becomes the primary backend's own pid once logged in
+    (SessionMode.key_pid), in transaction pooling it stays pgtwist's; ``secret``
+    is always pgtwist's own random one.
     """
 
     pid: int

@@ -187,6 +187,10 @@ class TransactionMode(TxQueries):
             if registry.retire(parse_rest(stmt.parse_frame), stmt.server_name):
                 self.pooling.counters["statements_retired"] += 1
 
+    def key_pid(self, primary_link) -> int | None:
+        """pgtwist's own pid: the backend changes with every transaction."""
+        return None
+
     def parameter_reported(self, name: str, value: str) -> None:
         # set_config() and the like change reported settings without a SET statement;
         # the report is kept to be re-applied like one.

@@ -57,7 +57,7 @@ from .normalize import (
     shape_key,
     tokens,
 )
-from .parsed import SQLGLOT_KEYWORDS, classify_parsed
+from .parsed import SQLGLOT_KEYWORDS, classify_parsed, reads_setting_literal
 from .split import statement_ends
 from .utility import HANDLERS, at, is_catalog, uniq, unknown
 
@@ -110,6 +110,9 @@ def _merge(parts: list[QueryInfo]) -> QueryInfo:
         is_read=all(p.is_read for p in parts), is_write=anyof("is_write"),
         tables_read=union("tables_read"), tables_written=union("tables_written"),
         functions=union("functions"), touches_catalog=anyof("touches_catalog"),
+        reads_txn_setting=anyof("reads_txn_setting"),
+        exclusive_database=next((p.exclusive_database for p in parts
+                                 if p.exclusive_database), None),
         multi_statement=True, parse_error=anyof("parse_error"),
         serializable=anyof("serializable"), read_write=anyof("read_write"),
         temp_tables_created=union("temp_tables_created"),
@@ -290,7 +293,8 @@ class Classifier:
             return _EMPTY, False
         kw = toks[0].value if toks[0].kind in ("word", "op") else ""
         if kw in SQLGLOT_KEYWORDS or kw == "(":
-            return classify_parsed(text, kw, first_char_ok), False
+            info = classify_parsed(text, kw, first_char_ok)
+            return info, reads_setting_literal(info)
         handler = HANDLERS.get(kw)
         if handler is None:
             return unknown(), False

@@ -68,6 +68,14 @@ class QueryInfo:
     savepoint_name  the savepoint SAVEPOINT / RELEASE / ROLLBACK TO names (folded).
     cursor_name     the cursor DECLARE / FETCH / MOVE / CLOSE names (folded; None for
                     CLOSE ALL).
+    reads_txn_setting  reads a transaction-scoped setting (transaction_isolation,
+                    transaction_read_only, transaction_deferrable): SHOW of one of them,
+                    SHOW ALL / SHOW TRANSACTION ISOLATION LEVEL, current_setting() of one
+                    (or of a name not written as a literal).  Only the node the transaction
+                    runs on knows them (a standby always says read only).
+    exclusive_database  the database (folded) that DROP DATABASE, ALTER DATABASE ...
+                    RENAME / SET TABLESPACE, or CREATE DATABASE ... TEMPLATE needs no other
+                    session connected to; else None.
     For a multi-statement text the last five describe its first statement, as command does;
     pgtwist.sql.state gives them for any one statement's text.
     """
@@ -102,6 +110,8 @@ class QueryInfo:
     discard_all: bool = False
     savepoint_name: str | None = None
     cursor_name: str | None = None
+    reads_txn_setting: bool = False
+    exclusive_database: str | None = None
 
     @property
     def tables(self) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from sqlglot import exp
 from .idents import fold, fold_name
 from .info import EITHER, PRIMARY, QueryInfo
 from .normalize import shorten_lists
-from .utility import is_catalog, uniq, unknown
+from .utility import TXN_SETTINGS, is_catalog, uniq, unknown
 
 # sqlglot logs a warning whenever it falls back to an opaque Command; we treat
 # that as "cannot parse" ourselves, so keep its log quiet.
@@ -150,19 +150,41 @@ def classify_parsed(text: str, kw: str, first_char_ok: bool) -> QueryInfo:
             written.append(name)
         elif t.args.get("db") or name not in ctes:
             read.append(name)
-    functions = uniq(filter(None, (_function_name(f, text)
-                                    for f in root.find_all(exp.Func, bfs=False))))
+    calls = [(f, _function_name(f, text)) for f in root.find_all(exp.Func, bfs=False)]
+    functions = uniq(name for _, name in calls if name)
+    txn_setting = any(_reads_txn_setting(f) for f, name in calls if name in _CURRENT_SETTING)
     read_t, written_t = uniq(read), uniq(written)
     catalog = any(is_catalog(n) for n in read_t + written_t)
 
     if isinstance(root, _DML):
         return QueryInfo(_DML_COMMAND[type(root)], PRIMARY, is_write=True,
                          tables_read=read_t, tables_written=written_t,
-                         functions=functions, touches_catalog=catalog)
+                         functions=functions, touches_catalog=catalog,
+                         reads_txn_setting=txn_setting)
     select_ok = not (into is not None or root.find(exp.Lock) is not None or writing_cte)
     is_read = select_ok and first_char_ok
     command = "VALUES" if kw == "values" else "TABLE" if kw == "table" else "SELECT"
     return QueryInfo(command, EITHER if is_read else PRIMARY,
                      is_read=is_read, is_write=not is_read,
                      tables_read=read_t, tables_written=written_t, functions=functions,
-                     touches_catalog=catalog, temp_tables_created=temp)
+                     touches_catalog=catalog, temp_tables_created=temp,
+                     reads_txn_setting=txn_setting)
+
+
+_CURRENT_SETTING = frozenset(("current_setting", "pg_catalog.current_setting"))
+
+
+def reads_setting_literal(info: QueryInfo) -> bool:
+    """Whether ``info`` depends on a literal's value: current_setting('name') does, so
+    its text is cached as itself, not by shape (Classifier)."""
+    return any(f in _CURRENT_SETTING for f in info.functions)
+
+
+def _reads_txn_setting(call: exp.Func) -> bool:
+    """current_setting() of a transaction-scoped setting, or of a name not written as a
+    literal (it may be one)."""
+    args = call.expressions
+    first = args[0] if args else None
+    if not isinstance(first, exp.Literal) or not first.is_string:
+        return True
+    return first.name.lower() in TXN_SETTINGS

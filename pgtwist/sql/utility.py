@@ -22,6 +22,11 @@ from .normalize import (
 
 _CATALOG_SCHEMAS = frozenset(("pg_catalog", "information_schema"))
 _WEAK_LOCKS = frozenset(("access share", "row share"))
+# Settings only the node running the transaction knows (a standby: always read only).
+TXN_SETTINGS = frozenset(("transaction_isolation", "transaction_read_only",
+                          "transaction_deferrable"))
+# SHOW arguments that report them too: SHOW ALL, SHOW TRANSACTION ISOLATION LEVEL.
+_SHOW_TXN = TXN_SETTINGS | {"all", "transaction"}
 
 
 def uniq(items) -> tuple[str, ...]:
@@ -135,7 +140,8 @@ def _show(c, text: str, toks: list[Token]) -> QueryInfo:
     arg = at(toks, 1)
     if arg is not None and arg.kind == "word" and arg.value.startswith("pool_"):
         return QueryInfo("PGPOOL", EITHER, is_read=True)
-    return QueryInfo("SHOW", EITHER, is_read=True)
+    txn = arg is not None and arg.kind in ("word", "name") and arg.value in _SHOW_TXN
+    return QueryInfo("SHOW", EITHER, is_read=True, reads_txn_setting=txn)
 
 
 def _explain(c, text: str, toks: list[Token]) -> QueryInfo:
@@ -273,7 +279,31 @@ def _utility(c, text: str, toks: list[Token]) -> QueryInfo:
     names = written + dropped
     return QueryInfo(command, PRIMARY, is_write=True, tables_written=uniq(written),
                      functions=functions, touches_catalog=any(map(is_catalog, names)),
-                     temp_tables_created=temp, tables_dropped=uniq(dropped))
+                     temp_tables_created=temp, tables_dropped=uniq(dropped),
+                     exclusive_database=_exclusive_database(kw, toks))
+
+
+def _exclusive_database(kw: str, toks: list[Token]) -> str | None:
+    """The database a statement needs no other session connected to (see QueryInfo)."""
+    if not is_word(at(toks, 1), "database"):
+        return None
+    if kw == "drop":
+        i = 4 if is_word(at(toks, 2), "if") else 2      # IF EXISTS
+    elif kw == "alter":
+        i = 2
+        if not (is_word(at(toks, 3), "rename")
+                or (is_word(at(toks, 3), "set") and is_word(at(toks, 4), "tablespace"))):
+            return None
+    elif kw == "create":
+        i = next((j + 1 for j in range(3, len(toks)) if is_word(toks[j], "template")), 0)
+        if op(toks, i, "="):
+            i += 1
+        if not i:
+            return None
+    else:
+        return None
+    tok = at(toks, i)
+    return tok.value if tok is not None and tok.kind in ("word", "name") else None
 
 
 def _simple(c, text: str, toks: list[Token]) -> QueryInfo:

@@ -71,7 +71,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # The session objects that drive one client's traffic.
     "session": (
         "pgtwist.session.flow", "pgtwist.session.links", "pgtwist.session.modes",
-        "pgtwist.session.copyin", "pgtwist.session.placement", "pgtwist.session.poolmode", "pgtwist.session.relay", "pgtwist.session.replies",
+        "pgtwist.session.copyin", "pgtwist.session.placement", "pgtwist.session.poolmode", "pgtwist.session.relay", "pgtwist.session.replies", "pgtwist.session.retry",
         "pgtwist.session.requests", "pgtwist.session.startup", "pgtwist.session.txmode",
         "pgtwist.session.txquery",
     ),

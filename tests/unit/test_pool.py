@@ -456,6 +456,24 @@ def test_close_idle_closes_only_idle_links():
     assert pool.stats()["totals"] == {"idle": 0, "busy": 1, "connecting": 0, "waiting": 0}
 
 
+def test_close_idle_database_closes_that_databases_idle_links_on_every_node():
+    pool, _, _ = make_pool()
+    shop1, shop2 = PoolKey("app", "shop", 1), PoolKey("other", "shop", 2)
+    blog = PoolKey("app", "blog", 1)
+    a = link_of(take(pool.checkout(shop1, {})))
+    b = link_of(take(pool.checkout(shop2, {})))
+    busy = link_of(take(pool.checkout(shop1, {})))
+    other = link_of(take(pool.checkout(blog, {})))
+    for link in (a, b, other):
+        pool.checkin(link, reusable=True)
+    assert pool.close_idle_database("shop") == 2
+    assert a.terminated and b.terminated
+    assert not busy.terminated and not other.terminated   # in use / another database
+    assert pool.stats()["totals"] == {"idle": 1, "busy": 1, "connecting": 0, "waiting": 0}
+    assert pool.close_idle_database("shop") == 0
+    assert pool.close_idle_database("nowhere") == 0
+
+
 # -- reset and stats ----------------------------------------------------------------------------
 def test_reset_skips_abort_outside_a_transaction_and_sends_one_query_per_statement():
     pool, _, _ = make_pool()
