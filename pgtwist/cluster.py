@@ -51,7 +51,7 @@ class NodeState:
 
     __slots__ = ("node_id", "backend", "status", "role", "select_cnt", "last_status_change",
                  "pg_status", "pg_role", "replication_delay", "replication_state",
-                 "replication_sync_state", "down_since", "lsn")
+                 "replication_sync_state", "down_since", "lsn", "replay_lsn")
 
     def __init__(self, backend):
         self.node_id = backend.node_id
@@ -67,6 +67,7 @@ class NodeState:
         self.replication_sync_state = ""
         self.down_since = 0.0
         self.lsn: int | None = None
+        self.replay_lsn: int | None = None   # last pg_last_wal_replay_lsn() seen (pgtwist.lsn)
 
     @property
     def replication_delay_text(self) -> str:

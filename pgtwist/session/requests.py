@@ -16,6 +16,7 @@ from ..pooling.statements import split_parse
 from ..routing.values import Target
 from ..wire import codes
 from ..wire import messages as m
+from .consistency import after_sync
 from .placement import ABORTED, GO, WAIT, cstr_pair, info_sql
 
 _ENDS_ABORTED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
@@ -107,6 +108,8 @@ class Requests:
         if s.implicit_undo is not None:
             self._file_undo(link)
         mode.after_statement(info, sql, link)
+        if s.consistency is not None:
+            after_sync(s, link, self.out, self.ordering, self.router.consistency)
 
     def _file_undo(self, link) -> None:
         """After a statement went to ``link``: a SET it made outside an explicit
@@ -342,6 +345,8 @@ class Requests:
         if held is not None:
             return held
         self.out.forward(link, buf, start - 5, end, sync=True)
+        if s.consistency is not None:
+            after_sync(s, link, self.out, self.ordering, self.router.consistency)
         return None
 
     def on_flush(self, code, buf, start, end):

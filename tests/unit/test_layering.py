@@ -42,7 +42,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.sql", "pgtwist.sql.idents", "pgtwist.sql.info", "pgtwist.sql.normalize",
         "pgtwist.sql.split", "pgtwist.sql.state", "pgtwist.sql.utility",
         "pgtwist.routing", "pgtwist.routing.balancer", "pgtwist.routing.builtin",
-        "pgtwist.routing.lbpolicy",
+        "pgtwist.routing.lbpolicy", "pgtwist.routing.consistency",
         "pgtwist.routing.chain", "pgtwist.routing.options", "pgtwist.routing.rules",
         "pgtwist.routing.stickiness", "pgtwist.routing.values",
         "pgtwist.auth", "pgtwist.auth.addresses", "pgtwist.auth.hba", "pgtwist.auth.hba_parse",
@@ -66,13 +66,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # registry and the router.
     "services": (
         "pgtwist.pooling.checkout", "pgtwist.auth.session", "pgtwist.registry",
-        "pgtwist.router",
+        "pgtwist.router", "pgtwist.lsn",
     ),
     # The session objects that drive one client's traffic.
     "session": (
         "pgtwist.session.flow", "pgtwist.session.links", "pgtwist.session.modes",
         "pgtwist.session.copyin", "pgtwist.session.placement", "pgtwist.session.poolmode", "pgtwist.session.relay", "pgtwist.session.replies",
         "pgtwist.session.requests", "pgtwist.session.startup", "pgtwist.session.txmode",
+        "pgtwist.session.consistency",
     ),
     # Composition root and entry points (and the test fakes, which build a service).
     "root": (
