@@ -17,7 +17,7 @@ from .logs import logger
 from .lsn import LsnTracker
 from .options import ConsistencyOptions
 from .registry import build_chain, catalog_options, write_rules
-from .routing import stickiness
+from .routing import rules, stickiness
 from .routing.values import (
     CatalogFacts,
     RouteDecision,
@@ -172,7 +172,8 @@ class Router:
         (the session's own bookkeeping is Session.statement_sent)."""
         if info.is_read and node_id is not None:
             self.proxy.cluster.nodes[node_id].select_cnt += 1
-        if self.lsn_on and node_id == s.primary_id and (info.is_write or info.functions):
+        if self.lsn_on and node_id == s.primary_id and (info.is_write or (
+                info.functions and self._writes_functions(s, info))):
             self.consistency.record(s).dirty = True   # captured at its transaction's end
         if not (info.is_read and info.route != BOTH and not info.functions
                 and not info.serializable and not info.temp_tables_created
@@ -187,6 +188,11 @@ class Router:
             self._sticky_after(s, replace(info, command="UNKNOWN"), sql)
         if info.temp_tables_created or info.tables_dropped:
             self.catalog.forget_tables(s.database, info.temp_tables_created + info.tables_dropped)
+
+    def _writes_functions(self, s, info) -> bool:
+        """A read calling a function that may write (write list, or volatile)."""
+        facts = self.catalog.facts(s.database, info) or _NO_FACTS
+        return bool(rules.writing_functions(info, facts, self.rules.functions))
 
     def _sticky_after(self, s, info, sql: str) -> None:
         facts = self.catalog.facts(s.database, info.prepared or info) or _NO_FACTS

@@ -374,6 +374,9 @@ class Requests:
             local(admin.pool_nodes(self.cluster, s.lb_node))
         elif kind == "show" and arg == "pgtwist_pool":
             local(admin.pgtwist_pool(self.pooling))
+        elif kind == "show" and arg == "pgtwist_consistency":
+            local(admin.pgtwist_consistency(self.router.consistency, self.cluster,
+                                            self.router.lsn_on))
         elif kind == "show":
             local(admin.pool_version())
         elif kind == "explain":
