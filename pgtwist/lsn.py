@@ -2,7 +2,7 @@
 each replica has replayed.
 
 Commit LSNs come from the sessions (pgtwist.session.consistency pipelines a hidden
-``pg_current_wal_lsn()`` after a writing transaction's end, on the same primary link):
+``pg_current_wal_insert_lsn()`` after a writing transaction's end, on the same primary link):
 from the moment that statement is sent until the answer is in, the write is *pending*
 and no replica can be proven fresh for the reads that must see it.  Replay LSNs come from
 one persistent connection per standby (as ``sr_check_user``), polled every
@@ -29,7 +29,9 @@ from .wire import messages as m
 
 log = logger(__name__)
 
-CAPTURE_QUERY = "SELECT pg_catalog.pg_current_wal_lsn()"
+# The insert position: with synchronous_commit off the write position (pg_current_wal_lsn)
+# can still be short of the commit record's end when the commit returns.
+CAPTURE_QUERY = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
 REPLAY_QUERY = "SELECT pg_catalog.pg_last_wal_replay_lsn()"
 SETTLE_SECONDS = 1.0     # a capture unanswered this long is settled by a primary poll
 ACTIVE_SECONDS = 2.0     # poll replicas this long after the last write
@@ -39,13 +41,14 @@ RETRY_SECONDS = 1.0      # a probe connection that failed is retried after this 
 class SessionLsn:
     """One session's part: a write not yet captured, its own writes' LSN and pending."""
 
-    __slots__ = ("dirty", "lsn", "pending", "waited")
+    __slots__ = ("dirty", "lsn", "pending", "waited", "counted")
 
     def __init__(self) -> None:
         self.dirty = False     # wrote on the primary since its last capture
         self.lsn = 0           # highest commit LSN of this session's writes
         self.pending = 0       # its captures not answered yet
         self.waited = None     # the QueryInfo of the read that waited (one wait per frame)
+        self.counted = None    # the read whose outcome is counted (until it is sent)
 
 
 class Capture:

@@ -172,6 +172,8 @@ class Router:
         (the session's own bookkeeping is Session.statement_sent)."""
         if info.is_read and node_id is not None:
             self.proxy.cluster.nodes[node_id].select_cnt += 1
+        if s.consistency is not None:
+            s.consistency.counted = None   # the next read is counted afresh
         if self.lsn_on and node_id == s.primary_id and (info.is_write or (
                 info.functions and self._writes_functions(s, info))):
             self.consistency.record(s).dirty = True   # captured at its transaction's end

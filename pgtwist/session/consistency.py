@@ -1,7 +1,7 @@
 """A session's part in ``read_consistency: lsn`` (pgtwist.lsn holds the shared state).
 
 Writes: when a sync point that ends a writing transaction goes to the primary (a COMMIT,
-an autocommit write, the Sync after one), pgtwist pipelines ``pg_current_wal_lsn()``
+an autocommit write, the Sync after one), pgtwist pipelines ``pg_current_wal_insert_lsn()``
 behind it on the same link as a hidden shadow segment.  Its answer is at or past the
 commit's LSN and reaches nobody but pgtwist; the commit is not delayed (its answer is
 relayed as it comes), and the shadow keeps the link busy, so transaction pooling gives it
@@ -58,25 +58,27 @@ def read_decided(place, info, decision):
         return decision
     tracker = place.router.consistency
     s = place.session
-    rec = s.consistency
-    waited = rec is not None and rec.waited is info
+    rec = tracker.record(s)
+    if rec.counted is info:
+        return decision   # decided again after waiting for a link: counted already
+    waited = rec.waited is info
     if decision.policy == NAME and decision.target is Target.PRIMARY:
         tracker.poll()   # on demand: the next reads see a fresher position
         if tracker.options.wait > 0 and not waited:
             tracker.record(s).waited = info
             return place.wait(tracker.wait_fresh(s))
-        if waited:
-            rec.waited = None
+        rec.waited = None
+        rec.counted = info
         tracker.counts["primary"] += 1
         return decision
-    if waited:
-        rec.waited = None
+    rec.waited = None
     target = decision.target
     if target is Target.NODE:
         to_standby = decision.node != s.primary_id
     else:
         to_standby = target is Target.EITHER and s.lb_node != s.primary_id
     if to_standby:
+        rec.counted = info
         if waited:
             tracker.counts["waited_replica"] += 1
         elif tracker.need(s)[0] > 0:
