@@ -63,6 +63,9 @@ def _write_then_read(pg, cluster, rounds: int = ROUNDS) -> tuple[int, int]:
     replica = cluster.replica_ports[0]
     stale = on_replica = 0
     with _connect(pg) as writer, _connect(pg) as reader:
+        # PostgreSQL's default (the dev cluster turns it off): a commit's WAL is flushed,
+        # and so streamed, when it returns, not at the WAL writer's next round.
+        writer.execute("SET synchronous_commit = on")
         start = writer.execute("SELECT v FROM rc_probe WHERE id = 1 FOR UPDATE").fetchone()[0]
         for i in range(1, rounds + 1):
             writer.execute("UPDATE rc_probe SET v = %s WHERE id = 1", (start + i,))
@@ -112,7 +115,10 @@ def test_lsn_still_uses_the_replica_when_it_keeps_up(pgtwist_factory, cluster, t
           f"{stale}/{ROUNDS} stale, {on_replica}/{ROUNDS} on the replica; {counts}")
     assert stale == 0
     assert on_replica > ROUNDS // 2
-    assert int(counts["waited_replica"]) + int(counts["replica_fresh"]) >= on_replica
+    # Each read is counted once (a read decided again after waiting for a link keeps its
+    # first count, so the split between outcomes is approximate in transaction mode).
+    assert sum(int(counts[k]) for k in ("waited_replica", "replica_fresh", "primary")) \
+        == ROUNDS
 
 
 def test_a_bounded_wait_ends_on_the_primary_when_the_replica_lags(pgtwist_factory, cluster,
