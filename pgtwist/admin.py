@@ -18,7 +18,7 @@ POOL_NODES_COLUMNS = [
     "replication_sync_state", "last_status_change",
 ]
 
-_SHOW = re.compile(r"^\s*show\s+(pool_nodes|pool_version|pgtwist_pool)\s*;?\s*$", re.IGNORECASE)
+_SHOW = re.compile(r"^\s*show\s+(pool_nodes|pool_version|pgtwist_pool|pgtwist_consistency)\s*;?\s*$", re.IGNORECASE)
 _EXPLAIN = re.compile(r"^\s*pgtwist\s+explain\s+route\s+(.+?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _PGTWIST = re.compile(r"^\s*pgtwist\b", re.IGNORECASE)
 
@@ -75,6 +75,24 @@ def pgtwist_pool(pooling) -> bytes:
     rows.append(["waiting", str(totals["waiting"])])
     rows.append(["pool_mode", pooling.mode])
     return result(["name", "value"], rows, f"SELECT {len(rows)}")
+
+
+def pgtwist_consistency(tracker, cluster, active: bool) -> bytes:
+    """SHOW pgtwist_consistency: read_consistency's settings, what it knows (LSNs) and
+    the counted outcomes of reads that had to see earlier writes."""
+    o = tracker.options
+    rows = [["read_consistency", o.mode if active or not o.on else "lsn (inactive: no "
+             "load balancing over replicas)"],
+            ["scope", o.scope], ["wait_ms", str(int(o.wait * 1000))],
+            ["poll_interval_ms", str(int(o.poll_interval * 1000))],
+            ["commit_lsn", _lsn(tracker.lsn)], ["writes_pending", str(tracker.pending)]]
+    rows.extend([name, str(value)] for name, value in tracker.counts.items())
+    rows.extend([f"node{n.node_id}_replay_lsn", _lsn(n.replay_lsn)] for n in cluster.nodes)
+    return result(["name", "value"], rows, f"SELECT {len(rows)}")
+
+
+def _lsn(lsn: int | None) -> str:
+    return "" if lsn is None else f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def pool_version() -> bytes:

@@ -269,7 +269,10 @@ class Cluster:
     def _role_ok(self, rows, node: NodeState) -> None:
         in_recovery = bool(rows) and rows[0][0] == "t"
         lsn = _parse_lsn(rows[0][1]) if rows and len(rows[0]) > 1 else None
-        node.replay_lsn, node.replay_lsn_at = lsn, self.reactor.seconds()
+        if lsn is not None and (node.replay_lsn is None or lsn >= node.replay_lsn):
+            # Never backwards: the read-consistency poller (pgtwist.lsn) may have read a
+            # newer position meanwhile.
+            node.replay_lsn, node.replay_lsn_at = lsn, self.reactor.seconds()
         role = "standby" if in_recovery else "primary"
         node.pg_role = role
         node.pg_status = "up"

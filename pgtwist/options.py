@@ -138,3 +138,26 @@ class ClassifierOptions:
     @classmethod
     def from_params(cls, p: Mapping[str, object]) -> ClassifierOptions:
         return cls(max_length=int(p["classify_max_length"]))
+
+
+@dataclass(frozen=True)
+class ConsistencyOptions:
+    """read_consistency (pgtwist.lsn, pgtwist.routing.consistency)."""
+
+    mode: str = "lsn"                   # lsn | none
+    scope: str = "global"               # global | session | user
+    wait: float = 0.0                   # seconds a stale read may wait for a replica
+    poll_interval: float = 0.05         # seconds between replay-LSN polls while active
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, object]) -> ConsistencyOptions:
+        return cls(
+            mode=str(p["read_consistency"]),
+            scope=str(p["read_consistency_scope"]),
+            wait=int(p["read_consistency_wait"]) / 1000.0,
+            poll_interval=int(p["read_consistency_poll_interval"]) / 1000.0,
+        )
+
+    @property
+    def on(self) -> bool:
+        return self.mode == "lsn"

@@ -231,6 +231,11 @@ _add("list", "cache_safe_memqcache_table_list cache_unsafe_memqcache_table_list"
 # --- pgtwist only ----------------------------------------------------------------------------
 _add("int", "max_message_length", 256 * 1024 * 1024, lo=1024, unit="B")
 _enum("pool_mode", "session", "session", "transaction")
+# Reads that never go back in time (README "Read consistency"): lsn, or none as Pgpool-II.
+_enum("read_consistency", "lsn", "lsn", "none")
+_enum("read_consistency_scope", "global", "global", "session", "user")
+_add("int", "read_consistency_wait", 0, lo=0, unit="ms")
+_add("int", "read_consistency_poll_interval", 50, lo=1, unit="ms")
 _add("int", "checkout_timeout", 30, lo=0, unit="s")
 _add("int", "backend_max_connections", 0, lo=0)
 _add("int", "max_prepared_statements", 200, lo=1)

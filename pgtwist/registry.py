@@ -3,7 +3,8 @@
 Without ``routing.policies`` the chain is Pgpool-II's, fed by the flat
 Pgpool-II parameters::
 
-    statement, pattern_list, function_list, temp_tables, stickiness, weighted_balancer
+    statement, pattern_list, function_list, temp_tables, stickiness, read_consistency,
+    weighted_balancer
 
 To insert a policy of your own, list the whole order; each item is a factory
 name, or a mapping with ``name`` plus options that override the flat
@@ -19,6 +20,7 @@ pgtwist.config_routing, with the rest of the configuration)::
         - function_list
         - temp_tables
         - stickiness
+        - read_consistency
         - weighted_balancer
 
 A plugin is a module-level object providing IPlugin and IRoutingPolicyFactory

@@ -14,8 +14,10 @@ from dataclasses import replace
 from . import logs
 from .catalog import _EMPTY, CatalogCache
 from .logs import logger
+from .lsn import LsnTracker
+from .options import ConsistencyOptions
 from .registry import build_chain, catalog_options, write_rules
-from .routing import stickiness
+from .routing import rules, stickiness
 from .routing.values import (
     CatalogFacts,
     RouteDecision,
@@ -25,7 +27,7 @@ from .routing.values import (
     primary,
 )
 from .sql.classify import Classifier
-from .sql.info import BOTH
+from .sql.info import BOTH, EITHER
 
 log = logger(__name__)
 
@@ -59,6 +61,18 @@ class Router:
         # looks at the raw text or draws per statement (IRoutingPolicy.cacheable).
         self._cacheable = self.chain.cacheable
         self._decisions: dict = {}
+        # read_consistency: what was learnt survives a reload (the new Router takes it on).
+        options = ConsistencyOptions.from_params(config.params)
+        previous = getattr(getattr(proxy, "router", None), "consistency", None)
+        if previous is not None:
+            previous.configure(options, config)
+            self.consistency = previous
+        else:
+            self.consistency = LsnTracker(getattr(proxy, "reactor", None),
+                                          getattr(proxy, "cluster", None), options, config)
+        # Without load balancing over two nodes or more no read reaches a replica.
+        self.lsn_on = (options.on and config.load_balance_mode and len(config.backends) > 1
+                       and self.chain.policy("read_consistency") is not None)
 
     @property
     def cacheable(self) -> bool:
@@ -93,7 +107,13 @@ class Router:
             application_name=s.application_name, lb_node=s.lb_node,
             txn_status=s.route_status,
         )
-        return RouteRequest(info, view, self.proxy.cluster.view(), facts, sql,
+        cluster = self.proxy.cluster.view()
+        if self.lsn_on and info.route == EITHER:
+            required, pending = self.consistency.need(s)
+            if required > 0 or pending:
+                view = replace(view, required_lsn=required, lsn_pending=pending)
+                cluster = replace(cluster, replay_lsns=self.consistency.replay_lsns())
+        return RouteRequest(info, view, cluster, facts, sql,
                             self.proxy.reactor.seconds(), self.rng.random())
 
     def decide(self, info, s, facts, sql: str) -> RouteDecision:
@@ -103,7 +123,9 @@ class Router:
             sticky = s.sticky
             key = (id(info), None if facts is _NO_FACTS or facts is _EMPTY else facts,
                    id(sticky), s.route_status, s.lb_node, self.proxy.cluster.version,
-                   s.application_name)
+                   s.application_name,
+                   self.consistency.fresh_key(s)
+                   if self.lsn_on and info.route == EITHER else None)
             entry = self._decisions.get(key)
             if entry is not None and entry[0] is info and entry[1] is sticky:
                 decision = entry[2]
@@ -150,6 +172,11 @@ class Router:
         (the session's own bookkeeping is Session.statement_sent)."""
         if info.is_read and node_id is not None:
             self.proxy.cluster.nodes[node_id].select_cnt += 1
+        if s.consistency is not None:
+            s.consistency.counted = None   # the next read is counted afresh
+        if self.lsn_on and node_id == s.primary_id and (info.is_write or (
+                info.functions and self._writes_functions(s, info))):
+            self.consistency.record(s).dirty = True   # captured at its transaction's end
         if not (info.is_read and info.route != BOTH and not info.functions
                 and not info.serializable and not info.temp_tables_created
                 and not info.tables_dropped and not info.has_leading_comment
@@ -163,6 +190,11 @@ class Router:
             self._sticky_after(s, replace(info, command="UNKNOWN"), sql)
         if info.temp_tables_created or info.tables_dropped:
             self.catalog.forget_tables(s.database, info.temp_tables_created + info.tables_dropped)
+
+    def _writes_functions(self, s, info) -> bool:
+        """A read calling a function that may write (write list, or volatile)."""
+        facts = self.catalog.facts(s.database, info) or _NO_FACTS
+        return bool(rules.writing_functions(info, facts, self.rules.functions))
 
     def _sticky_after(self, s, info, sql: str) -> None:
         facts = self.catalog.facts(s.database, info.prepared or info) or _NO_FACTS

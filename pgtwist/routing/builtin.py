@@ -17,6 +17,8 @@ from zope.interface import implementer
 from ..interfaces import IRoutingPolicy
 from ..sql.info import BOTH, EITHER
 from . import rules
+from .consistency import KEYS as CONSISTENCY_KEYS
+from .consistency import ReadConsistencyPolicy, parse_read_consistency
 from .lbpolicy import (  # noqa: F401 (part of the built-in set)
     BALANCER_KEYS,
     BalancerOptions,
@@ -325,6 +327,7 @@ POLICIES = {
     "function_list": (FUNCTION_KEYS, parse_function_list, FunctionListPolicy),
     "temp_tables": (TEMP_KEYS, parse_temp_tables, TempTablePolicy),
     "stickiness": (STICKINESS_KEYS, parse_stickiness, StickinessPolicy),
+    "read_consistency": (CONSISTENCY_KEYS, parse_read_consistency, ReadConsistencyPolicy),
     "weighted_balancer": (BALANCER_KEYS, parse_weighted_balancer, WeightedBalancerPolicy),
 }
 """name -> (option keys, parse(raw, path) -> options, policy class); the default chain order."""

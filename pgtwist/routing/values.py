@@ -65,6 +65,9 @@ class NodeView:
 class ClusterView:
     nodes: tuple[NodeView, ...]
     primary_id: int | None
+    # Each node's last known pg_last_wal_replay_lsn() (None: unknown), by node id; filled
+    # only when a read has a consistency requirement (read_consistency: lsn).
+    replay_lsns: tuple[int | None, ...] = ()
 
     def get(self, node_id: int) -> NodeView | None:
         if 0 <= node_id < len(self.nodes):
@@ -89,6 +92,11 @@ class SessionView:
     written_objects: frozenset[str] = frozenset()   # dml_adaptive: written in this transaction
     temp_tables: frozenset[str] = frozenset()       # created in this session (trace)
     txn_on_primary: bool = False   # the open transaction runs on the primary alone
+    # read_consistency: the WAL position a replica must have replayed to serve this read
+    # (0: none), and whether a write's commit LSN is still being learnt (then no replica
+    # can be proven fresh).
+    required_lsn: int = 0
+    lsn_pending: bool = False
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,8 @@ class SessionMode(PoolMode):
     def placed_now(self, stmt, link, prepared) -> None:
         s = self.session
         info = stmt.info
+        if self.router.lsn_on and link.node_id != s.primary_id:
+            return  # read_consistency: a standby's freshness is judged at every Bind
         if (self.router.cacheable and prepared is None and info.execute_name is None
                 and info.deallocate_name is None and info.command not in ("FETCH", "MOVE", "CLOSE")):
             stmt.placed = ((s.route_status, s.lb_node, self.cluster.version), link, s.sticky)

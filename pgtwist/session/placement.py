@@ -16,6 +16,7 @@ from ..routing.rules import prepared_body_sql
 from ..routing.values import Target, node
 from ..wire import codes
 from ..wire import messages as m
+from .consistency import read_decided
 from .links import LinkUnavailable
 
 log = logger(__name__)
@@ -101,7 +102,10 @@ class Placement:
         facts = self.facts(info)
         if facts is WAIT:
             return WAIT
-        return self.router.decide(info, self.session, facts, sql)
+        decision = self.router.decide(info, self.session, facts, sql)
+        if self.router.lsn_on:
+            return read_decided(self, info, decision)
+        return decision
 
     def follow(self, info, sql: str):
         """Decision for a statement that uses another: SQL EXECUTE runs where (and as) its

@@ -17,6 +17,7 @@ from ..pooling.statements import split_parse
 from ..routing.values import Target
 from ..wire import codes
 from ..wire import messages as m
+from .consistency import after_sync
 from .placement import ABORTED, GO, WAIT, cstr_pair, info_sql
 
 _ENDS_ABORTED = ("ROLLBACK", "COMMIT", "PREPARE TRANSACTION")
@@ -115,6 +116,8 @@ class Requests:
         if s.implicit_undo is not None:
             self._file_undo(link)
         mode.after_statement(info, sql, link)
+        if s.consistency is not None:
+            after_sync(s, link, self.out, self.ordering, self.router.consistency)
 
     def _free_database(self, database: str) -> None:
         """DROP DATABASE and the like fail while other sessions use the database: pgtwist's
@@ -360,6 +363,8 @@ class Requests:
         if held is not None:
             return held
         self.out.forward(link, buf, start - 5, end, sync=True)
+        if s.consistency is not None:
+            after_sync(s, link, self.out, self.ordering, self.router.consistency)
         return None
 
     def on_flush(self, code, buf, start, end):
@@ -387,6 +392,9 @@ class Requests:
             local(admin.pool_nodes(self.cluster, s.lb_node))
         elif kind == "show" and arg == "pgtwist_pool":
             local(admin.pgtwist_pool(self.pooling))
+        elif kind == "show" and arg == "pgtwist_consistency":
+            local(admin.pgtwist_consistency(self.router.consistency, self.cluster,
+                                            self.router.lsn_on))
         elif kind == "show":
             local(admin.pool_version())
         elif kind == "explain":

@@ -114,6 +114,8 @@ class Session:
     copy_link: object = None         # the link in copy-in (or copy-both) mode
     # Transaction pooling: why the session keeps its links (pgtwist.pooling.statements.PIN_REASONS).
     pinned: str | None = None
+    # read_consistency: this session's writes (pgtwist.lsn.SessionLsn), made on first write.
+    consistency: object = None
 
     @property
     def ready_status(self) -> int:

@@ -42,7 +42,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.sql", "pgtwist.sql.idents", "pgtwist.sql.info", "pgtwist.sql.normalize",
         "pgtwist.sql.split", "pgtwist.sql.state", "pgtwist.sql.utility",
         "pgtwist.routing", "pgtwist.routing.balancer", "pgtwist.routing.builtin",
-        "pgtwist.routing.lbpolicy",
+        "pgtwist.routing.lbpolicy", "pgtwist.routing.consistency",
         "pgtwist.routing.chain", "pgtwist.routing.options", "pgtwist.routing.rules",
         "pgtwist.routing.stickiness", "pgtwist.routing.values",
         "pgtwist.auth", "pgtwist.auth.addresses", "pgtwist.auth.hba", "pgtwist.auth.hba_parse",
@@ -66,7 +66,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # registry and the router.
     "services": (
         "pgtwist.pooling.checkout", "pgtwist.auth.session", "pgtwist.registry",
-        "pgtwist.router",
+        "pgtwist.router", "pgtwist.lsn",
     ),
     # The session objects that drive one client's traffic.
     "session": (
@@ -74,6 +74,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.session.copyin", "pgtwist.session.placement", "pgtwist.session.poolmode", "pgtwist.session.relay", "pgtwist.session.replies", "pgtwist.session.retry",
         "pgtwist.session.requests", "pgtwist.session.startup", "pgtwist.session.txmode",
         "pgtwist.session.txquery",
+        "pgtwist.session.consistency",
     ),
     # Composition root and entry points (and the test fakes, which build a service).
     "root": (

@@ -25,7 +25,7 @@ from pgtwist.testing import (
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTINS = ("statement", "pattern_list", "function_list", "temp_tables", "stickiness",
-            "weighted_balancer")
+            "read_consistency", "weighted_balancer")
 
 REPORTING_PLUGIN = reporting_plugin_source("reporting_to_node1")
 
@@ -203,7 +203,8 @@ def test_block_options_override_flat_ones_and_errors_name_the_block():
 def test_unknown_policy_names_path_and_known_ones():
     errors = _errors({"policies": ["statement", "round_robin"]})
     assert errors == ["routing.policies[1]: unknown policy 'round_robin' (known: function_list, "
-                      "pattern_list, statement, stickiness, temp_tables, weighted_balancer)"]
+                      "pattern_list, read_consistency, statement, stickiness, temp_tables, "
+                      "weighted_balancer)"]
 
 
 def test_routing_shape_errors(tmp_path):
@@ -233,4 +234,5 @@ def test_default_chain_needs_the_builtins():
         build_chain(_config(), factories={})
     assert info.value.errors == [
         "routing: built-in policies not found: statement, pattern_list, function_list, "
-        "temp_tables, stickiness, weighted_balancer (is the plugins package installed?)"]
+        "temp_tables, stickiness, read_consistency, weighted_balancer (is the plugins package "
+        "installed?)"]

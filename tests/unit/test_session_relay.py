@@ -66,7 +66,8 @@ def test_the_relay_is_its_links_owner():
 
 
 def test_a_write_goes_to_the_primary_and_its_answer_back_unchanged():
-    cluster, relay, client = _session()
+    # (read_consistency: lsn adds a hidden capture behind it: test_read_consistency_session)
+    cluster, relay, client = _session(read_consistency="none")
     query = m.query("INSERT INTO t VALUES (1)")
     relay.client_data(query)
     primary = cluster.server(0)
