@@ -234,7 +234,7 @@ _enum("pool_mode", "session", "session", "transaction")
 # Reads that never go back in time (README "Read consistency"): lsn, or none as Pgpool-II.
 _enum("read_consistency", "lsn", "lsn", "none")
 _enum("read_consistency_scope", "global", "global", "session", "user")
-_add("int", "read_consistency_wait", 0, lo=0, unit="ms")
+_add("int", "read_consistency_wait", 20, lo=0, unit="ms")
 _add("int", "read_consistency_poll_interval", 50, lo=1, unit="ms")
 _add("int", "checkout_timeout", 30, lo=0, unit="s")
 _add("int", "backend_max_connections", 0, lo=0)

@@ -27,14 +27,19 @@ def after_sync(s, link, out, ordering, tracker) -> None:
     writing transaction on the primary."""
     rec = s.consistency
     if (rec is None or not rec.dirty or s.route_status != "I"
-            or link.node_id != s.primary_id or link.closed
-            or link.server.copy_execute or s.copy_link is not None):
-        return  # a COPY FROM STDIN still running: captured at a later sync point
+            or link.node_id != s.primary_id or link.closed):
+        return
 
     def busy() -> bool:
         return not link.closed and not s.closed and ordering.busy(link)
 
     cap = tracker.begin(s, busy)
+    if link.server.copy_execute or s.copy_link is not None:
+        # A COPY FROM STDIN still running: a capture behind it would wait in its copy-in,
+        # and the client may send nothing after its end.  Its rows count from now on
+        # (reads stay on the primary) until, once the link is idle, a poll of the
+        # primary's position settles it (LsnTracker's sweep).
+        return
     captured: list[bytes] = []
 
     def done() -> None:

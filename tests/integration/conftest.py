@@ -226,7 +226,11 @@ def daemons(cluster, tmp_path_factory):
     started: dict[str, Pgtwist] = {}
 
     def get(primary_weight: float = 0, replica_weight: float = 1, **extra) -> Pgtwist:
-        extra = {"backends": backends(cluster, primary_weight, replica_weight), **extra}
+        # These daemons check Pgpool-II's routing rules, which read_consistency: lsn (the
+        # default; tests/integration/test_read_consistency.py) would override for reads
+        # right after writes.
+        extra = {"backends": backends(cluster, primary_weight, replica_weight),
+                 "read_consistency": "none", **extra}
         key = json.dumps(extra, sort_keys=True)
         if key not in started:
             started[key] = start_pgtwist(cluster, tmp_path_factory.mktemp("pgtwist"),

@@ -84,7 +84,7 @@ def _show(pg) -> dict[str, str]:
 @pytest.mark.parametrize("pool_mode", ["session", "transaction"])
 def test_lsn_never_reads_stale_data_from_a_delayed_replica(pgtwist_factory, cluster,
                                                            delayed_replica, pool_mode):
-    pg = _start(pgtwist_factory, cluster, pool_mode)
+    pg = _start(pgtwist_factory, cluster, pool_mode, read_consistency_wait=0)
     stale, on_replica = _write_then_read(pg, cluster)
     counts = _show(pg)
     print(f"\n[{pool_mode}] read_consistency=lsn, replay delayed {DELAY}: "
@@ -144,3 +144,24 @@ def test_session_scope_guards_the_session_own_writes_only(pgtwist_factory, clust
     _replica_delay(cluster, None)
     with _connect(pg) as other:
         assert other.execute("SELECT inet_server_port()").fetchone()[0] == replica
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_rows_of_an_autocommit_copy_are_never_read_stale(pgtwist_factory, cluster,
+                                                         delayed_replica, pool_mode):
+    """A COPY FROM STDIN in autocommit has no client sync point behind it to capture its
+    commit LSN (the client may send nothing more): its rows count from the COPY on and
+    reads stay on the primary until a poll of the primary's position settles it."""
+    cluster.psql("DROP TABLE IF EXISTS rc_copy; CREATE TABLE rc_copy (id int)")
+    cluster.wait_replayed(10)
+    pg = _start(pgtwist_factory, cluster, pool_mode)
+    try:
+        with _connect(pg) as writer, _connect(pg) as reader:
+            for i in range(1, 21):
+                with writer.cursor().copy("COPY rc_copy (id) FROM STDIN") as copy:
+                    copy.write_row((i,))
+                # The writer stays idle: no later statement of its carries the capture.
+                seen = reader.execute("SELECT count(*) FROM rc_copy").fetchone()[0]
+                assert seen == i, f"round {i}: read {seen} rows after the COPY"
+    finally:
+        cluster.psql("DROP TABLE IF EXISTS rc_copy")

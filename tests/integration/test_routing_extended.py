@@ -49,8 +49,11 @@ def pg(schema, tmp_path_factory):
     the primary has weight 0, the replica weight 1."""
     backends = dc.pgtwist_config(schema, 1, replica_weight=1)["backends"]
     backends[0]["weight"] = 0
+    # Pgpool-II's routing rules: read_consistency: lsn (the default) would keep reads right
+    # after writes on the primary (tests/integration/test_read_consistency.py).
     daemon = start_pgtwist(schema, tmp_path_factory.mktemp("pgtwist"),
-                           extra={"backends": backends}, passwd=dc.TEST_USERS)
+                           extra={"backends": backends, "read_consistency": "none"},
+                           passwd=dc.TEST_USERS)
     yield daemon
     daemon.stop()
     assert_log_clean(daemon)

@@ -1,5 +1,8 @@
 """Transaction pooling edge cases: what a failure or rollback undoes (SETs in failed
 queries, batches and savepoints), and errors on the replica inside a transaction.
+
+Which node answered a read is told by ``current_setting('in_hot_standby')`` (not
+transaction_read_only: transaction-scoped settings are read on the primary).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def test_statement_level_load_balance(pooldb, pgtwist_factory, cluster):
     with _client(pg) as a, _client(pg) as b:
         a.rows("set work_mem = '3MB'")
         a.send(parse("select current_setting('work_mem'), "
-                     "current_setting('transaction_read_only')", "w"), SYNC)
+                     "current_setting('in_hot_standby')", "w"), SYNC)
         assert codes_of(a.read_until()) == "1Z"
         for _ in range(3):
             a.send(bind(statement="w"), execute(), SYNC)
@@ -44,7 +47,7 @@ def test_statement_level_load_balance(pooldb, pgtwist_factory, cluster):
             b.rows("select 1")
         a.rows("begin")
         a.rows("insert into txr_items values (2)")
-        assert a.rows("select current_setting('transaction_read_only')") == [["off"]]
+        assert a.rows("select current_setting('in_hot_standby')") == [["off"]]
         a.rows("rollback")
 
 
@@ -90,7 +93,7 @@ def test_set_in_a_rolled_back_transaction_does_not_stay_on_the_replica(
     pg = _lb_daemon(pgtwist_factory, cluster, links=1)
     with _client(pg) as a:
         default, on_replica = a.rows("select current_setting('work_mem'), "
-                                     "current_setting('transaction_read_only')")[0]
+                                     "current_setting('in_hot_standby')")[0]
         assert on_replica == "on"
         a.rows("begin")
         a.rows("set work_mem = '7MB'")
@@ -98,7 +101,7 @@ def test_set_in_a_rolled_back_transaction_does_not_stay_on_the_replica(
         a.rows("rollback")
     with _client(pg) as c:  # the next client of the replica link
         assert c.rows("select current_setting('work_mem'), "
-                      "current_setting('transaction_read_only')") == [[default, "on"]]
+                      "current_setting('in_hot_standby')") == [[default, "on"]]
 
 
 def test_set_then_reads_on_the_replica(pooldb, pgtwist_factory, cluster):
@@ -108,10 +111,10 @@ def test_set_then_reads_on_the_replica(pooldb, pgtwist_factory, cluster):
         a.rows("set application_name = 'txr_app'")
         for _ in range(3):
             assert a.rows("select current_setting('work_mem'), current_setting("
-                          "'application_name'), current_setting('transaction_read_only')") == [
+                          "'application_name'), current_setting('in_hot_standby')") == [
                 ["5MB", "txr_app", "on"]]
             assert b.rows("select current_setting('application_name'), "
-                          "current_setting('transaction_read_only')") == [["", "on"]]
+                          "current_setting('in_hot_standby')") == [["", "on"]]
 
 
 def test_error_on_the_replica_aborts_the_transaction_until_rollback(
@@ -119,7 +122,7 @@ def test_error_on_the_replica_aborts_the_transaction_until_rollback(
     pg = _lb_daemon(pgtwist_factory, cluster, links=1)
     with _client(pg) as a, _client(pg) as b:
         a.rows("begin")
-        assert a.rows("select current_setting('transaction_read_only')") == [["on"]]
+        assert a.rows("select current_setting('in_hot_standby')") == [["on"]]
         msgs = a.simple("select 1/0")
         assert _sqlstates(msgs) == ["22012"] and _status(msgs) == "E"
         assert _sqlstates(a.simple("select 1")) == ["25P02"]
