@@ -177,12 +177,14 @@ class Router:
         if self.lsn_on and node_id == s.primary_id and (info.is_write or (
                 info.functions and self._writes_functions(s, info))):
             self.consistency.record(s).dirty = True   # captured at its transaction's end
-        if not (info.is_read and info.route != BOTH and not info.functions
+        if (info.is_read and info.route != BOTH and not info.functions
                 and not info.serializable and not info.temp_tables_created
                 and not info.tables_dropped and not info.has_leading_comment
                 and info.command == "SELECT"):
-            # A plain read changes no write-tracking state; everything else is run
-            # through the §1.4 rules.
+            if not info.multi_statement:
+                return  # a plain read: no write tracking, nothing for the session to keep
+        else:
+            # Everything but a plain read is run through the §1.4 rules.
             self._sticky_after(s, info, sql)
         s.statement_sent(info, node_id, sql)
         if info.command == "BEGIN" and info.multi_statement and info.is_write:

@@ -23,21 +23,27 @@ class CopyIn:
         self.links = links
         self.ordering = ordering
         self.place = placement
+        self._copying: set = set()   # links a COPY FROM STDIN went to (pruned as they end)
 
     def started(self, link, simple: bool = False) -> None:
         """A COPY FROM STDIN was just sent to ``link``."""
         link.server.copy_started(simple)
         self.ordering.copy_sent(link)
+        self._copying.add(link)
 
     def guarded(self, handler):
         """``handler``, first checking for a COPY FROM STDIN that may hold its server in
         copy-in (see _during)."""
+        copying = self._copying
         links = self.links
 
         def guarded(code, buf, start, end):
-            for link in links.values():
-                if link.server.copy_execute and not link.closed:
-                    return self._during(link, handler, code, buf, start, end)
+            if copying:  # (empty but for a COPY in flight: the hot path is this test)
+                for link in list(copying):
+                    if (link.server.copy_execute and not link.closed
+                            and links.get(link.node_id) is link):
+                        return self._during(link, handler, code, buf, start, end)
+                    copying.discard(link)  # ended, or no longer the session's link
             return handler(code, buf, start, end)
 
         return guarded

@@ -88,9 +88,18 @@ class SessionMode(PoolMode):
             key, link, sticky = placed
             if (sticky is s.sticky and key == (s.route_status, s.lb_node, self.cluster.version)
                     and not link.closed and link.node_id in stmt.nodes
-                    and self.links.get(link.node_id) is link):
+                    and self.links.get(link.node_id) is link
+                    and not self._must_judge_freshness(link)):
                 return link
         return None
+
+    def _must_judge_freshness(self, link) -> bool:
+        """read_consistency: a read on a standby while this session's reads must see a
+        write is routed afresh (the standby may not have replayed it); with nothing to
+        see, where it went last time still holds."""
+        router = self.router
+        return (router.lsn_on and link.node_id != self.session.primary_id
+                and router.consistency.fresh_key(self.session) is not None)
 
     def deallocate_link(self, stmt):
         """A DEALLOCATE runs where its statement was parsed first."""
@@ -111,8 +120,8 @@ class SessionMode(PoolMode):
     def placed_now(self, stmt, link, prepared) -> None:
         s = self.session
         info = stmt.info
-        if self.router.lsn_on and link.node_id != s.primary_id:
-            return  # read_consistency: a standby's freshness is judged at every Bind
+        if self._must_judge_freshness(link):
+            return  # read_consistency: judged at every Bind while a write must be seen
         if (self.router.cacheable and prepared is None and info.execute_name is None
                 and info.deallocate_name is None and info.command not in ("FETCH", "MOVE", "CLOSE")):
             stmt.placed = ((s.route_status, s.lb_node, self.cluster.version), link, s.sticky)

@@ -200,6 +200,9 @@ class Placement:
         if node_id is not None:
             link = self.links.get(node_id)
             if link is not None and not link.closed:
+                tail = self.ordering.tail_open()
+                if tail is None or tail.link is link:
+                    return link  # the batch goes on where it is (the common case)
                 wait = self.end_part(node_id)
                 return link if wait is None else self.wait(wait)
         return self.current_or_primary()

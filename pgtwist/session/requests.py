@@ -359,9 +359,10 @@ class Requests:
         link = self.place.current_or_primary()
         if link is WAIT:
             return WAIT
-        held = self.copy.sync(link)
-        if held is not None:
-            return held
+        if link.server.copy_execute:
+            held = self.copy.sync(link)
+            if held is not None:
+                return held
         self.out.forward(link, buf, start - 5, end, sync=True)
         if s.consistency is not None:
             after_sync(s, link, self.out, self.ordering, self.router.consistency)
