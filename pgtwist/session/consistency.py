@@ -63,6 +63,12 @@ def read_decided(place, info, decision):
         return decision
     tracker = place.router.consistency
     s = place.session
+    if decision.policy != NAME and tracker.fresh_key(s) is None:
+        # Nothing this read must see (the common case): nothing to wait for or count.
+        rec = s.consistency
+        if rec is not None:
+            rec.waited = None
+        return decision
     rec = tracker.record(s)
     if rec.counted is info:
         return decision   # decided again after waiting for a link: counted already
