@@ -117,8 +117,11 @@ class Pooling:
             # A transaction pooler: the pool size bounds each key's links and clients
             # queue for them; a link released while clients wait goes to the next one,
             # and every link is kept (none is closed only to be opened again).
+            # Links to every database are kept, postgres and template1 too (Pgpool-II
+            # never caches those, but it logs in once per client, not per transaction).
             limits = {"max_pool": o.transaction_pool_size, "max_idle": 0,
-                      "max_pool_key": "transaction_pool_size"}
+                      "max_pool_key": "transaction_pool_size",
+                      "never_cache_databases": frozenset()}
         else:
             # Pgpool-II: max_pool cached links per (user, database); concurrency is
             # capped per backend (backend_max_connections).

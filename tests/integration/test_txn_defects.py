@@ -248,3 +248,18 @@ def test_transaction_pool_size_bounds_the_links_and_queues_clients(pooldb, pgtwi
                       "and pid <> pg_backend_pid()", [DB]).fetchone()[0]
     assert n <= 3 + 1, n
     assert_log_clean(pg)
+
+
+def test_links_to_the_postgres_database_are_pooled_too(pgtwist_factory, cluster):
+    """Pgpool-II never caches links to postgres / template1 / regression: in transaction
+    pooling that meant a new backend login for every transaction (pgbench on the postgres
+    database: every link "closed_uncached").  A transaction pooler keeps them."""
+    pg = _txn(pgtwist_factory, cluster)
+    with psycopg.connect(pg.dsn(dbname="postgres"), autocommit=True) as c:
+        for i in range(30):
+            assert c.execute("select %s::int", (i,), prepare=False).fetchone() == (i,)
+        counters = dict(c.execute("SHOW pgtwist_pool", prepare=False).fetchall())
+    assert counters["closed_uncached"] == "0", counters
+    assert int(counters["reused"]) >= 25, counters
+    assert int(counters["created"]) <= 4, counters
+    assert_log_clean(pg)
