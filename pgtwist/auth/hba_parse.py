@@ -144,12 +144,9 @@ def _expand(tokens: list[_Token], base_dir: str, depth: int = 0) -> list[_Token]
         if depth >= _MAX_INCLUDE_DEPTH:
             raise _LineError(f"@{token.text[1:]}: includes nested too deeply (a loop?)")
         name = os.path.join(base_dir, token.text[1:])
-        try:
-            with open(name, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise _LineError(f"cannot read included file {token.text} ({name}): {reason}") from None
+        text, reason = _read_text(name)
+        if text is None:
+            raise _LineError(f"cannot read included file {token.text} ({name}): {reason}")
         for _, line in _logical_lines(text):
             for included in _fields(line):
                 out.extend(_expand(included, os.path.dirname(name), depth + 1))
@@ -304,10 +301,16 @@ def parse_hba(text: str, path: str = "pool_hba.conf") -> tuple[HbaRule, ...]:
 
 def load_hba(path: str) -> tuple[HbaRule, ...]:
     """Read and parse a pool_hba.conf file."""
+    text, reason = _read_text(path)
+    if text is None:
+        raise HbaError(f"{path}: cannot read: {reason}")
+    return parse_hba(text, path)
+
+
+def _read_text(path: str) -> tuple[str | None, str]:
+    """(the file's UTF-8 text, "") or (None, why it could not be read)."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read(), ""
     except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise HbaError(f"{path}: cannot read: {reason}") from None
-    return parse_hba(text, path)
+        return None, getattr(exc, "strerror", None) or str(exc)

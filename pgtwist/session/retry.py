@@ -46,8 +46,10 @@ class StandbyRetry:
     def offer(self, link, info, frame: bytes) -> None:
         """The simple Query ``frame`` just went to standby ``link`` (its segment is the
         link's newest): retry it on the primary if the standby refuses it as read-only."""
-        if (info.is_read and not info.copy_to_stdout and not info.multi_statement
-                and self.session.route_status == "I"):
+        # Only a function call can make a read write (a standby refuses it): a read without
+        # one is never offered, so its answer streams through untouched (the hot path).
+        if (info.functions and info.is_read and not info.copy_to_stdout
+                and not info.multi_statement and self.session.route_status == "I"):
             self.records[self.ordering.by_link[link][-1]] = frame
 
     # -- receiving side: Replies -----------------------------------------------------------------

@@ -40,7 +40,7 @@ def setup():
 def send(out, retry, link, sql):
     frame = m.query(sql)
     out.forward(link, frame, 0, len(frame), sync=True)
-    retry.offer(link, make_query("SELECT"), frame)
+    retry.offer(link, make_query("SELECT", functions=("f",) if "(" in sql else ()), frame)
     out.flush()
     return frame
 
@@ -73,7 +73,7 @@ def test_other_errors_and_normal_answers_pass_unchanged():
     send(out, retry, standby, "SELECT 1/0")
     assert deliver(ordering, retry, standby, [b"E", (codes.ERROR_RESPONSE, DIV_ZERO)]) == b"E"
     assert deliver(ordering, retry, standby, [b"Z", (codes.READY_FOR_QUERY, b"I")]) == b"Z"
-    send(out, retry, standby, "SELECT 1")
+    send(out, retry, standby, "SELECT now()")
     assert deliver(ordering, retry, standby, [b"T"]) == b""          # withheld, undecided
     assert deliver(ordering, retry, standby, [b"DC", b"Z", (codes.READY_FOR_QUERY, b"I")]) \
         == b"TDCZ"
@@ -82,7 +82,7 @@ def test_other_errors_and_normal_answers_pass_unchanged():
 
 def test_a_long_answer_streams_past_the_bound():
     primary, standby, ordering, out, retry, counters = setup()
-    send(out, retry, standby, "SELECT big")
+    send(out, retry, standby, "SELECT big()")
     big = b"D" * (HOLD_BYTES + 1)
     assert deliver(ordering, retry, standby, [b"T", big]) == b"T" + big
     # a 25006 after that reaches the client: something of the answer already did
@@ -100,3 +100,12 @@ def test_no_retry_when_the_primary_is_busy_or_a_transaction_began():
     assert deliver(ordering, retry, standby, [b"E", (codes.ERROR_RESPONSE, READ_ONLY),
                                               b"Z", (codes.READY_FOR_QUERY, b"I")]) == b"EZ"
     assert primary.sent == [write] and counters["standby_read_only_retries"] == 0
+
+
+def test_a_read_calling_no_function_is_never_withheld():
+    primary, standby, ordering, out, retry, counters = setup()
+    send(out, retry, standby, "SELECT 1")   # cannot write: not offered
+    assert deliver(ordering, retry, standby, [b"T"]) == b"T"
+    assert deliver(ordering, retry, standby, [b"DC", b"Z", (codes.READY_FOR_QUERY, b"I")]) \
+        == b"DCZ"
+    assert not retry.records and counters["standby_read_only_retries"] == 0
