@@ -165,7 +165,8 @@ class Pooling:
             key.user, params, secret, self.timeout, self.proxy.backend_tls(node.backend),
         )
 
-    def checkout(self, session, node, secret, pooled: bool = True, fresh: bool = False):
+    def checkout(self, session, node, secret, pooled: bool = True, fresh: bool = False,
+                 prefer=None):
         """Deferred link to ``node`` for ``session``: reused if one is cached, else new.
 
         ``fresh``: a new login that the server judges (it may say ``trust``); counted and
@@ -173,11 +174,20 @@ class Pooling:
         is never cached (the client's own clear-text password).
         """
         params = dict(session.startup_params)
-        key = PoolKey(session.user, session.database, node.node_id,
-                      tuple(sorted(params.items())))
+        key = self.key_for(session, node.node_id)
         d = self.pool.checkout(key, {**params, _SECRET: secret}, client=session,
-                               fresh=fresh or not pooled)
+                               fresh=fresh or not pooled, prefer=prefer)
         return d if pooled else d.addCallback(_mark_unpooled)
+
+    @staticmethod
+    def key_for(session, node_id: int) -> PoolKey:
+        return PoolKey(session.user, session.database, node_id,
+                       tuple(sorted(session.startup_params.items())))
+
+    def take_idle(self, key: PoolKey, session, prefer=None):
+        """A cached link for ``session`` under ``key`` (see :meth:`key_for`) at once, or
+        None: what :meth:`checkout` would hand over without waiting, minus the Deferred."""
+        return self.pool.take_idle(key, session, prefer)
 
     def checkout_internal(self, user: str, database: str, node, secret, params: dict,
                           purpose: str):
@@ -190,8 +200,7 @@ class Pooling:
         """Whether ``session`` asking for a link to ``node_id`` now would have to queue."""
         if not pooled:
             return False
-        return self.pool.would_wait(PoolKey(session.user, session.database, node_id,
-                                             tuple(sorted(session.startup_params.items()))))
+        return self.pool.would_wait(self.key_for(session, node_id))
 
     def release(self, link, clean: bool, reset: bool = True) -> None:
         """Give a session's link back: reset and cached when ``clean``, else closed.

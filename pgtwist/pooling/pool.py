@@ -117,16 +117,18 @@ class Pool:
 
     # -- public API ------------------------------------------------------------------------
     def checkout(self, key: PoolKey, startup_params: dict, *, client=None,
-                 fresh: bool = False) -> defer.Deferred:
+                 fresh: bool = False, prefer=None) -> defer.Deferred:
         """Deferred firing with a logged-in link for ``key``, or PoolExhausted / login error.
 
         ``fresh``: the link must come from a new login (the server judging the client's
         credentials), never from the idle links; it still counts against
         ``backend_max_connections`` and the connect pacing, and is checked in as usual.
+        ``prefer``: the idle link to take if it is still idle (the one this client used
+        last, which needs no reset for it); otherwise the most recently used.
         """
         kp = self._keys.get(key) or self._new_key(key)
         if kp.idle and not fresh:
-            link = self._take_idle(kp, client)
+            link = self._take_idle(kp, client, prefer)
             if link is not None:
                 return defer.succeed(link)
             kp = self._keys.get(key) or self._new_key(key)  # all were dead: kp may be gone
@@ -137,6 +139,57 @@ class Pool:
         if w.queued and self.checkout_timeout > 0:
             w.timer = self.clock.callLater(self.checkout_timeout, self._timed_out, w)
         return w.d
+
+    def take_idle(self, key: PoolKey, client=None, prefer=None):
+        """An idle link for ``key`` now (as :meth:`checkout` would hand over), or None."""
+        kp = self._keys.get(key)
+        if kp is None or not kp.idle:
+            return None
+        link = self._take_idle(kp, client, prefer)
+        if link is None:
+            self._gc(kp)
+        return link
+
+    def park(self, link, on_taken) -> bool:
+        """Check ``link`` in as idle while its session keeps a claim to take it back with
+        :meth:`unpark` (transaction pooling between one session's transactions).
+        ``on_taken(link)`` is called when anything else removes it from the idle links
+        (another checkout, eviction, expiry, loss).  False when it must be checked in the
+        usual way instead: someone waits for a link, or it would not be kept idle."""
+        rec = self._links.get(link)
+        if rec is None or not rec.busy or link.closed:
+            return False
+        kp = rec.kp
+        if (kp.waiters or kp.node.waiting or link.txn_status not in IDLE_STATUS
+                or (self.max_idle and len(kp.idle) >= self.max_idle)
+                or not self.connection_cache or kp.key.database in self.never_cache_databases):
+            return False
+        rec.parked = on_taken
+        self._make_idle(link, rec)
+        return True
+
+    def unpark(self, link) -> bool:
+        """Take a parked ``link`` back for its session; False if it is parked no more."""
+        rec = self._links.get(link)
+        if rec is None or rec.parked is None or rec.busy or link.closed:
+            return False
+        kp = rec.kp
+        del kp.idle[link]
+        del kp.node.idle[link]
+        rec.parked = None
+        rec.busy = True
+        kp.busy += 1
+        link.owner = None
+        self.counters["reused"] += 1
+        return True
+
+    @staticmethod
+    def _taken(link, rec: Tracked) -> None:
+        """A parked link leaves the idle links: its last session lets go of it."""
+        on_taken = rec.parked
+        if on_taken is not None:
+            rec.parked = None
+            on_taken(link)
 
     def would_wait(self, key: PoolKey) -> bool:
         """Whether a checkout for ``key`` now would queue: no idle link to take or to
@@ -252,14 +305,23 @@ class Pool:
     def _drop_idle(self, link, rec: Tracked, counter: str) -> None:
         del rec.kp.idle[link]
         del rec.kp.node.idle[link]
+        self._taken(link, rec)
         self._forget(link, rec, counter)
 
-    def _take_idle(self, kp: KeyPool, client) -> Any:
-        """The key's most recently used live idle link, now busy; None if all were dead."""
+    def _take_idle(self, kp: KeyPool, client, prefer=None) -> Any:
+        """``prefer`` if it is one of the key's idle links, else the most recently used
+        live one, now busy; None if all were dead."""
         node = kp.node
         while kp.idle:
-            link, _ = kp.idle.popitem()
+            if prefer is not None and prefer in kp.idle:
+                link = prefer
+                del kp.idle[link]
+            else:
+                link, _ = kp.idle.popitem()
+            prefer = None
             rec = node.idle.pop(link)
+            if rec.parked is not None:
+                self._taken(link, rec)
             if link.closed:  # lost without telling us (link_lost normally does)
                 self._forget(link, rec, "discarded")
                 self._pump(node)
@@ -291,16 +353,20 @@ class Pool:
             self._forget(link, rec, "closed_idle")
             self._pump(node)
             return
+        self._make_idle(link, rec)
+        if node.waiting:
+            self._pump(node)
+
+    def _make_idle(self, link, rec: Tracked) -> None:
+        kp = rec.kp
         kp.busy -= 1
         rec.busy = False
         rec.idle_since = self.clock.seconds()
         kp.idle[link] = None
-        node.idle[link] = rec
+        kp.node.idle[link] = rec
         link.owner = self
         if self.connection_life_time > 0 and self._expiry is None:
             self._expiry = self.clock.callLater(self.connection_life_time, self._expire)
-        if node.waiting:
-            self._pump(node)
 
     def _rebalance(self, link, rec: Tracked) -> bool:
         """At the node cap, a user holding more than its share gives the slot to another user.

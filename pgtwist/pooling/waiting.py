@@ -74,7 +74,7 @@ class NodePool:
 
 
 class Tracked:
-    __slots__ = ("kp", "busy", "created", "idle_since", "client")
+    __slots__ = ("kp", "busy", "created", "idle_since", "client", "parked")
 
     def __init__(self, kp: KeyPool, created: float, client: Any):
         self.kp = kp
@@ -82,6 +82,7 @@ class Tracked:
         self.created = created
         self.idle_since = created
         self.client = client
+        self.parked = None   # idle, its last session may take it back: call this when not
 
 
 class Waiter:

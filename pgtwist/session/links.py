@@ -62,6 +62,13 @@ class LinkSet(dict):
         self.paused = False          # the client's send buffer is full
         self.held: set = set()       # paused until their answers' turn comes
         self.holding = False         # some link is in ``held``
+        # node id -> the link given back last (transaction mode): taken again if still idle,
+        # it needs no reset and usually no replay or Parse for this session.
+        self.last: dict = {}
+        self.keys: dict = {}         # node id -> the session's pool key there
+        # node id -> a link parked in the pool between transactions (transaction mode):
+        # idle there for anyone, but taken back cheaply while no one else took it.
+        self.parked: dict = {}
 
     # -- getting one ------------------------------------------------------------------------
     def link(self, node_id: int):
@@ -79,7 +86,22 @@ class LinkSet(dict):
             return link
         d = self.opening.get(node_id)
         if d is None:
+            if self.parked:
+                link = self.parked.get(node_id)
+                if link is not None and self.unpark(link):
+                    return link
             node = self.cluster.nodes[node_id]
+            if self.poolable:
+                # A cached link at once (transaction mode takes one per transaction): no
+                # Deferred round.
+                key = self.keys.get(node_id)
+                if key is None:
+                    key = self.keys[node_id] = self.pooling.key_for(self.session, node_id)
+                link = self.pooling.take_idle(key, self.session, self.last.get(node_id))
+                if link is not None:
+                    if self.adopt(link, node) is None:
+                        return defer.Deferred()  # the session closed: nothing waits
+                    return self._opened(link, node_id)
             d = self.open(node, self.secret)
             self.opening[node_id] = d
             d.addCallback(self._opened, node_id)
@@ -101,7 +123,8 @@ class LinkSet(dict):
         return link if link is not None and not link.closed else None
 
     def open(self, node, secret, fresh: bool = False):
-        d = self.pooling.checkout(self.session, node, secret, pooled=self.poolable, fresh=fresh)
+        d = self.pooling.checkout(self.session, node, secret, pooled=self.poolable, fresh=fresh,
+                                  prefer=self.last.get(node.node_id))
         return d.addCallbacks(self.adopt, self._open_failed, callbackArgs=(node,),
                               errbackArgs=(node,))
 
@@ -150,7 +173,10 @@ class LinkSet(dict):
             replay.append(m.query(s.txn_begin_for_standby))
         if replay:
             self.out.shadow(link, b"".join(replay), syncs=len(replay))
-            self.out.flush()
+            if not getattr(self.owner, "_draining", False):
+                # Opened while no client frame is being routed: nothing else will flush.
+                # (While one is, the frame that needed the link follows in the same write.)
+                self.out.flush()
         return link
 
     def _failed(self, failure: Failure, node_id: int):
@@ -220,7 +246,55 @@ class LinkSet(dict):
         server = link.server
         if server.applied_by is self.session:
             server.applied = tuple(self.session.replay)
+        self.last[link.node_id] = link
         self.pooling.release(link, clean=True, reset=False)
+
+    def park(self, link) -> None:
+        """An idle link leaves the session between transactions (as :meth:`give_back`),
+        but stays ready for it: while no one else takes it from the pool, taking it back
+        costs no checkout, no flow-control set-up and no statement look-ahead."""
+        if link.cancelling or getattr(link, "unpooled", False):
+            self.give_back(link)
+            return
+        if not self.pooling.pool.park(link, self._taken):
+            self.give_back(link)
+            return
+        del self[link.node_id]
+        if link is self.primary:
+            self.primary = None
+            self.ordering.primary = None
+        self.ordering.drop_link(link)
+        server = link.server
+        if link in self.held or self.paused:
+            self.held.discard(link)
+            link.transport.resumeProducing()  # an idle link in the pool reads its socket
+        if server.applied_by is self.session:
+            server.applied = tuple(self.session.replay)
+        server.applied_by = None
+        self.last[link.node_id] = link
+        self.parked[link.node_id] = link
+
+    def unpark(self, link) -> bool:
+        """Take a parked link back; False if someone else has it now."""
+        if not self.pooling.pool.unpark(link):
+            return False
+        node_id = link.node_id
+        del self.parked[node_id]
+        self[node_id] = link
+        if self.paused:
+            link.transport.pauseProducing()
+        link.attach(self.owner)
+        self._opened(link, node_id)
+        return True
+
+    def _taken(self, link) -> None:
+        """The pool gave our parked link to someone else (or closed it)."""
+        if self.parked.get(link.node_id) is link:
+            del self.parked[link.node_id]
+        transport = link.transport
+        if transport is not None and not link.closed:
+            if getattr(transport, "producer", None) is not None:
+                transport.unregisterProducer()
 
     def forget(self, link) -> None:
         """``link`` was lost."""
@@ -237,6 +311,12 @@ class LinkSet(dict):
         for link in list(self.values()):
             self.release(link)
         self.clear()
+        self.last.clear()
+        for link in list(self.parked.values()):
+            if self.pooling.pool.unpark(link):
+                del self.parked[link.node_id]
+                self.pooling.release(link, clean=True, reset=False)
+        self.parked.clear()
 
     def cancel_all(self) -> None:
         """The client's CancelRequest: cancel what each busy link's server runs."""

@@ -79,27 +79,8 @@ class SessionMode(PoolMode):
             return self.place.fail_extended("26000", "unnamed prepared statement does not exist")
         return GO
 
-    def placed(self, stmt):
-        """The link ``stmt`` went to last time, while the session state, the cluster and
-        the link are the same: no re-routing per Bind/Describe."""
-        placed = stmt.placed
-        if placed is not None:
-            s = self.session
-            key, link, sticky = placed
-            if (sticky is s.sticky and key == (s.route_status, s.lb_node, self.cluster.version)
-                    and not link.closed and link.node_id in stmt.nodes
-                    and self.links.get(link.node_id) is link
-                    and not self._must_judge_freshness(link)):
-                return link
-        return None
-
-    def _must_judge_freshness(self, link) -> bool:
-        """read_consistency: a read on a standby while this session's reads must see a
-        write is routed afresh (the standby may not have replayed it); with nothing to
-        see, where it went last time still holds."""
-        router = self.router
-        return (router.lsn_on and link.node_id != self.session.primary_id
-                and router.consistency.fresh_key(self.session) is not None)
+    def _take_placed(self, link) -> bool:
+        return self.links.get(link.node_id) is link
 
     def deallocate_link(self, stmt):
         """A DEALLOCATE runs where its statement was parsed first."""
@@ -116,15 +97,6 @@ class SessionMode(PoolMode):
     def add_statement(self, link, stmt) -> None:
         stmt.nodes.add(link.node_id)
         self.out.insert_parses(link, [stmt])
-
-    def placed_now(self, stmt, link, prepared) -> None:
-        s = self.session
-        info = stmt.info
-        if self._must_judge_freshness(link):
-            return  # read_consistency: judged at every Bind while a write must be seen
-        if (self.router.cacheable and prepared is None and info.execute_name is None
-                and info.deallocate_name is None and info.command not in ("FETCH", "MOVE", "CLOSE")):
-            stmt.placed = ((s.route_status, s.lb_node, self.cluster.version), link, s.sticky)
 
     def bind(self, stmt, link, name: bytes, buf: bytes, start: int, end: int) -> None:
         self.out.forward(link, buf, start - 5, end)

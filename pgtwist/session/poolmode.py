@@ -43,3 +43,35 @@ class PoolMode:
 
     def server_error(self, link, body: bytes) -> None:
         """An ErrorResponse from ``link``'s server (its body); what it means to the mode."""
+
+    # -- placing a statement for a Bind / Describe 'S' again ---------------------------------
+    def placed(self, stmt):
+        """The link ``stmt`` went to last time, while the session state, the cluster and
+        the link are the same (and the link holds the statement, and the mode can take the
+        link now: ``_take_placed``): no re-routing per Bind/Describe."""
+        placed = stmt.placed
+        if placed is not None:
+            s = self.session
+            key, link, sticky = placed
+            if (sticky is s.sticky and key == (s.route_status, s.lb_node, self.cluster.version)
+                    and not link.closed and self.holds(link, stmt)
+                    and not self._must_judge_freshness(link) and self._take_placed(link)):
+                return link
+        return None
+
+    def _must_judge_freshness(self, link) -> bool:
+        """read_consistency: a read on a standby while this session's reads must see a
+        write is routed afresh (the standby may not have replayed it); with nothing to
+        see, where it went last time still holds."""
+        router = self.router
+        return (router.lsn_on and link.node_id != self.session.primary_id
+                and router.consistency.fresh_key(self.session) is not None)
+
+    def placed_now(self, stmt, link, prepared) -> None:
+        s = self.session
+        info = stmt.info
+        if self._must_judge_freshness(link):
+            return  # read_consistency: judged at every Bind while a write must be seen
+        if (self.router.cacheable and prepared is None and info.execute_name is None
+                and info.deallocate_name is None and info.command not in ("FETCH", "MOVE", "CLOSE")):
+            stmt.placed = ((s.route_status, s.lb_node, self.cluster.version), link, s.sticky)

@@ -131,8 +131,16 @@ class TransactionMode(TxQueries):
         self.out.shadow(link, b"".join(frames), syncs=len(frames))
 
     # Placing a statement for a Bind / Describe 'S' (Requests._statement_link).
-    def placed(self, stmt):
-        return None  # the link may change between transactions: placed every time
+    def _take_placed(self, link) -> bool:
+        """Where the statement went last time, if the session holds that link or takes it
+        back from the pool untouched (parked); not when the link's statement cache is full
+        (the look-ahead at a batch's start closes what it evicts)."""
+        stmts = link.server.statements
+        if stmts is not None and len(stmts.names) >= stmts.capacity:
+            return False
+        if self.links.get(link.node_id) is link:
+            return True
+        return self.links.parked.get(link.node_id) is link and self.links.unpark(link)
 
     def deallocate_link(self, stmt):
         """DEALLOCATE via the extended protocol runs where its unnamed statement is."""
@@ -149,8 +157,6 @@ class TransactionMode(TxQueries):
     def add_statement(self, link, stmt) -> None:
         self._insert_parses(link, [stmt])
 
-    def placed_now(self, stmt, link, prepared) -> None:
-        pass
 
     # -- links ------------------------------------------------------------------------------
     def release_idle(self, link) -> None:
@@ -162,7 +168,7 @@ class TransactionMode(TxQueries):
                 or server.txn_status != codes.TXN_IDLE or self.ordering.busy(link)
                 or self.links.get(link.node_id) is not link or server.pending_parses):
             return
-        self.links.give_back(link)
+        self.links.park(link)
 
     def keeps_link(self, link, busy: bool) -> bool:
         """An idle link keeps its statements and state for the next session; a pinned or
