@@ -74,6 +74,9 @@ class _EscapingObserver:
 
 _predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 _observer = _EscapingObserver(FilteringLogObserver(globalLogPublisher, [_predicate]))
+# The lines an operator switched on (log_statement ...) are LOG, which ranks above ERROR in
+# log_min_messages (as in PostgreSQL and Pgpool-II): they bypass the level filter.
+switched_observer = _EscapingObserver(globalLogPublisher)
 
 # Cheap guard for hot paths: build debug events only when they will be kept.
 DEBUG = False

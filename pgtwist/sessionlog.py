@@ -35,7 +35,7 @@ class SessionLog:
         self.parsed: dict[str, str] = {}   # statement name -> text (frames seen so far)
         self.portals: dict[str, str] = {}  # portal name -> text
         self._resolving = None
-        self.log = Logger(namespace="pgtwist.session", source=self, observer=logs._observer)
+        self.log = Logger(namespace="pgtwist.session", source=self, observer=logs.switched_observer)
 
     # -- fields of every line ----------------------------------------------------------------
     def next_line(self) -> int:
