@@ -100,7 +100,8 @@ class Relay:
         self.requests = requests = Requests(s, out, links, ordering, place, mode, router,
                                             cluster, pooling,
                                             CopyIn(s, out, links, ordering, place), retry)
-        requests.logset, requests.slog = logset, slog
+        requests.logset = place.logset = logset
+        requests.slog = place.slog = slog
         self.replies = replies = Replies(s, ordering, links, mode, router, cluster,
                                          self.write, self.fatal, self.close, retry)
         self.backend_items = replies.backend_items

@@ -143,6 +143,26 @@ def test_every_switch_extended_protocol_with_psycopg(pgtwist_factory):
     assert "new connection received" not in log  # log_connections off
 
 
+def test_per_node_lines_name_both_nodes_of_a_statement_sent_to_both(cluster, pgtwist_factory):
+    pg = pgtwist_factory(extra={"log_per_node_statement": True, "log_line_prefix": PREFIX,
+                                "read_consistency": "none"}, replica_weight=1)
+
+    def work(conn):
+        conn.autocommit = True
+        conn.execute("select 'on the standby'")  # opens the load-balance link
+        conn.execute("SET work_mem = '8MB'")      # primary and standby both need it
+
+    with psycopg.connect(pg.dsn(password=password_of(), application_name="i12both")) as conn:
+        work(conn)
+        standby_pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+    log = wait_for(pg, "statement: select pg_backend_pid()")
+    said = [body(line) for line in lines_of(log, "i12both")]
+    assert f"LOG:  DB node id: 1 backend pid: {standby_pid} statement: " \
+           "select 'on the standby'" in said
+    sets = [line for line in said if line.endswith("statement: SET work_mem = '8MB'")]
+    assert sorted(line.split()[4] for line in sets) == ["0", "1"], said
+
+
 SECRETS = ("Xyzzy-role-secret-1", "Plugh-create-secret-2", "Mapping-secret-3",
            "Extended-secret-4")
 
