@@ -305,7 +305,8 @@ class Relay:
             return
         self.closed = self.session.closed = True
         self.machine.close()
-        self.slog.disconnected()
+        if self.slog is not None:
+            self.slog.disconnected()
         if self.auth_timer.active():
             self.auth_timer.cancel()
         if self.idle_timer is not None and self.idle_timer.active():
