@@ -39,7 +39,8 @@ PGTWISTS = {
 BASE_OF = {"pgtwist": "base", "pgtwist-lb": "base-lb"}
 OPTIONAL_BINARIES = {"pgbouncer": "pgbouncer", "pgpool": "pgpool"}
 #: log lines from a proxy that deserve a look after the run
-_LOG_MARKERS = ("Traceback", "Unhandled", "CRITICAL", "#critical]", "#error]", "#failure]")
+_LOG_MARKERS = ("Traceback", "Unhandled", "CRITICAL", "#critical]", "#error]", "#failure]",
+                "ERROR:  ", "FATAL:  ")  # the last two: log_line_prefix lines (pgtwist.logs)
 
 
 class TargetError(RuntimeError):

@@ -197,6 +197,7 @@ _add("str", "wd_lifecheck_password", "")
 _add("str", "log_destination", "stderr")
 _add("str", "log_line_prefix", "%m: %a pid %p: ")
 _enum("log_error_verbosity", "default", "terse", "default", "verbose")
+_enum("log_format", "text", "text", "json")  # pgtwist: json = one object per line, for shippers
 _enum("log_min_messages", "warning", *MESSAGE_LEVELS)
 _enum("client_min_messages", "notice", *CLIENT_LEVELS)
 _add("bool", "log_connections log_disconnections log_hostname log_statement", False)
@@ -310,9 +311,8 @@ _unimplemented("warning", """
     recovery_2nd_stage_command recovery_timeout
     replicate_select replication_stop_on_mismatch failover_if_affected_tuples_mismatch
     insert_lock lobj_lock_table
-    log_destination log_line_prefix log_error_verbosity client_min_messages log_connections
-    log_disconnections log_hostname log_statement log_per_node_statement
-    notice_per_node_statement log_client_messages log_pcp_processes log_backend_messages
+    log_destination client_min_messages
+    notice_per_node_statement log_pcp_processes log_backend_messages
     syslog_facility syslog_ident logging_collector log_truncate_on_rotation log_directory
     log_filename log_file_mode log_rotation_age log_rotation_size pid_file_name logdir work_dir
     metrics_port pgtwist

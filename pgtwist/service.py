@@ -11,6 +11,8 @@ from collections import deque
 from twisted.application import service
 from twisted.internet.protocol import ClientFactory as _ClientFactory
 from twisted.internet.protocol import Protocol
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 
 from .admission import Gate, spare_connections
 from .auth.hba import HbaError
@@ -20,7 +22,7 @@ from .cluster import Cluster
 from .config import load_config
 from .conn.auth import Secret
 from .errors import ConfigError
-from .logs import logger, set_level
+from .logs import configure, logger, operator_observer
 from .params import unimplemented_warnings
 from .pooling.checkout import Pooling
 from .protocols.backend import connect_address
@@ -294,6 +296,7 @@ class Proxy:
         self.router = router
         self.passwd = passwd
         self.hba_rules = hba_rules
+        configure(config)  # the log_* switches, log_line_prefix, log_format: RELOAD context
         log.info("configuration reloaded")
 
 
@@ -353,10 +356,24 @@ class ProxyService(service.Service):
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
 
 
-def make_service(config, reactor=None, overrides=None) -> service.IService:
-    set_level(config.log_min_messages)
+class _Top(service.MultiService):
+    """The service twistd runs.  Given a log stream, it makes the application log through
+    pgtwist's operator observer (log_line_prefix / JSON) instead of twistd's own format."""
+
+    def __init__(self, log_out=None) -> None:
+        super().__init__()
+        self.log_out = log_out
+
+    def setServiceParent(self, parent) -> None:
+        if self.log_out is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, operator_observer(self.log_out))
+        super().setServiceParent(parent)
+
+
+def make_service(config, reactor=None, overrides=None, log_out=None) -> service.IService:
+    configure(config)
     for warning in unimplemented_warnings(config.params):
         log.warn("{warning}", warning=warning)
-    top = service.MultiService()
+    top = _Top(log_out)
     ProxyService(config, reactor, overrides).setServiceParent(top)
     return top

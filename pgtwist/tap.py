@@ -54,7 +54,36 @@ class Options(usage.Options):
             raise SystemExit(0)
 
 
+def log_stream(server_options):
+    """Where twistd would write its log (``--logfile``, else stdout with ``-n``, else
+    twistd.log), or None to leave logging to twistd (``--syslog``, ``--logger``)."""
+    if server_options is None:
+        return None
+    get = server_options.get
+    if get("syslog") or get("logger"):
+        return None
+    name = get("logfile")
+    if name == "-" or (not name and get("nodaemon")):
+        return sys.stdout
+    from twisted.python.logfile import LogFile
+
+    logfile = LogFile.fromFullPath(name or "twistd.log")
+    def rotate(*_):
+        from twisted.internet import reactor
+
+        reactor.callFromThread(logfile.rotate)
+
+    try:
+        import signal
+
+        signal.signal(signal.SIGUSR1, rotate)  # as twistd does for its own log file
+    except (ImportError, AttributeError, ValueError):
+        pass
+    return logfile
+
+
 def makeService(options: Options):
     from .service import make_service
 
-    return make_service(options.config, overrides=options.overrides)
+    return make_service(options.config, overrides=options.overrides,
+                        log_out=log_stream(getattr(options, "parent", None)))

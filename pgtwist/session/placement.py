@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from ..logs import logger
+from ..logs import SETTINGS, logger
 from ..pooling.statements import raise_sql
 from ..routing.rules import prepared_body_sql
 from ..routing.values import Target, node
@@ -66,6 +66,9 @@ def cstr_pair(buf: bytes, start: int) -> tuple[bytes, bytes]:
 
 
 class Placement:
+    logset = SETTINGS   # the session's logging switches and SessionLog (set by the relay)
+    slog = None
+
     def __init__(self, session, outbox, links, ordering, router, cluster, wait,
                  call_soon) -> None:
         self.session = session
@@ -223,11 +226,15 @@ class Placement:
                 self._shadow_sent = key
                 done = defer.Deferred()
                 self.out.shadow(standby, m.query(end_text), on_done=lambda: done.callback(None))
+                if self.logset.per_node_statement:
+                    self.slog.per_node(standby, "", end_text)
                 self.out.flush()
                 self.wait(done)
                 return True
             if not is_end or in_txn:
                 self.out.shadow(standby, m.query(text))
+                if self.logset.per_node_statement:
+                    self.slog.per_node(standby, "", text)
         self._shadow_sent = None
         return False
 

@@ -31,8 +31,9 @@ from ..conn.frontend import (
     StartupReceived,
 )
 from ..interfaces import ILinkOwner
-from ..logs import logger
+from ..logs import SETTINGS, logger, session_settings
 from ..protocols.fastwrite import make_writer
+from ..sessionlog import SessionLog
 from ..timeouts import call_later
 from ..wire import codes
 from ..wire import messages as m
@@ -58,6 +59,9 @@ class Relay:
     """One client connection and its session.  ``backend_items`` / ``link_lost`` (the
     links' ILinkOwner callbacks) are the session's Replies' own bound methods."""
 
+    logset = SETTINGS   # the logging switches (pgtwist.logs); per session from __init__ on
+    slog = None
+
     def __init__(self, proxy, transport):
         self.proxy = proxy
         self.config = config = proxy.config
@@ -75,6 +79,10 @@ class Relay:
             self, f"{getattr(peer, 'host', 'local')}:{getattr(peer, 'port', '')}"
         )
         s.client_ip = getattr(peer, "host", None)
+        # Logging switches: one attribute test on the paths below when a switch is off.
+        self.logset = logset = session_settings(s)
+        self.slog = slog = SessionLog(s, logset, proxy.reactor)
+        slog.connected()
         # Client reading pauses when any backend link's send buffer is full, or while
         # the relay waits before routing a frame (and links pause for a slow client).
         self.client_valve = Valve(transport)
@@ -92,6 +100,8 @@ class Relay:
         self.requests = requests = Requests(s, out, links, ordering, place, mode, router,
                                             cluster, pooling,
                                             CopyIn(s, out, links, ordering, place), retry)
+        requests.logset = place.logset = logset
+        requests.slog = place.slog = slog
         self.replies = replies = Replies(s, ordering, links, mode, router, cluster,
                                          self.write, self.fatal, self.close, retry)
         self.backend_items = replies.backend_items
@@ -129,6 +139,8 @@ class Relay:
                 data = b""
                 for event in events:
                     if type(event) is Frames:
+                        if self.logset.frames:
+                            self.slog.frames(event.buf, event.frames)
                         self.backlog.append([event.buf, event.frames, 0])
                         if not self.waiting:
                             self._drain()
@@ -145,6 +157,8 @@ class Relay:
                             raise ProtocolViolation(
                                 "received unencrypted data after GSSAPI encryption request")
                     elif type(event) is CancelRequested:
+                        if self.logset.client_messages:
+                            self.slog.cancel(event.pid)
                         self.proxy.cancel(event.pid, event.secret)
                         self.transport.loseConnection()
                     elif isinstance(event, ProtocolViolation):
@@ -291,6 +305,8 @@ class Relay:
             return
         self.closed = self.session.closed = True
         self.machine.close()
+        if self.slog is not None:
+            self.slog.disconnected()
         if self.auth_timer.active():
             self.auth_timer.cancel()
         if self.idle_timer is not None and self.idle_timer.active():

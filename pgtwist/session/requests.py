@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .. import admin
 from ..conn.server import UndoReplay
-from ..logs import logger
+from ..logs import SETTINGS, logger
 from ..pooling.statements import split_parse
 from ..routing.values import Target
 from ..wire import codes
@@ -26,6 +26,9 @@ log = logger(__name__)
 
 
 class Requests:
+    logset = SETTINGS   # the session's logging switches and SessionLog (set by the relay)
+    slog = None
+
     def __init__(self, session, outbox, links, ordering, placement, mode, router, cluster,
                  pooling, copy, retry=None) -> None:
         self.session = session
@@ -106,6 +109,8 @@ class Requests:
         mode = self.mode
         mode.before_query(link, info)
         self.out.forward(link, buf, start - 5, end, sync=True)
+        if self.logset.per_node_statement:
+            self.slog.per_node(link, "", sql)
         if self.retry is not None and link.node_id != s.primary_id:
             self.retry.offer(link, info, buf[start - 5:end])
         if info.copy_from_stdin:
@@ -221,6 +226,8 @@ class Requests:
         mode.batch_starts(link, buf, start)
         mode.prepared_on(link, prepared)
         mode.send_parse(link, name, sql, rest, info, buf, start, end, rewritten)
+        if self.logset.per_node_statement:
+            self.slog.per_node(link, "Parse: ", sql)
         return None
 
     def on_bind(self, code, buf, start, end):
@@ -238,6 +245,8 @@ class Requests:
                 return WAIT
         s.portals[portal] = link.node_id
         self.mode.bind(stmt, link, name, buf, start, end)
+        if self.logset.per_node_statement:
+            self.slog.per_node(link, "Bind: ", stmt.sql if stmt is not None else "")
         if stmt is not None:
             if stmt.info.copy_from_stdin:
                 link.server.copy_portals.add(portal)
@@ -317,6 +326,9 @@ class Requests:
         if link is WAIT:
             return WAIT
         self.out.forward(link, buf, start - 5, end)
+        if self.logset.per_node_statement:
+            self.slog.per_node(link, "Execute: ",
+                               self.slog.portal_text(bytes(name).decode("utf-8", "replace")))
         if name in link.server.copy_portals:
             self.copy.started(link)
         return None

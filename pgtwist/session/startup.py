@@ -222,6 +222,7 @@ class Startup:
         out.append(m.ready_for_query(link.server.txn_status))
         self.relay.machine.authenticated()
         self.relay.write(b"".join(out))
+        self.relay.slog.authorized()
         self.mode.release_idle(link)  # transaction mode: not needed until a query
         if self.relay.machine.leftover:
             self.relay.client_data(b"")  # what the client pipelined after its StartupMessage

@@ -147,7 +147,7 @@ def test_no_secret_in_logs_or_admin_output(cluster, daemons):
     for pg in daemons:
         pg.stop()  # flush and close the log
         text = pg.log_text()
-        assert "debug" in text, "the daemon did not log at debug level"
+        assert "DEBUG:  " in text, "the daemon did not log at debug level"
         assert_log_clean(text)
         assert not _leaks(text, secrets), f"{pg.log_path}: {_leaks(text, secrets)}"
 

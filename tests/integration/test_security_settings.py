@@ -284,11 +284,11 @@ def test_settings_that_cannot_be_loaded_stop_the_start(crl_pki, cluster, tmp_pat
 
 
 def test_unimplemented_settings_are_named_in_the_log(pool_database, pgtwist_factory):
-    pg = pgtwist_factory(extra={"use_watchdog": True, "log_connections": True})
+    pg = pgtwist_factory(extra={"use_watchdog": True, "log_backend_messages": "terse"})
     with psycopg.connect(pg.dsn(dbname=DB), autocommit=True, connect_timeout=10) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
     text = pg.log_text()
-    for key in ("use_watchdog", "log_connections"):
+    for key in ("use_watchdog", "log_backend_messages"):
         assert f"{key}: accepted for Pgpool-II compatibility but not implemented" in text, text
 
 

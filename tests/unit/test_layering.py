@@ -51,14 +51,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.pooling.waiting",
         "pgtwist.session", "pgtwist.session.state", "pgtwist.session.ordering",
         "pgtwist.session.outbox",
-        "pgtwist.admission", "pgtwist.admin", "pgtwist.config",
+        "pgtwist.admission", "pgtwist.admin", "pgtwist.config", "pgtwist.logfmt",
     ),
     # The SQL classifier: pure, but the only user of sqlglot.
     "sql-engine": ("pgtwist.sql.classify", "pgtwist.sql.parsed"),
     # Twisted I/O: logging, TLS, the protocols, the pool of links, the catalog and cluster
     # probes.
     "io": (
-        "pgtwist.logs", "pgtwist.tls", "pgtwist.protocols", "pgtwist.protocols.backend",
+        "pgtwist.logs", "pgtwist.sessionlog", "pgtwist.tls", "pgtwist.protocols", "pgtwist.protocols.backend",
         "pgtwist.protocols.fastwrite", "pgtwist.protocols.frontend", "pgtwist.pooling.pool",
         "pgtwist.catalog", "pgtwist.cluster", "pgtwist.checks",
     ),

@@ -69,13 +69,13 @@ def test_defaults_say_nothing():
 
 
 def test_a_harmless_setting_is_a_warning_naming_the_key():
-    config = parse_config({**ONE, "use_watchdog": True, "log_connections": True,
+    config = parse_config({**ONE, "use_watchdog": True, "log_backend_messages": "terse",
                            "connect_timeout1": 5, "health_check_period1": 5,
                            "failover_on_backend_error": False, "child_life_time": 300},
                           env={}, check_files=False)
     warnings = unimplemented_warnings(config.params)
     assert sorted(w.split(":")[0] for w in warnings) == [
-        "connect_timeout1", "log_connections", "use_watchdog"]
+        "connect_timeout1", "log_backend_messages", "use_watchdog"]
     assert all("not implemented by pgtwist" in w for w in warnings)
 
 
