@@ -203,6 +203,9 @@ class FunctionListPolicy:
         q = request.query
         if not q.functions or q.route != EITHER:
             return UNDECIDED
+        refused = rules.standby_refused(q)
+        if refused is not None:
+            return primary(f"primary: function {refused} cannot run on a standby")
         if not self._lists and not request.catalog.volatile_functions:
             return UNDECIDED
         found = rules.writing_functions(q, request.catalog, self.options)

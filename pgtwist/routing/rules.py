@@ -138,6 +138,24 @@ def writing_functions(query: QueryInfo, catalog: CatalogFacts,
     return tuple(dict.fromkeys(found))
 
 
+# Built-in functions a hot standby refuses whatever their catalog volatility says:
+# pg_current_xact_id() and txid_current() are STABLE but assign a transaction id
+# (25006 on a standby); the WAL-position and WAL-writing ones fail with 55000.
+STANDBY_REFUSED_FUNCTIONS = frozenset({
+    "pg_current_xact_id", "txid_current", "pg_current_wal_lsn", "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn", "pg_switch_wal", "pg_create_restore_point",
+    "pg_log_standby_snapshot",
+})
+
+
+def standby_refused(query: QueryInfo) -> str | None:
+    """The first function of ``query`` a standby cannot run (see STANDBY_REFUSED_FUNCTIONS)."""
+    for f in query.functions:
+        if bare(f).lower() in STANDBY_REFUSED_FUNCTIONS:
+            return f
+    return None
+
+
 # --- dml_adaptive_object_relationship_list --------------------------------------------------
 
 

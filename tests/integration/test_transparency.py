@@ -342,14 +342,12 @@ def test_standby_refusal_is_retried_on_the_primary(writer_functions, daemons):
         # reads do reach the replica here
         assert one(conn, "SELECT tp_stable_port()") != cluster.primary_port
         before = retries(conn)
-        xid = one(conn, "SELECT pg_current_xact_id()")
-        assert int(str(xid)) > 0
         note = f"tp-{time.monotonic_ns()}"
         new_id = one(conn, f"SELECT tp_stable_write('{note}')")
         # the write happened once, on the primary
         assert ref.execute("SELECT array_agg(id) FROM tp_log WHERE note = %s",
                            (note,)).fetchone()[0] == [new_id]
-        assert retries(conn) == before + 2
+        assert retries(conn) == before + 1
         # the session goes on as usual, reads still balanced
         assert one(conn, "SELECT tp_stable_port()") != cluster.primary_port
 
@@ -358,8 +356,9 @@ def test_retried_statement_keeps_its_place_among_pipelined_queries(writer_functi
     """Several simple Queries in one write: the retried one answers in its place."""
     cluster = writer_functions
     pg = daemons()
-    sqls = ["SELECT 'a'", "SELECT pg_current_xact_id()::text", "SELECT tp_stable_port()::text",
-            "SELECT pg_current_xact_id()::text", "SELECT 'e'"]
+    sqls = ["SELECT 'a'", "SELECT tp_stable_write('pipelined')::text",
+            "SELECT tp_stable_port()::text", "SELECT tp_stable_write('pipelined')::text",
+            "SELECT 'e'"]
     with RawClient(pg.port, pg.host) as raw:
         raw.startup()
         raw.send(b"".join(query(sql) for sql in sqls))
@@ -378,9 +377,9 @@ def test_other_standby_errors_and_transactions_are_not_retried(writer_functions,
         with pytest.raises(pgerr.DivisionByZero):
             conn.execute("SELECT 1 / (tp_stable_port() - tp_stable_port())")
         # inside a transaction the standby's answer stands (its transaction failed)
-        conn.execute("BEGIN")
+        conn.execute("BEGIN READ ONLY")
         with pytest.raises(pgerr.ReadOnlySqlTransaction):
-            conn.execute("SELECT pg_current_xact_id()")
+            conn.execute("SELECT tp_stable_write('in a read-only transaction')")
         conn.execute("ROLLBACK")
         assert retries(conn) == before
         assert one(conn, "SELECT 5") == 5
@@ -393,6 +392,36 @@ def test_transaction_mode_reports_the_refusal(writer_functions, daemons):
     with connect(pg) as conn:
         before = retries(conn)
         with pytest.raises(pgerr.ReadOnlySqlTransaction):
-            conn.execute("SELECT pg_current_xact_id()")
+            conn.execute("SELECT tp_stable_write('transaction mode')")
         assert retries(conn) == before
         assert one(conn, "SELECT 6") == 6
+
+
+@MODES
+def test_functions_a_standby_refuses_run_on_the_primary(writer_functions, daemons, mode):
+    """pg_current_xact_id() and txid_current() are STABLE in the catalog but assign a
+    transaction id, which a standby refuses (25006): they are routed to the primary in
+    both pool modes and both protocols (psycopg's extended protocol, asyncpg)."""
+    cluster = writer_functions
+    pg = daemons(**mode)
+    with connect(pg) as conn, connect(pg, prepare_threshold=0) as prepared:
+        before = retries(conn)
+        for c in (conn, prepared):
+            assert int(str(one(c, "SELECT pg_current_xact_id()"))) > 0
+            assert one(c, "SELECT txid_current() + %s", [0]) > 0
+            assert one(c, "SELECT pg_current_wal_lsn() IS NOT NULL AND %s", [True])
+            # plain reads still go to the replica
+            assert one(c, "SELECT tp_stable_port()") != cluster.primary_port
+        assert retries(conn) == before  # routed, not retried
+
+    async def driver():
+        a = await asyncpg.connect(host=pg.host, port=pg.port, user="postgres",
+                                  database="postgres")
+        try:
+            for _ in range(3):
+                assert int(await a.fetchval("SELECT pg_current_xact_id()::text")) > 0
+                assert await a.fetchval("SELECT txid_current() > $1", 0)
+        finally:
+            await a.close()
+
+    asyncio.run(driver())

@@ -180,6 +180,24 @@ def test_function_list_volatility_when_both_lists_empty():
     assert policy.route(make_request("SELECT")) is UNDECIDED
 
 
+@pytest.mark.parametrize("options", [{}, {"read_only_function_list": "pg_current_xact_id"},
+                                     {"write_function_list": "nextval"}])
+def test_functions_a_standby_refuses_go_to_the_primary(options):
+    """Catalog-STABLE but xid-assigning (or WAL-position) functions fail on a hot standby:
+    they go to the primary whatever the lists and the catalog say."""
+    policy = _policy("function_list", **options)
+    for name in ("pg_current_xact_id", "pg_catalog.txid_current", "PG_CURRENT_WAL_LSN"):
+        q = make_query("SELECT", functions=("count", name))
+        assert policy.route(make_request(q)) == _primary(
+            f"primary: function {name} cannot run on a standby")
+    # ... and only those: the _if_assigned variant runs on a standby (the lists still apply).
+    other = policy.route(make_request("SELECT", functions=("pg_current_xact_id_if_assigned",)))
+    if "read_only_function_list" in options:
+        assert other.target is Target.PRIMARY and "read_only_function_list" in other.reason
+    else:
+        assert other is UNDECIDED
+
+
 def test_function_list_lists_are_exclusive():
     with pytest.raises(ConfigError) as info:
         builtin.parse_function_list({"write_function_list": "a", "read_only_function_list": "b"})
