@@ -130,13 +130,17 @@ def answer(special, session, proxy, router) -> Answer:
 
 
 # -- encoding ------------------------------------------------------------------------------------
-def row_description(columns: list[str], formats=(0,)) -> bytes:
-    """Text-typed (OID 0) columns; ``formats`` as a Bind gave them (0 text, 1 binary: for
-    an OID-0 column both carry the same bytes)."""
+TEXT_OID = 25
+
+
+def row_description(columns: list[str], formats=(0,), type_oid: int = 0) -> bytes:
+    """Columns of type ``type_oid`` (0 as Pgpool-II sends them; the extended protocol says
+    text, 25, because drivers such as asyncpg look a described type up and 0 is none);
+    ``formats`` as a Bind gave them (0 text, 1 binary: for text both are the same bytes)."""
     body = struct.pack("!h", len(columns))
     for i, name in enumerate(columns):
         fmt = formats[0] if len(formats) == 1 else (formats[i] if i < len(formats) else 0)
-        body += m.cstr(name) + struct.pack("!IhIhih", 0, 0, 0, -1, -1, fmt)
+        body += m.cstr(name) + struct.pack("!IhIhih", 0, 0, type_oid, -1, -1, fmt)
     return m.frame(codes.ROW_DESCRIPTION, body)
 
 

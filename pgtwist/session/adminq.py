@@ -2,8 +2,9 @@
 
 Pgpool-II intercepts them in the simple protocol only; pgtwist also answers a Parse of
 one, and the Bind / Describe / Execute / Close of what it named, itself: the client sees
-ParseComplete, BindComplete, the RowDescription (or NoData for PGPOOL SET / RESET), the
-rows and CommandComplete, all in order with what its servers answer.  No server is asked
+ParseComplete, BindComplete, the RowDescription (columns typed text, OID 25: Pgpool-II's
+OID 0 is no type a driver can look up; NoData for PGPOOL SET / RESET), the rows and
+CommandComplete, all in order with what its servers answer.  No server is asked
 anything, so an admin command works while the pool or the primary is full.  Sync goes on
 as ever (pgtwist.session.requests): a session holding no link gets its ReadyForQuery
 from pgtwist.
@@ -95,7 +96,8 @@ class AdminQueries:
         except admin.AdminError as exc:
             self._fail(exc.sqlstate, exc.message)
             return
-        self.out.local(head + admin.row_description(result.columns, formats), ready=False)
+        self.out.local(head + admin.row_description(result.columns, formats, admin.TEXT_OID),
+                       ready=False)
 
     def execute(self, portal: bytes) -> None:
         special, _formats = self.portals[portal]
