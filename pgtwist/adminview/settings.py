@@ -27,6 +27,11 @@ POOL_CACHE_COLUMNS = [
     "fragment_cache_entries_size",
 ]
 GROUPS = ("backend", "health_check")   # watchdog / heartbeat: see docs/admin.md
+# The health check group in Pgpool-II's order (each also per node: health_check_period0...).
+HEALTH_CHECK_GROUP = ("health_check_period", "health_check_timeout", "health_check_user",
+                      "health_check_password", "health_check_database",
+                      "health_check_max_retries", "health_check_retry_delay",
+                      "connect_timeout")
 
 
 class UnknownParameter(LookupError):
@@ -78,7 +83,7 @@ def backend_items(params, node_count: int) -> list[list[str]]:
 
 def health_check_items(params, node_count: int, names=None) -> list[list[str]]:
     """The health check group: each setting, then each node's (falling back to it)."""
-    names = names or [n for n in PARAMS if n in PER_NODE]
+    names = names or HEALTH_CHECK_GROUP
     rows = [_item(name, params[name]) for name in names]
     for n in range(node_count):
         rows.extend(_item(f"{name}{n}", params.get(f"{name}{n}", params[name]))
