@@ -33,6 +33,10 @@ _EXPLAIN = re.compile(r"\s*pgtwist\s+explain\s+route\s+(.+?)" + _TAIL,
 _PGTWIST = re.compile(r"\s*pgtwist\b", re.IGNORECASE)
 
 
+_FIRST = frozenset("sSpP")
+_SECOND = frozenset("hHgG")
+
+
 def _ident(text: str) -> str:
     """A PGPOOL name: folded to lower case unless double-quoted (Pgpool-II's rule)."""
     if text.startswith('"'):
@@ -45,6 +49,12 @@ def match(sql: str):
     ('show', name) / ('pgpool_show', name) / ('pgpool_set', name, value or None for
     DEFAULT) / ('pgpool_reset', name or None for ALL) / ('explain', inner_sql) /
     ('pgtwist', text)."""
+    first = sql[:1]
+    if first in _FIRST:
+        if sql[1:2] not in _SECOND:   # SELECT, SET, PREPARE...: the common case, quickly
+            return None
+    elif not first.isspace():
+        return None
     head = sql.lstrip()[:8].lower()
     if head.startswith("show"):
         found = _SHOW.match(sql)
