@@ -39,7 +39,18 @@ class AdminQueries:
         self.portals: dict[bytes, tuple] = {}
 
     def _answer(self, special):
-        return admin.answer(special, self.session, self.proxy, self.router)
+        result = admin.answer(special, self.session, self.proxy, self.router)
+        if special[0] in ("pgpool_set", "pgpool_reset"):
+            self._apply()
+        return result
+
+    def _apply(self) -> None:
+        """What a PGPOOL SET changes in pgtwist itself: the session's client_idle_limit.
+        (The logging parameters are read by the logs through Session.pool_settings.)"""
+        relay = self.proxy.sessions.get(self.session.pid)
+        limit = float(self.session.pool_settings.get("client_idle_limit"))
+        if relay is not None and limit != relay.idle_limit:
+            relay.set_idle_limit(limit)
 
     # -- simple Query ---------------------------------------------------------------------------
     def query(self, special) -> None:

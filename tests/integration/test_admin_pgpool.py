@@ -3,6 +3,8 @@ from the configuration, session-local SETs, and errors worded as Pgpool-II words
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 from psycopg import errors as pgerr
@@ -105,6 +107,18 @@ def test_pgpool_set_and_reset_are_session_local(pg):
         assert cur.statusmessage == "RESET"
         assert conn.execute("PGPOOL SHOW client_min_messages").fetchall() == [("notice",)]
         assert conn.execute("PGPOOL SHOW log_error_verbosity").fetchall() == [("default",)]
+
+
+def test_pgpool_set_client_idle_limit_applies_to_the_session_only(pg):
+    with connect(pg) as idle, connect(pg) as other, connect(pg) as reset:
+        idle.execute("PGPOOL SET client_idle_limit = 1")
+        reset.execute("PGPOOL SET client_idle_limit = 1")
+        reset.execute("PGPOOL RESET client_idle_limit")
+        time.sleep(2.5)
+        with pytest.raises(psycopg.OperationalError, match="client_idle_limit"):
+            idle.execute("SELECT 1")
+        assert other.execute("SELECT 1").fetchone() == (1,)
+        assert reset.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_pgpool_set_over_the_extended_protocol(pg):

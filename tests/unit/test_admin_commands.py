@@ -126,7 +126,7 @@ def bind_body(portal=b"", stmt=b"", params=(), result_formats=()):
 def make(session=None):
     proxy = SimpleNamespace(config=SimpleNamespace(params={n: p.default for n, p in
                                                             PARAMS.items()}),
-                            cluster=SimpleNamespace(nodes=[]))
+                            cluster=SimpleNamespace(nodes=[]), sessions={})
     s = session or Session(pid=1, secret=2)
     out = FakeOutbox()
     return adminq.AdminQueries(s, out, proxy, router=None), out, s
@@ -203,3 +203,22 @@ def test_unnamed_admin_statement_replaces_the_sessions_and_is_forgotten():
     assert q.claims(b"S\0", 0, 2) and not q.claims(b"P\0", 0, 2)
     q.forget(b"")
     assert not q.claims(b"S\0", 0, 2)
+
+
+def test_pgpool_set_client_idle_limit_reaches_the_sessions_relay():
+    q, out, s = make()
+    limits = []
+    relay = SimpleNamespace(idle_limit=0.0)
+
+    def set_idle_limit(seconds):
+        limits.append(seconds)
+        relay.idle_limit = seconds
+
+    relay.set_idle_limit = set_idle_limit
+    q.proxy.sessions[s.pid] = relay
+    q.query(("pgpool_set", "client_idle_limit", "5"))
+    q.query(("pgpool_set", "log_statement", "on"))          # no change to the limit
+    q.query(("pgpool_reset", None))
+    assert limits == [5.0, 0.0]
+    assert [c for data, _ in out.sent for c, _ in frames(data)] == ["C", "C", "C"]
+    assert all(ready for _, ready in out.sent)   # the outbox adds their ReadyForQuery
