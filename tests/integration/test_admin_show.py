@@ -254,3 +254,27 @@ def test_pool_version_and_pool_cache(cluster, pgtwist_factory):
         cache = show(conn, "SHOW pool_cache")[1]
     assert re.match(r"^(\d+)(\.\d+)(\.\d+)? \(pgtwist ", version)
     assert cache == [("0", "0", "0.00", "0", "0", "0", "0", "0", "0")]
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_admin_answers_keep_their_place_in_a_pipeline(cluster, pgtwist_factory, pool_mode):
+    pg = pgtwist_factory(extra={"pool_mode": pool_mode})
+    with connect(pg) as conn:
+        with conn.pipeline():
+            curs = [conn.execute(sql, **kw) for sql, kw in (
+                ("SELECT %s::int", {"params": [1]}),
+                ("SHOW pool_version", {"binary": True}),
+                ("SELECT %s::int", {"params": [2]}),
+                ("PGPOOL SHOW port", {"binary": True}),
+                ("SELECT %s::int", {"params": [3]}),
+            )]
+        got = [c.fetchall() for c in curs]
+        assert got[0] == [(1,)] and got[2] == [(2,)] and got[4] == [(3,)]
+        assert got[1][0][0].startswith("4.") and got[3] == [(str(pg.port),)]
+        # an error in an admin command fails its pipeline part like a server error would
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            with conn.pipeline():
+                conn.execute("SELECT %s::int", [4])
+                conn.execute("PGPOOL SHOW nosuch", binary=True)
+                conn.execute("SELECT %s::int", [5])
+        assert conn.execute("SELECT %s::int", [6]).fetchone() == (6,)
