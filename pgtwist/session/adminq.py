@@ -17,6 +17,7 @@ import struct
 from .. import admin
 from ..wire import codes
 from ..wire import messages as m
+from .placement import WAIT
 
 PARSE_COMPLETE = m.frame(codes.PARSE_COMPLETE)
 BIND_COMPLETE = m.frame(codes.BIND_COMPLETE)
@@ -30,11 +31,12 @@ class AdminQueries:
     """``statements``: client statement name -> matched command; ``portals``: portal name ->
     (command, result format codes).  Both stay empty unless the client parses one."""
 
-    def __init__(self, session, outbox, proxy, router) -> None:
+    def __init__(self, session, outbox, proxy, router, placement=None) -> None:
         self.session = session
         self.out = outbox
         self.proxy = proxy
         self.router = router
+        self.place = placement
         self.statements: dict[bytes, tuple] = {}
         self.portals: dict[bytes, tuple] = {}
 
@@ -53,11 +55,26 @@ class AdminQueries:
             relay.set_idle_limit(limit)
 
     # -- simple Query ---------------------------------------------------------------------------
-    def query(self, special) -> None:
+    def query(self, special):
+        """Answer a simple Query; WAIT while EXPLAIN ROUTE waits for a catalog fact."""
+        if special[0] == "explain":
+            return self._explain(special[1])
         try:
             self.out.local(admin.simple(self._answer(special)))
         except admin.AdminError as exc:
             self.out.local(admin.error(exc.sqlstate, exc.message))
+        return None
+
+    def _explain(self, sql: str):
+        router = self.router
+        info = router.classify(sql)
+        facts = self.place.facts(info)
+        if facts is WAIT:
+            return WAIT
+        explanation = router.explain(info, self.session, facts, sql)
+        node = router.node_of(explanation.decision, self.session)
+        self.out.local(admin.explain_route(explanation, node))
+        return None
 
     # -- extended protocol ------------------------------------------------------------------------
     def _fail(self, sqlstate: str, message: str) -> None:

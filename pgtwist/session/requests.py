@@ -40,7 +40,7 @@ class Requests:
         self.pooling = pooling
         self.copy = copy      # COPY FROM STDIN: CopyIn
         self.retry = retry    # StandbyRetry: reads a standby may refuse as read-only
-        self.admin = AdminQueries(session, outbox, pooling.proxy, router)
+        self.admin = AdminQueries(session, outbox, pooling.proxy, router, placement)
 
     def handlers(self) -> dict:
         """Frame code -> handler(code, buf, start, end), bound once per session."""
@@ -74,7 +74,7 @@ class Requests:
         sql = raw.decode("utf-8", "replace")
         special = admin.match(sql)
         if special is not None:
-            return self._admin(special)
+            return self.admin.query(special)
         info = self.router.classify(sql)
         if info.exclusive_database is not None:
             self._free_database(info.exclusive_database)
@@ -402,19 +402,4 @@ class Requests:
         if link is WAIT:
             return WAIT
         self.out.forward(link, buf, start - 5, end, sync=True)
-        return None
-
-    # -- commands answered by pgtwist -----------------------------------------------------------
-    def _admin(self, special):
-        if special[0] != "explain":
-            self.admin.query(special)
-            return None
-        sql = special[1]
-        info = self.router.classify(sql)
-        facts = self.place.facts(info)
-        if facts is WAIT:
-            return WAIT
-        explanation = self.router.explain(info, self.session, facts, sql)
-        node = self.router.node_of(explanation.decision, self.session)
-        self.out.local(admin.explain_route(explanation, node))
         return None
