@@ -107,8 +107,9 @@ def pool_pools(clients, idle_links, slots: int, node_count: int, daemon_pid: int
         for node_id in range(node_count):
             link = held.get(node_id)
             if link is None:
+                # As Pgpool-II's unused pool slots: no database or user (a row with a user
+                # is a connection to pgpool2_exporter's backend_used).
                 rows.append(_empty_pool_row(str(c.pid), started, node_id, c.status))
-                rows[-1][5:7] = [c.database, c.user]
                 rows[-1][17:20] = ["1" if node_id == c.lb_node else "0", c.host, c.port]
                 continue
             rows.append([

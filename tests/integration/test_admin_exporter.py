@@ -142,7 +142,7 @@ def test_exporter_queries_parse_with_the_exporters_rules(cluster, pgtwist_factor
             assert m["pgpool2_frontend_used"] == {("postgres", "postgres"): 2}
             assert m["pgpool2_backend_total"] == 6 * 2
             # the exporter holds the primary link only, the app both
-            assert m["pgpool2_backend_used"] == 2 + 2
+            assert m["pgpool2_backend_used"] == 1 + 2
             assert set(m["pgpool2_backend_by_process_total"].values()) == {2, 8}
         # the counters move as the cluster is used
         replica = (cluster.host, str(cluster.replica_ports[0]), "standby")

@@ -191,8 +191,8 @@ def test_pool_pools_rows():
 def test_pool_pools_a_node_the_session_holds_no_link_to():
     c = client(5, [clients.Link(0, 900, T0, 1)])
     _columns, rows = clients.pool_pools([c], [], 1, 2, 10, T0)
-    assert rows[1][:7] == ["5", "2026-03-04 05:06:07", "0", "0", "1", "shop", "alice"]
-    assert rows[1][14:16] == ["0", "0"]
+    assert rows[1][:7] == ["5", "2026-03-04 05:06:07", "0", "0", "1", "", ""]
+    assert rows[1][14:20] == ["0", "0", "Idle", "0", "10.0.0.1", "5555"]
 
 
 # -- settings ------------------------------------------------------------------------------------
