@@ -310,8 +310,9 @@ class Requests:
         s = self.session
         if s.failed_elsewhere or s.skip_until_sync:
             return self.place.skip(code)
-        if self.admin.claims(buf, start, end):
-            return self.admin.describe(buf[start], buf[start + 1:end - 1])
+        adm = self.admin
+        if (adm.statements or adm.portals) and adm.claims(buf, start, end):
+            return adm.describe(buf[start], buf[start + 1:end - 1])
         if buf[start] == 0x53:  # 'S'
             stmt, link = self._statement_link(code, buf[start + 1:end - 1], buf, start)
             if link is None or link is WAIT:
@@ -343,8 +344,9 @@ class Requests:
         s = self.session
         if s.failed_elsewhere or s.skip_until_sync:
             return self.place.skip(code)
-        if self.admin.claims(buf, start, end):
-            return self.admin.close(buf[start], buf[start + 1:end - 1])
+        adm = self.admin
+        if (adm.statements or adm.portals) and adm.claims(buf, start, end):
+            return adm.close(buf[start], buf[start + 1:end - 1])
         if buf[start] == 0x53:  # 'S'
             return self.mode.close_statement(buf, start, end)
         node_id = s.portals.pop(buf[start + 1:end - 1], None)
