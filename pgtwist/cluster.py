@@ -50,7 +50,7 @@ _OTHER_COMMANDS = (
     "LISTEN", "UNLISTEN", "LOAD", "LOCK", "NOTIFY", "PREPARE", "SET", "RESET", "SHOW",
     "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "ROLLBACK TO",
     "PREPARE TRANSACTION", "COMMIT PREPARED", "ROLLBACK PREPARED", "EMPTY")
-_STAT_OF = {"INSERT": INSERT, "UPDATE": UPDATE, "DELETE": DELETE,
+STAT_OF = {"INSERT": INSERT, "UPDATE": UPDATE, "DELETE": DELETE,
             **{c: OTHER for c in _OTHER_COMMANDS}}
 _SEVERITY = {"ERROR": ERROR, "FATAL": FATAL, "PANIC": PANIC}
 
@@ -108,7 +108,7 @@ class NodeState:
 
     def count(self, command: str) -> None:
         """One statement other than a read was sent here (a read counts in select_cnt)."""
-        self.stats[_STAT_OF.get(command, DDL)] += 1
+        self.stats[STAT_OF.get(command, DDL)] += 1
 
     def backend_error(self, body: bytes) -> None:
         """An ErrorResponse from this node: counted by severity (ERROR, FATAL, PANIC)."""

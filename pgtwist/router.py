@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from . import logs
 from .catalog import _EMPTY, CatalogCache
+from .cluster import DDL, STAT_OF
 from .logs import logger
 from .lsn import LsnTracker
 from .options import ConsistencyOptions
@@ -173,8 +174,8 @@ class Router:
         if node_id is not None:
             if info.is_read:
                 self.proxy.cluster.nodes[node_id].select_cnt += 1
-            else:
-                self.proxy.cluster.nodes[node_id].count(info.command)  # pool_backend_stats
+            else:  # SHOW pool_backend_stats (NodeState.count, inlined)
+                self.proxy.cluster.nodes[node_id].stats[STAT_OF.get(info.command, DDL)] += 1
         if s.consistency is not None:
             s.consistency.counted = None   # the next read is counted afresh
         if self.lsn_on and node_id == s.primary_id and (info.is_write or (
