@@ -121,11 +121,39 @@ class LogSettings:
 SETTINGS = LogSettings()
 
 
-def session_settings(session) -> LogSettings:
+# PGPOOL SET parameter -> LogSettings attribute, for the switches a session may set itself.
+SESSION_SWITCHES = {"log_statement": "statement", "log_per_node_statement": "per_node_statement",
+                    "log_client_messages": "client_messages"}
+
+
+class SessionLogSettings:
+    """A session's switches once it used PGPOOL SET on one of SESSION_SWITCHES: its own
+    values for those, the process-wide ones (which follow a reload) for the rest."""
+
+    __slots__ = ("base", "own")
+
+    def __init__(self, base: LogSettings, own: dict) -> None:
+        self.base = base
+        self.own = own   # LogSettings attribute -> bool
+
+    def __getattr__(self, name: str):
+        if name == "frames":
+            return self.statement or self.per_node_statement or self.client_messages
+        own = self.own
+        return own[name] if name in own else getattr(self.base, name)
+
+
+def session_settings(session) -> LogSettings | SessionLogSettings:
     """The switches ``session`` reads.  log_statement, log_per_node_statement and
-    log_client_messages are session-settable by PGPOOL SET: this is where a session's
-    own values take over from the process-wide ones."""
-    return SETTINGS
+    log_client_messages are session-settable by PGPOOL SET (``session.pool_settings``):
+    this is where a session's own values take over from the process-wide ones."""
+    settings = getattr(session, "pool_settings", None)
+    overrides = getattr(settings, "overrides", None)
+    if not overrides:
+        return SETTINGS
+    own = {attr: bool(overrides[name]) for name, attr in SESSION_SWITCHES.items()
+           if name in overrides}
+    return SessionLogSettings(SETTINGS, own) if own else SETTINGS
 
 
 # -- the operator's log lines ----------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from . import logs
 from .catalog import _EMPTY, CatalogCache
+from .cluster import DDL, STAT_OF
 from .logs import logger
 from .lsn import LsnTracker
 from .options import ConsistencyOptions
@@ -170,8 +171,11 @@ class Router:
     def after_statement(self, s, info, decision, node_id: int, sql: str) -> None:
         """Record what sending ``info`` to ``node_id`` means for the session's later routing
         (the session's own bookkeeping is Session.statement_sent)."""
-        if info.is_read and node_id is not None:
-            self.proxy.cluster.nodes[node_id].select_cnt += 1
+        if node_id is not None:
+            if info.is_read:
+                self.proxy.cluster.nodes[node_id].select_cnt += 1
+            else:  # SHOW pool_backend_stats (NodeState.count, inlined)
+                self.proxy.cluster.nodes[node_id].stats[STAT_OF.get(info.command, DDL)] += 1
         if s.consistency is not None:
             s.consistency.counted = None   # the next read is counted afresh
         if self.lsn_on and node_id == s.primary_id and (info.is_write or (

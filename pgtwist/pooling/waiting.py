@@ -74,7 +74,7 @@ class NodePool:
 
 
 class Tracked:
-    __slots__ = ("kp", "busy", "created", "idle_since", "client", "parked")
+    __slots__ = ("kp", "busy", "created", "idle_since", "client", "parked", "uses")
 
     def __init__(self, kp: KeyPool, created: float, client: Any):
         self.kp = kp
@@ -83,6 +83,7 @@ class Tracked:
         self.idle_since = created
         self.client = client
         self.parked = None   # idle, its last session may take it back: call this when not
+        self.uses = 1   # checkouts served (SHOW pool_pools' pool_counter)
 
 
 class Waiter:

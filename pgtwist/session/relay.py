@@ -276,6 +276,21 @@ class Relay:
     def _auth_timeout(self) -> None:
         self.startup.auth_timeout()
 
+    def set_log_settings(self) -> None:
+        """PGPOOL SET / RESET of a logging switch: this session's switches from now on."""
+        logset = session_settings(self.session)
+        self.logset = self.requests.logset = self.place.logset = logset
+        if self.slog is not None:
+            self.slog.settings = logset
+
+    def set_idle_limit(self, seconds: float) -> None:
+        """PGPOOL SET client_idle_limit: this session's limit from now on (0: none)."""
+        self.idle_limit = seconds
+        if self.idle_timer is not None and self.idle_timer.active():
+            self.idle_timer.cancel()
+        self.idle_timer = (self.proxy.reactor.callLater(seconds, self._idle_timeout)
+                           if seconds > 0 else None)
+
     def _idle_timeout(self) -> None:
         """client_idle_limit: an idle client is told why and disconnected."""
         if self.closed:

@@ -1,5 +1,6 @@
 """Commands pgtwist answers itself: SHOW pool_nodes / pool_version (Pgpool-II §4.1) and
-PGTWIST EXPLAIN ROUTE, intercepted in the simple query protocol only.
+PGTWIST EXPLAIN ROUTE (intercepted in the simple query protocol only; the other admin
+commands in both protocols: tests/integration/test_admin_*.py).
 """
 
 from __future__ import annotations
@@ -176,12 +177,10 @@ def test_unknown_pgtwist_command_is_an_error(cluster, pgtwist_factory):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-# -- not intercepted in the extended protocol ------------------------------------------------------
+# -- EXPLAIN ROUTE is not intercepted in the extended protocol (SHOW pool_* is: test_admin_*) --
 
 
 @pytest.mark.parametrize("sql,error", [
-    ("SHOW pool_nodes", pgerr.UndefinedObject),        # unrecognized configuration parameter
-    ("SHOW pool_version", pgerr.UndefinedObject),
     ("PGTWIST EXPLAIN ROUTE select 1", pgerr.SyntaxError),
 ])
 def test_admin_commands_over_the_extended_protocol_reach_postgresql(
