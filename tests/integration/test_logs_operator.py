@@ -276,3 +276,28 @@ def test_default_prefix_is_pgpools(pgtwist):
     line = next(line for line in pgtwist.log_text().splitlines() if "pgtwist listening" in line)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}: main pid \d+: LOG:  "
                         r"pgtwist listening on 127\.0\.0\.1:\d+", line)
+
+
+def test_pgpool_set_log_statement_is_the_sessions_own(pgtwist_factory):
+    """PGPOOL SET log_statement / log_per_node_statement change the issuing session's
+    logging only; PGPOOL RESET goes back to the configured value."""
+    pg = pgtwist_factory(extra={"log_line_prefix": PREFIX})
+    with psycopg.connect(pg.dsn(password=password_of(), application_name="i12set")) as conn, \
+            psycopg.connect(pg.dsn(password=password_of(), application_name="i12other")) as other:
+        conn.autocommit = other.autocommit = True
+        conn.execute("select 4201")
+        conn.execute("PGPOOL SET log_statement = on", prepare=False)
+        conn.execute("PGPOOL SET log_per_node_statement TO on", prepare=False)
+        conn.execute("select 4202")
+        other.execute("select 4203")
+        wait_for(pg, "select 4202")
+        conn.execute("PGPOOL RESET log_statement", prepare=False)
+        conn.execute("PGPOOL RESET log_per_node_statement", prepare=False)
+        conn.execute("select 4204")
+    log = pg.log_text()
+    mine = lines_of(log, "i12set")
+    assert any(body(line).startswith("LOG:  statement: select 4202") for line in mine), mine
+    assert any("statement: Execute: select 4202" in line or "statement: select 4202" in line
+               for line in mine if "DB node id:" in line), mine
+    for n in (4201, 4203, 4204):
+        assert f"select {n}" not in log
