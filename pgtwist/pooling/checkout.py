@@ -144,11 +144,15 @@ class Pooling:
         # Transaction pooling: server names of prepared statements, shared by all sessions.
         self.registry = StatementRegistry()
         self.max_prepared_statements = o.max_prepared_statements
-        self.counters = {"statements_parsed": 0, "statements_evicted": 0,
+        # statements_reused: a Parse or Bind found its statement on the link already
+        # (the transaction-mode cache's hits; statements_parsed are its misses).
+        self.counters = {"statements_parsed": 0, "statements_reused": 0,
+                         "statements_evicted": 0,
                          "statements_retired": 0, "pinned": 0,
                          "standby_read_only_retries": 0}  # pgtwist.session.retry
         self.counters.update({f"pinned_{reason}": 0 for reason in PIN_REASONS})
         self.server_methods = ServerMethods()
+        self.stats = getattr(proxy, "stats", None)  # pgtwist.metrics.stats: checkout times
         self.pre_auth = PreAuthGate(o.pre_auth_connections_per_user)
 
     def pin(self, reason: str) -> None:
@@ -177,6 +181,8 @@ class Pooling:
                       tuple(sorted(params.items())))
         d = self.pool.checkout(key, {**params, _SECRET: secret}, client=session,
                                fresh=fresh or not pooled)
+        if self.stats is not None:
+            self.stats.timed_checkout(d)
         return d if pooled else d.addCallback(_mark_unpooled)
 
     def checkout_internal(self, user: str, database: str, node, secret, params: dict,
