@@ -364,11 +364,13 @@ def make_service(config, reactor=None, overrides=None) -> service.IService:
         log.warn("{warning}", warning=warning)
     top = service.MultiService()
     proxy_service = ProxyService(config, reactor, overrides)
-    proxy_service.setServiceParent(top)
     if config.params["metrics_port"]:
         from .metrics.http import MetricsService
 
+        # Started first (a port it cannot bind stops the daemon before it takes clients)
+        # and so stopped last: /readyz answers 503 while the proxy shuts down.
         MetricsService(proxy_service.proxy, proxy_service.reactor,
                        listen_interfaces(config.params["metrics_listen_addresses"]),
                        ).setServiceParent(top)
+    proxy_service.setServiceParent(top)
     return top

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 from twisted.application import service
 from twisted.internet.error import CannotListenError
@@ -21,6 +21,9 @@ from .collector import own_families
 from .snapshot import readiness, take
 
 log = logger(__name__)
+# The classic text format every Prometheus (and pgpool2_exporter's scrapers) reads;
+# pgtwist's names need none of format 1.0.0's escaping.
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class ProxyCollector:
@@ -74,7 +77,7 @@ class _Metrics(resource.Resource):
         if request.postpath not in ([], [b""]):
             return _not_found(request)
         body = generate_latest(self.registry)
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        request.setHeader(b"content-type", CONTENT_TYPE)
         return body
 
 
