@@ -83,6 +83,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.service", "pgtwist.tap", "pgtwist.cli", "pgtwist.check", "pgtwist.testing",
         # the metrics port: snapshot of the model, Prometheus families, HTTP + probes
         "pgtwist.metrics.snapshot", "pgtwist.metrics.collector", "pgtwist.metrics.http",
+        "pgtwist.metrics.pgpool",
     ),
     # Developer tooling, apart from the product: nothing above imports it.
     "dev": ("pgtwist.dev", "pgtwist.dev.devcluster", "pgtwist.dev.demo", "pgtwist.dev.pgserver",
