@@ -1,69 +1,161 @@
-"""Commands pgtwist answers itself: SHOW pool_* (Pgpool-II) and PGTWIST ... .
+"""Commands pgtwist answers itself: SHOW pool_* and PGPOOL SHOW/SET/RESET (Pgpool-II §4.1),
+SHOW pgtwist_pool / pgtwist_consistency and PGTWIST EXPLAIN ROUTE.
 
-Like Pgpool-II, they are intercepted in the simple query protocol only.  All
-columns are text with type OID 0, so pgpool2_exporter and other tools read
-them unchanged.
+This module recognises them (``match``) and answers them (``answer``) from
+pgtwist.adminview's rows; pgtwist.session.adminq sends the answers in the simple and the
+extended protocol.  All columns are text with type OID 0, as Pgpool-II sends them, so
+pgpool2_exporter and other tools read them unchanged.  A text that only looks like one
+(``PGPOOL FROB``, ``SHOW pool_nosuch``) goes to the server, as with Pgpool-II.
 """
 
 from __future__ import annotations
 
 import re
+import struct
+from typing import NamedTuple
 
-from . import __version__
+from . import adminview
+from .session.poolsettings import PoolSettings, SettingError
+from .wire import codes
 from .wire import messages as m
 
-POOL_NODES_COLUMNS = [
-    "node_id", "hostname", "port", "status", "pg_status", "lb_weight", "role", "pg_role",
-    "select_cnt", "load_balance_node", "replication_delay", "replication_state",
-    "replication_sync_state", "last_status_change",
-]
+_TAIL = r"\s*;?\s*\Z"
+_IDENT = r'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_SHOW = re.compile(r"\s*show\s+(pool_nodes|pool_processes|pool_pools|pool_backend_stats|"
+                   r"pool_health_check_stats|pool_status|pool_version|pool_cache|"
+                   r"pgtwist_pool|pgtwist_consistency)" + _TAIL, re.IGNORECASE)
+_PGPOOL_SHOW = re.compile(r"\s*pgpool\s+show\s+" + _IDENT + _TAIL, re.IGNORECASE)
+_PGPOOL_SET = re.compile(r"\s*pgpool\s+set\s+" + _IDENT + r"\s*(?:\s+to\s+|=)\s*"
+                         r"('(?:[^']|'')*'|[^\s;']+)" + _TAIL, re.IGNORECASE)
+_PGPOOL_RESET = re.compile(r"\s*pgpool\s+reset\s+" + _IDENT + _TAIL, re.IGNORECASE)
+_EXPLAIN = re.compile(r"\s*pgtwist\s+explain\s+route\s+(.+?)" + _TAIL,
+                      re.IGNORECASE | re.DOTALL)
+_PGTWIST = re.compile(r"\s*pgtwist\b", re.IGNORECASE)
 
-_SHOW = re.compile(r"^\s*show\s+(pool_nodes|pool_version|pgtwist_pool|pgtwist_consistency)\s*;?\s*$", re.IGNORECASE)
-_EXPLAIN = re.compile(r"^\s*pgtwist\s+explain\s+route\s+(.+?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
-_PGTWIST = re.compile(r"^\s*pgtwist\b", re.IGNORECASE)
+
+def _ident(text: str) -> str:
+    """A PGPOOL name: folded to lower case unless double-quoted (Pgpool-II's rule)."""
+    if text.startswith('"'):
+        return text[1:-1].replace('""', '"')
+    return text.lower()
 
 
 def match(sql: str):
-    """('show', name) / ('explain', inner_sql) / ('pgtwist', text) or None."""
+    """What an admin text asks, or None (then it is SQL for the server):
+    ('show', name) / ('pgpool_show', name) / ('pgpool_set', name, value or None for
+    DEFAULT) / ('pgpool_reset', name or None for ALL) / ('explain', inner_sql) /
+    ('pgtwist', text)."""
     head = sql.lstrip()[:8].lower()
-    if not (head.startswith("show") or head.startswith("pgtwist")):
+    if head.startswith("show"):
+        found = _SHOW.match(sql)
+        return ("show", found.group(1).lower()) if found else None
+    if head.startswith("pgpool"):
+        found = _PGPOOL_SHOW.match(sql)
+        if found:
+            return ("pgpool_show", _ident(found.group(1)))
+        found = _PGPOOL_SET.match(sql)
+        if found:
+            raw = found.group(2)
+            if raw.startswith("'"):
+                value = raw[1:-1].replace("''", "'")
+            else:
+                value = None if raw.lower() == "default" else raw
+            return ("pgpool_set", _ident(found.group(1)), value)
+        found = _PGPOOL_RESET.match(sql)
+        if found:
+            name = found.group(1)
+            return ("pgpool_reset", None if name.lower() == "all" else _ident(name))
         return None
-    found = _SHOW.match(sql)
-    if found:
-        return ("show", found.group(1).lower())
-    found = _EXPLAIN.match(sql)
-    if found:
-        return ("explain", found.group(1))
-    if _PGTWIST.match(sql):
-        return ("pgtwist", sql.strip())
+    if head.startswith("pgtwist"):
+        found = _EXPLAIN.match(sql)
+        if found:
+            return ("explain", found.group(1))
+        if _PGTWIST.match(sql):
+            return ("pgtwist", sql.strip())
     return None
 
 
+class Answer(NamedTuple):
+    """Rows (``columns`` None: a command without rows) and the CommandComplete tag."""
+
+    columns: list[str] | None
+    rows: list
+    tag: str
+
+
+class AdminError(Exception):
+    def __init__(self, sqlstate: str, message: str):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
+
+
+def answer(special, session, proxy, router) -> Answer:
+    """The answer to a matched command other than EXPLAIN ROUTE; AdminError if it fails."""
+    kind = special[0]
+    if kind == "show":
+        name = special[1]
+        if name == "pgtwist_pool":
+            columns, rows = pgtwist_pool(proxy.pooling)
+        elif name == "pgtwist_consistency":
+            columns, rows = pgtwist_consistency(router.consistency, proxy.cluster,
+                                                router.lsn_on)
+        else:
+            columns, rows = adminview.view(name, proxy, session)
+        return Answer(columns, rows, f"SELECT {len(rows)}")
+    if kind == "pgpool_show":
+        try:
+            columns, rows = adminview.pgpool_show(special[1], proxy, session)
+        except adminview.UnknownParameter as exc:
+            raise AdminError("42704", exc.message) from None
+        return Answer(columns, rows, f"SELECT {len(rows)}")
+    if kind == "pgpool_set" or kind == "pgpool_reset":
+        settings = session.pool_settings
+        if settings is None:
+            settings = PoolSettings(proxy.config.params)
+        try:
+            if kind == "pgpool_set":
+                settings.set(special[1], special[2])
+            elif special[1] is None:
+                settings.reset_all()
+            else:
+                settings.reset(special[1])
+        except SettingError as exc:
+            raise AdminError(exc.sqlstate, exc.message) from None
+        session.pool_settings = settings
+        # Pgpool-II's tags: RESET ALL says RESET, a single RESET says SET.
+        return Answer(None, [], "RESET" if kind == "pgpool_reset" and special[1] is None
+                      else "SET")
+    raise AdminError("42601", f"unknown pgtwist command: {special[1][:60]}")
+
+
+# -- encoding ------------------------------------------------------------------------------------
+def row_description(columns: list[str], formats=(0,)) -> bytes:
+    """Text-typed (OID 0) columns; ``formats`` as a Bind gave them (0 text, 1 binary: for
+    an OID-0 column both carry the same bytes)."""
+    body = struct.pack("!h", len(columns))
+    for i, name in enumerate(columns):
+        fmt = formats[0] if len(formats) == 1 else (formats[i] if i < len(formats) else 0)
+        body += m.cstr(name) + struct.pack("!IhIhih", 0, 0, 0, -1, -1, fmt)
+    return m.frame(codes.ROW_DESCRIPTION, body)
+
+
+def data_rows(result: Answer) -> bytes:
+    return b"".join(m.data_row(r) for r in result.rows) + m.command_complete(result.tag)
+
+
+def simple(result: Answer) -> bytes:
+    """The answer to a simple Query (its ReadyForQuery follows)."""
+    head = row_description(result.columns) if result.columns is not None else b""
+    return head + data_rows(result)
+
+
 def result(columns: list[str], rows: list[list[str | None]], tag: str) -> bytes:
-    out = [m.row_description(columns)]
-    out.extend(m.data_row(r) for r in rows)
-    out.append(m.command_complete(tag))
-    return b"".join(out)
+    return simple(Answer(columns, rows, tag))
 
 
-def pool_nodes(cluster, lb_node: int | None) -> bytes:
-    nodes = cluster.nodes
-    total = sum(n.backend.weight for n in nodes) or 1.0
-    rows = []
-    for n in nodes:
-        rows.append([
-            str(n.node_id), n.backend.hostname, str(n.backend.port),
-            n.status, n.pg_status, f"{n.backend.weight / total:f}",
-            n.role if n.role != "unknown" else "unknown",
-            n.pg_role, str(n.select_cnt),
-            "true" if n.node_id == lb_node else "false",
-            n.replication_delay_text, n.replication_state, n.replication_sync_state,
-            n.last_status_change,
-        ])
-    return result(POOL_NODES_COLUMNS, rows, f"SELECT {len(rows)}")
-
-
-def pgtwist_pool(pooling) -> bytes:
+# -- pgtwist's own views -----------------------------------------------------------------------
+def pgtwist_pool(pooling):
     """SHOW pgtwist_pool: the shared pool's event counters and current link counts."""
     stats = pooling.pool.stats()
     totals = stats["totals"]
@@ -74,10 +166,10 @@ def pgtwist_pool(pooling) -> bytes:
     rows.append(["links_busy", str(totals["busy"])])
     rows.append(["waiting", str(totals["waiting"])])
     rows.append(["pool_mode", pooling.mode])
-    return result(["name", "value"], rows, f"SELECT {len(rows)}")
+    return ["name", "value"], rows
 
 
-def pgtwist_consistency(tracker, cluster, active: bool) -> bytes:
+def pgtwist_consistency(tracker, cluster, active: bool):
     """SHOW pgtwist_consistency: read_consistency's settings, what it knows (LSNs) and
     the counted outcomes of reads that had to see earlier writes."""
     o = tracker.options
@@ -88,15 +180,11 @@ def pgtwist_consistency(tracker, cluster, active: bool) -> bytes:
             ["commit_lsn", _lsn(tracker.lsn)], ["writes_pending", str(tracker.pending)]]
     rows.extend([name, str(value)] for name, value in tracker.counts.items())
     rows.extend([f"node{n.node_id}_replay_lsn", _lsn(n.replay_lsn)] for n in cluster.nodes)
-    return result(["name", "value"], rows, f"SELECT {len(rows)}")
+    return ["name", "value"], rows
 
 
 def _lsn(lsn: int | None) -> str:
     return "" if lsn is None else f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def pool_version() -> bytes:
-    return result(["pool_version"], [[f"{__version__} (pgtwist)"]], "SELECT 1")
 
 
 def explain_route(explanation, node_label: str) -> bytes:

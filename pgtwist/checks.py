@@ -15,6 +15,7 @@ per-reader lag.  Byte delays come from the LSNs the role check read.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -92,6 +93,56 @@ class ReplicationOptions:
         return bool(self.delay_threshold) and delay > self.delay_threshold
 
 
+class HealthStats:
+    """SHOW pool_health_check_stats for one node: counts since start, durations (ms) and
+    wall-clock times ('' until it happens).  ``total`` counts checks, each a round of
+    attempts; ``retry`` the attempts after a round's first.  Pgpool-II skips the check of
+    a node it holds down; pgtwist checks it all the same (pg_status stays live, and
+    auto_failback needs the answer), so ``skip`` stays 0 and ``last_skip`` empty."""
+
+    __slots__ = ("total", "success", "fail", "skip", "retry", "max_retry", "max_ms", "min_ms",
+                 "sum_ms", "last", "last_success", "last_skip", "last_fail")
+
+    def __init__(self) -> None:
+        self.total = self.success = self.fail = self.skip = self.retry = self.max_retry = 0
+        self.max_ms = self.min_ms = 0
+        self.sum_ms = 0.0
+        self.last = self.last_success = self.last_skip = self.last_fail = ""
+
+    def checked(self, ok: bool, retries: int, seconds: float) -> None:
+        now = wall_clock_text()
+        self.total += 1
+        self.last = now
+        if ok:
+            self.success += 1
+            self.last_success = now
+        else:
+            self.fail += 1
+            self.last_fail = now
+        self.retry += retries
+        self.max_retry = max(self.max_retry, retries)
+        ms = max(0, int(round(seconds * 1000)))
+        made = self.success + self.fail
+        self.max_ms = max(self.max_ms, ms)
+        self.min_ms = ms if made == 1 else min(self.min_ms, ms)
+        self.sum_ms += ms
+
+    @property
+    def average_retry(self) -> float:
+        made = self.success + self.fail
+        return self.retry / made if made else 0.0
+
+    @property
+    def average_ms(self) -> float:
+        made = self.success + self.fail
+        return self.sum_ms / made if made else 0.0
+
+
+def wall_clock_text() -> str:
+    """Pgpool-II's timestamps in SHOW output: local time, ``%Y-%m-%d %H:%M:%S``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def probe(reactor, backend, user: str, database: str, secret: Secret | None, sql: str,
           timeout: float, tls=None) -> defer.Deferred:
     """Log in and run ``sql``; the login and then the query are each bounded by ``timeout``
@@ -162,7 +213,10 @@ class HealthCheck:
     @defer.inlineCallbacks
     def check(self):
         o = self.options
-        backend = self.cluster.nodes[self.node_id].backend
+        node = self.cluster.nodes[self.node_id]
+        backend = node.backend
+        stats = node.health_stats
+        started = self.reactor.seconds()
         why = "?"
         for attempt in range(o.max_retries + 1):
             if attempt:
@@ -178,9 +232,11 @@ class HealthCheck:
                     log.warn("health check of node {node} failed ({why}); retry {n} of {max}",
                              node=self.node_id, why=why, n=attempt + 1, max=o.max_retries)
                 continue
+            stats.checked(True, attempt, self.reactor.seconds() - started)
             in_recovery = bool(rows) and bool(rows[0]) and rows[0][0] == "t"
             self.cluster.health_ok(self.node_id, in_recovery)
             return
+        stats.checked(False, o.max_retries, self.reactor.seconds() - started)
         self.cluster.health_failed(self.node_id, why)
 
 

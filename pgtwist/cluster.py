@@ -27,6 +27,7 @@ from .conn.backend import LoginFailed
 from .logs import logger
 from .protocols.backend import run_query
 from .routing.values import ClusterView, NodeView
+from .wire.decode import decode_fields
 from .wire.errors import CONNECTION_FAILURE
 
 log = logger(__name__)
@@ -37,6 +38,21 @@ ROLE_QUERY = (
 )
 # A node marked down is tried again by the next session after this long.
 DOWN_RETRY_SECONDS = 5.0
+
+# SHOW pool_backend_stats counters (NodeState.stats), select_cnt apart.  As Pgpool-II's
+# pool_stats: every command not named below counts as DDL (COPY, DECLARE, MERGE...
+# included); reads (QueryInfo.is_read) count in select_cnt.
+STAT_NAMES = ("insert_cnt", "update_cnt", "delete_cnt", "ddl_cnt", "other_cnt",
+              "panic_cnt", "fatal_cnt", "error_cnt")
+INSERT, UPDATE, DELETE, DDL, OTHER, PANIC, FATAL, ERROR = range(len(STAT_NAMES))
+_OTHER_COMMANDS = (
+    "SELECT", "VALUES", "TABLE", "CHECKPOINT", "DEALLOCATE", "DISCARD", "EXECUTE", "EXPLAIN",
+    "LISTEN", "UNLISTEN", "LOAD", "LOCK", "NOTIFY", "PREPARE", "SET", "RESET", "SHOW",
+    "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "ROLLBACK TO",
+    "PREPARE TRANSACTION", "COMMIT PREPARED", "ROLLBACK PREPARED", "EMPTY")
+_STAT_OF = {"INSERT": INSERT, "UPDATE": UPDATE, "DELETE": DELETE,
+            **{c: OTHER for c in _OTHER_COMMANDS}}
+_SEVERITY = {"ERROR": ERROR, "FATAL": FATAL, "PANIC": PANIC}
 
 
 class NoPrimary(LoginFailed):
@@ -60,7 +76,7 @@ class NodeState:
     __slots__ = ("node_id", "backend", "status", "role", "select_cnt", "last_status_change",
                  "pg_status", "pg_role", "replication_delay", "replication_state",
                  "replication_sync_state", "down_since", "detached", "replay_lsn",
-                 "replay_lsn_at", "delay_unit", "failback_at")
+                 "replay_lsn_at", "delay_unit", "failback_at", "stats", "health_stats")
 
     def __init__(self, backend):
         self.node_id = backend.node_id
@@ -82,10 +98,24 @@ class NodeState:
         # pg_last_wal_replay_lsn(), the primary's pg_current_wal_lsn(); bytes.
         self.replay_lsn: int | None = None
         self.replay_lsn_at = 0.0
+        # SHOW pool_backend_stats: counts by STAT_NAMES index, since start.
+        self.stats = [0] * len(STAT_NAMES)
+        self.health_stats = checks.HealthStats()
 
     @property
     def replication_delay_text(self) -> str:
         return checks.delay_text(self)
+
+    def count(self, command: str) -> None:
+        """One statement other than a read was sent here (a read counts in select_cnt)."""
+        self.stats[_STAT_OF.get(command, DDL)] += 1
+
+    def backend_error(self, body: bytes) -> None:
+        """An ErrorResponse from this node: counted by severity (ERROR, FATAL, PANIC)."""
+        fields = decode_fields(body)
+        index = _SEVERITY.get(fields.get("V") or fields.get("S"))
+        if index is not None:
+            self.stats[index] += 1
 
     def set_status(self, status: str, now: float = 0.0) -> bool:
         if status == "down":

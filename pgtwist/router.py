@@ -170,8 +170,11 @@ class Router:
     def after_statement(self, s, info, decision, node_id: int, sql: str) -> None:
         """Record what sending ``info`` to ``node_id`` means for the session's later routing
         (the session's own bookkeeping is Session.statement_sent)."""
-        if info.is_read and node_id is not None:
-            self.proxy.cluster.nodes[node_id].select_cnt += 1
+        if node_id is not None:
+            if info.is_read:
+                self.proxy.cluster.nodes[node_id].select_cnt += 1
+            else:
+                self.proxy.cluster.nodes[node_id].count(info.command)  # pool_backend_stats
         if s.consistency is not None:
             s.consistency.counted = None   # the next read is counted afresh
         if self.lsn_on and node_id == s.primary_id and (info.is_write or (

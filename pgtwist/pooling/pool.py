@@ -215,6 +215,10 @@ class Pool:
         for link, rec in self._links.items():
             yield rec.kp.key, link, "busy" if rec.busy else "idle", rec.created, rec.client
 
+    def link_record(self, link) -> Tracked | None:
+        """The pool's record of ``link`` (created, idle_since, uses...), None if untracked."""
+        return self._links.get(link)
+
     # -- BackendLink owner protocol, while a link is idle ----------------------------------
     def backend_items(self, link, items) -> None:
         """Notices or ParameterStatus arriving on an idle link have no one to go to."""
@@ -266,6 +270,7 @@ class Pool:
                 continue
             rec.busy = True
             rec.client = client
+            rec.uses += 1
             kp.busy += 1
             link.owner = None
             self.counters["reused"] += 1
@@ -282,6 +287,7 @@ class Pool:
                 return
             dequeue(w)
             rec.client = w.client
+            rec.uses += 1
             link.owner = None
             self.counters["reused"] += 1
             w.d.callback(link)

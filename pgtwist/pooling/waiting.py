@@ -74,7 +74,7 @@ class NodePool:
 
 
 class Tracked:
-    __slots__ = ("kp", "busy", "created", "idle_since", "client")
+    __slots__ = ("kp", "busy", "created", "idle_since", "client", "uses")
 
     def __init__(self, kp: KeyPool, created: float, client: Any):
         self.kp = kp
@@ -82,6 +82,7 @@ class Tracked:
         self.created = created
         self.idle_since = created
         self.client = client
+        self.uses = 1   # checkouts served (SHOW pool_pools' pool_counter)
 
 
 class Waiter:

@@ -144,6 +144,7 @@ class Replies:
         """
         s = self.session
         server = link.server
+        self.cluster.nodes[link.node_id].backend_error(body)  # pool_backend_stats
         seg, unanswered = self.ordering.error_of(link)
         if seg is not None and seg.forward and not seg.closed:
             # An extended-protocol message failed: the server now skips to Sync, and so

@@ -17,6 +17,7 @@ from ..pooling.statements import split_parse
 from ..routing.values import Target
 from ..wire import codes
 from ..wire import messages as m
+from .adminq import AdminQueries
 from .consistency import after_sync
 from .placement import ABORTED, GO, WAIT, cstr_pair, info_sql
 
@@ -39,6 +40,7 @@ class Requests:
         self.pooling = pooling
         self.copy = copy      # COPY FROM STDIN: CopyIn
         self.retry = retry    # StandbyRetry: reads a standby may refuse as read-only
+        self.admin = AdminQueries(session, outbox, pooling.proxy, router)
 
     def handlers(self) -> dict:
         """Frame code -> handler(code, buf, start, end), bound once per session."""
@@ -66,6 +68,8 @@ class Requests:
             return inside
         # PostgreSQL: "a simple Query message also destroys the unnamed statement".
         self.session.statements.pop(b"", None)
+        if self.admin.statements:
+            self.admin.forget(b"")
         raw = buf[start:end - 1]
         sql = raw.decode("utf-8", "replace")
         special = admin.match(sql)
@@ -196,6 +200,11 @@ class Requests:
             return self.place.skip(code)
         name, rest = split_parse(buf[start:end])
         sql = rest[:rest.index(b"\0")].decode("utf-8", "replace")
+        special = admin.match(sql)
+        if special is not None and special[0] not in ("explain", "pgtwist"):
+            return self.admin.parse(name, special)
+        if self.admin.statements:
+            self.admin.forget(name)
         info = self.router.classify_parse(sql)
         if info.exclusive_database is not None:
             self._free_database(info.exclusive_database)
@@ -232,6 +241,11 @@ class Requests:
         if s.failed_elsewhere or s.skip_until_sync:
             return self.place.skip(code)
         portal, name = cstr_pair(buf, start)
+        adm = self.admin
+        if adm.statements and name in adm.statements:
+            return adm.bind(portal, name, buf[start:end])
+        if adm.portals:
+            adm.portals.pop(portal, None)
         stmt, link = self._statement_link(code, name, buf, start)
         if link is None or link is WAIT:
             return link
@@ -300,6 +314,8 @@ class Requests:
         s = self.session
         if s.failed_elsewhere or s.skip_until_sync:
             return self.place.skip(code)
+        if self.admin.claims(buf, start, end):
+            return self.admin.describe(buf[start], buf[start + 1:end - 1])
         if buf[start] == 0x53:  # 'S'
             stmt, link = self._statement_link(code, buf[start + 1:end - 1], buf, start)
             if link is None or link is WAIT:
@@ -317,6 +333,8 @@ class Requests:
         if s.failed_elsewhere or s.skip_until_sync:
             return self.place.skip(code)
         name = buf[start:buf.find(b"\0", start)]
+        if self.admin.portals and name in self.admin.portals:
+            return self.admin.execute(name)
         link = self.place.portal_link(name)
         if link is WAIT:
             return WAIT
@@ -329,6 +347,8 @@ class Requests:
         s = self.session
         if s.failed_elsewhere or s.skip_until_sync:
             return self.place.skip(code)
+        if self.admin.claims(buf, start, end):
+            return self.admin.close(buf[start], buf[start + 1:end - 1])
         if buf[start] == 0x53:  # 'S'
             return self.mode.close_statement(buf, start, end)
         node_id = s.portals.pop(buf[start + 1:end - 1], None)
@@ -390,27 +410,15 @@ class Requests:
 
     # -- commands answered by pgtwist -----------------------------------------------------------
     def _admin(self, special):
-        kind, arg = special
-        s = self.session
-        local = self.out.local
-        if kind == "show" and arg == "pool_nodes":
-            local(admin.pool_nodes(self.cluster, s.lb_node))
-        elif kind == "show" and arg == "pgtwist_pool":
-            local(admin.pgtwist_pool(self.pooling))
-        elif kind == "show" and arg == "pgtwist_consistency":
-            local(admin.pgtwist_consistency(self.router.consistency, self.cluster,
-                                            self.router.lsn_on))
-        elif kind == "show":
-            local(admin.pool_version())
-        elif kind == "explain":
-            info = self.router.classify(arg)
-            facts = self.place.facts(info)
-            if facts is WAIT:
-                return WAIT
-            explanation = self.router.explain(info, s, facts, arg)
-            node = self.router.node_of(explanation.decision, s)
-            local(admin.explain_route(explanation, node))
-        else:
-            local(admin.error("42601", f"unknown pgtwist command: {arg[:60]}"))
+        if special[0] != "explain":
+            self.admin.query(special)
+            return None
+        sql = special[1]
+        info = self.router.classify(sql)
+        facts = self.place.facts(info)
+        if facts is WAIT:
+            return WAIT
+        explanation = self.router.explain(info, self.session, facts, sql)
+        node = self.router.node_of(explanation.decision, self.session)
+        self.out.local(admin.explain_route(explanation, node))
         return None
-

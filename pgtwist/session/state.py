@@ -7,6 +7,7 @@ pgtwist.conn.server, what the client is owed in pgtwist.session.ordering.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from ..conn.server import UndoReplay
@@ -116,6 +117,10 @@ class Session:
     pinned: str | None = None
     # read_consistency: this session's writes (pgtwist.lsn.SessionLsn), made on first write.
     consistency: object = None
+    # Admin views: when the client connected (wall clock); its PGPOOL SET values
+    # (pgtwist.session.poolsettings.PoolSettings), made on the first PGPOOL SET.
+    started: float = field(default_factory=time.time)
+    pool_settings: object = None
 
     @property
     def ready_status(self) -> int:

@@ -54,6 +54,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.session", "pgtwist.session.state", "pgtwist.session.ordering",
         "pgtwist.session.outbox",
         "pgtwist.admission", "pgtwist.admin", "pgtwist.config",
+        "pgtwist.adminview", "pgtwist.adminview.clients", "pgtwist.adminview.descriptions",
+        "pgtwist.adminview.live", "pgtwist.adminview.nodes", "pgtwist.adminview.settings",
+        "pgtwist.session.poolsettings",
     ),
     # The SQL classifier: pure, but the only user of sqlglot.
     "sql-engine": ("pgtwist.sql.classify", "pgtwist.sql.parsed"),
@@ -76,7 +79,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.session.copyin", "pgtwist.session.placement", "pgtwist.session.poolmode", "pgtwist.session.relay", "pgtwist.session.replies", "pgtwist.session.retry",
         "pgtwist.session.requests", "pgtwist.session.startup", "pgtwist.session.txmode",
         "pgtwist.session.txquery",
-        "pgtwist.session.consistency",
+        "pgtwist.session.consistency", "pgtwist.session.adminq",
     ),
     # Composition root and entry points (and the test fakes, which build a service).
     "root": (

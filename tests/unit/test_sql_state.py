@@ -142,7 +142,7 @@ def test_multi_statement_and_bounded_texts_describe_their_first_statement(classi
 def _router():
     config = parse_config({"backends": [{"hostname": "p"}, {"hostname": "s"}]}, path=None,
                           env={})
-    nodes = [SimpleNamespace(select_cnt=0), SimpleNamespace(select_cnt=0)]
+    nodes = [SimpleNamespace(select_cnt=0, count=lambda command: None) for _ in range(2)]
     return Router(SimpleNamespace(cluster=SimpleNamespace(view=lambda: fake_cluster(2),
                                                           nodes=nodes, version=0)), config)
 

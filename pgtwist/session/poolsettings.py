@@ -1,0 +1,100 @@
+"""PGPOOL SET / PGPOOL RESET: a session's own values of Pgpool-II's session-context parameters.
+
+Made on a session's first PGPOOL SET (``Session.pool_settings``); what others read
+through :meth:`PoolSettings.get` is that value, else the configured one.  Errors are
+worded as Pgpool-II words them (its SQLSTATE is XX000; pgtwist sends the one PostgreSQL
+sends for the same mistake in its own SET).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ..params import ALIASES, PARAMS, PER_NODE, SUFFIX_ONLY
+
+# Pgpool-II's SESSION-context parameters (reference §4.1): the only ones PGPOOL SET changes.
+SESSION_PARAMS = frozenset("""
+    log_statement log_per_node_statement notice_per_node_statement log_client_messages
+    check_unlogged_table allow_sql_comments client_idle_limit client_idle_limit_in_recovery
+    log_error_verbosity client_min_messages log_min_messages log_backend_messages
+""".split())
+UNDEFINED_OBJECT = "42704"
+INVALID_PARAMETER_VALUE = "22023"
+CANT_CHANGE_NOW = "55P02"
+_TRUE = frozenset(("on", "true", "yes", "1", "t", "y"))
+_FALSE = frozenset(("off", "false", "no", "0", "f", "n"))
+_INT = re.compile(r"[+-]?\d+\Z")
+
+
+class SettingError(ValueError):
+    def __init__(self, sqlstate: str, message: str):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
+
+
+def _known(name: str) -> bool:
+    return name in PARAMS or name in SUFFIX_ONLY or (
+        name.rstrip("0123456789") in PER_NODE | set(SUFFIX_ONLY) and name[-1:].isdigit())
+
+
+def settable(name: str) -> str:
+    """The parameter PGPOOL SET/RESET ``name`` changes; SettingError if none may be."""
+    key = ALIASES.get(name, name)
+    if not _known(key):
+        raise SettingError(UNDEFINED_OBJECT, f'unrecognized configuration parameter "{name}"')
+    if key not in SESSION_PARAMS:
+        raise SettingError(CANT_CHANGE_NOW,
+                           f'invalid Context, value for parameter "{name}" cannot be changed')
+    return key
+
+
+def convert(name: str, text: str) -> object:
+    """``text`` as a value of parameter ``name``, checked as the config reader checks it."""
+    p = PARAMS[name]
+    value = text.strip()
+    lowered = value.lower()
+    if p.kind == "bool":
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    elif p.kind == "int":
+        if _INT.match(value):
+            number = int(value)
+            if (p.lo is None or number >= p.lo) and (p.hi is None or number <= p.hi):
+                return number
+    elif p.kind == "enum":
+        for choice in p.choices:
+            if lowered == choice.lower():
+                return choice
+    raise SettingError(INVALID_PARAMETER_VALUE, f'invalid value for parameter "{name}": "{text}"')
+
+
+class PoolSettings:
+    """A session's PGPOOL SET values over the configured ``params``."""
+
+    __slots__ = ("params", "overrides")
+
+    def __init__(self, params: Mapping[str, object]):
+        self.params = params
+        self.overrides: dict[str, object] = {}
+
+    def get(self, name: str) -> object:
+        found = self.overrides.get(name, self)
+        return self.params[name] if found is self else found
+
+    def set(self, name: str, text: str | None) -> None:
+        """PGPOOL SET ``name`` TO ``text`` (None: DEFAULT, the value before any SET)."""
+        key = settable(name)
+        if text is None:
+            self.overrides.pop(key, None)
+            return
+        self.overrides[key] = convert(key, text)
+
+    def reset(self, name: str) -> None:
+        self.overrides.pop(settable(name), None)
+
+    def reset_all(self) -> None:
+        self.overrides.clear()
