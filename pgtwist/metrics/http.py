@@ -17,7 +17,9 @@ from twisted.web import resource, server
 
 from ..errors import ConfigError
 from ..logs import logger
+from ..adminview import view
 from .collector import own_families
+from .pgpool import VIEWS, exporter_families
 from .snapshot import readiness, take
 
 log = logger(__name__)
@@ -42,12 +44,12 @@ class ProxyCollector:
         self.scrapes += 1
         families = []
         error = 0
-        try:
-            families.extend(own_families(take(self.proxy)))
-        except Exception:  # noqa: BLE001 - a broken family must not break the page
-            log.failure("building pgtwist metrics failed")
-            error = 1
-        families.extend(self._pgpool_families())
+        for build in (self._own_families, self._pgpool_families):
+            try:
+                families.extend(build())
+            except Exception:  # noqa: BLE001 - a broken family must not break the page
+                log.failure("building metrics failed ({what})", what=build.__name__)
+                error = 1
         self.last_error = error
         self.last_duration = self.clock() - t0
         yield from families
@@ -60,8 +62,12 @@ class ProxyCollector:
                                 "1 if the last scrape failed to build some metrics",
                                 value=self.last_error)
 
-    def _pgpool_families(self):
-        return []
+    def _own_families(self) -> list:
+        return list(own_families(take(self.proxy)))
+
+    def _pgpool_families(self) -> list:
+        """The exporter's families from the rows SHOW answers with (as no session)."""
+        return list(exporter_families({name: view(name, self.proxy) for name in VIEWS}))
 
 
 class _Metrics(resource.Resource):

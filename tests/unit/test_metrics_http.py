@@ -63,3 +63,28 @@ def test_other_paths_are_not_found(proxy, path):
 
 def test_other_methods_are_refused(proxy):
     assert _get(make_site(proxy), b"/metrics", b"POST")[0] == "UnsupportedMethod"
+
+
+def test_pgpool2_families_come_from_the_show_rows(proxy):
+    proxy.cluster.nodes[1].select_cnt = 7
+    text = _get(make_site(proxy), b"/metrics")[1].decode()
+    assert 'pgpool2_pool_nodes_select_cnt_total{hostname="127.0.0.1",port="5433",' \
+           'role="standby"} 7.0' in text
+    for name in ("pgpool2_pool_backend_stats_status{", "pgpool2_pool_health_check_stats_"
+                 "total_count{", "pgpool2_pool_cache_cache_hit_ratio 0.0",
+                 "pgpool2_frontend_total ", "pgpool2_backend_total "):
+        assert name in text, name
+
+
+def test_a_failing_view_marks_the_scrape_and_keeps_the_page(proxy, monkeypatch):
+    from pgtwist.metrics import http
+
+    def broken(name, proxy):
+        raise RuntimeError("row model failed")
+
+    monkeypatch.setattr(http, "view", broken)
+    status, body = _get(make_site(proxy), b"/metrics")
+    text = body.decode()
+    assert status == 200
+    assert "pgpool2_up 0.0" in text and "pgpool2_last_scrape_error 1.0" in text
+    assert "pgtwist_info{" in text  # pgtwist's own families are still there
