@@ -15,9 +15,9 @@ from twisted.application import service
 from twisted.internet.error import CannotListenError
 from twisted.web import resource, server
 
+from ..adminview import view
 from ..errors import ConfigError
 from ..logs import logger
-from ..adminview import view
 from .collector import own_families
 from .pgpool import VIEWS, exporter_families
 from .snapshot import readiness, take
