@@ -85,7 +85,7 @@ class Ordering:
         self.errors: dict[object, deque] = {}
         # pgtwist.metrics.stats.Histogram of client sync point -> ReadyForQuery, or None;
         # ``done_t0``: the send time of the last timed segment completed.
-        self.latency = None
+        self.latency = None   # set by the session; Outbox.forward stamps Segment.t0
         self.done_t0 = 0.0
 
     def error_of(self, link) -> tuple:
@@ -129,14 +129,13 @@ class Ordering:
                 seg.hidden = set()
             seg.hidden.add(seg.parses)
 
-    def synced(self, seg: Segment, own: bool = False) -> None:
+    @staticmethod
+    def synced(seg: Segment, own: bool = False) -> None:
         """A sync point was sent in ``seg``; it completes with the next ReadyForQuery."""
         seg.pending += 1
         seg.closed = True
         if own:
             seg.swallow_z = True
-        elif self.latency is not None:
-            seg.t0 = perf_counter()
 
     def shadow(self, link, syncs: int = 1, on_done=None, capture: list | None = None) -> Segment:
         """A closed shadow segment of ``syncs`` sync points: messages whose answers the
