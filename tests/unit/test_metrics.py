@@ -229,3 +229,31 @@ def test_a_balanced_read_is_counted_on_its_standby():
     standby.reply(m.command_complete("SELECT 1"), m.ready_for_query(IDLE))
     nodes = {(target, n): c for (target, _p, _r, n), c in take(cluster.proxy).routes.items()}
     assert nodes == {("node", 1): 1}
+
+
+# -- configuration -------------------------------------------------------------------------------
+def test_metrics_config_errors_name_the_key():
+    import pytest
+
+    from pgtwist.config import ConfigError, parse_config
+
+    def errors(**extra) -> str:
+        with pytest.raises(ConfigError) as failed:
+            parse_config({"backends": [{"hostname": "db"}], **extra}, env={},
+                         check_files=False)
+        return str(failed.value)
+
+    assert "metrics_port: must differ from pcp_port (9898)" in errors(metrics_port=9898)
+    assert "metrics_port: must differ from port (9999)" in errors(metrics_port=9999)
+    assert "metrics_port: expected" in errors(metrics_port="x")
+    text = errors(metrics_port=9719, metrics_listen_addresses="127.0.0.1, db.example, ::1")
+    assert "metrics_listen_addresses: 'db.example' is not '*', 'localhost' or an IP " \
+           "address" in text
+    assert "metrics_listen_addresses: expected '*', 'localhost' or IP addresses" in errors(
+        metrics_port=9719, metrics_listen_addresses=" ")
+    ok = parse_config({"backends": [{"hostname": "db"}], "metrics_port": 9719,
+                       "metrics_listen_addresses": "*"}, env={}, check_files=False)
+    assert ok.params["metrics_listen_addresses"] == "*"
+    # Off: the addresses are not looked at.
+    parse_config({"backends": [{"hostname": "db"}], "metrics_listen_addresses": "nonsense"},
+                 env={}, check_files=False)
