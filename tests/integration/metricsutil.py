@@ -85,6 +85,12 @@ class Forwarder:
 
     def close(self) -> None:
         self.closed = True
+        try:
+            # Wakes the thread blocked in accept(): a bare close() leaves the port bound
+            # until that accept returns, and the port could not be taken again.
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
         for s in self.open:
             try:
