@@ -18,6 +18,7 @@ setup(
         "cryptography>=41",
         "pyOpenSSL>=23",          # TLS on both sides (twisted.internet.ssl)
         "service_identity>=21",   # hostname checks when verifying backends
+        "prometheus-client>=0.17",  # /metrics exposition (pgtwist.metrics)
     ],
     extras_require={
         "test": [

@@ -9,7 +9,8 @@ def ratio_pairs(names: list[str]) -> list[tuple[str, str]]:
     """The tps ratios worth printing among the targets that ran, as (numerator, denominator).
 
     ``pgtwist`` (replica weight 0) against every non-pgtwist target; ``pgtwist-lb``
-    against direct PostgreSQL and against ``pgtwist`` (what load balancing adds); then
+    against direct PostgreSQL and against ``pgtwist`` (what load balancing adds);
+    ``pgtwist-lb-metrics`` against ``pgtwist-lb`` (what the metrics port costs); then
     each pgtwist target against its ``--base-rev`` twin.
     """
     pairs = []
@@ -17,6 +18,8 @@ def ratio_pairs(names: list[str]) -> list[tuple[str, str]]:
         pairs += [("pgtwist", other) for other in names if other not in PGTWISTS]
     if "pgtwist-lb" in names:
         pairs += [("pgtwist-lb", other) for other in ("direct", "pgtwist") if other in names]
+    if "pgtwist-lb-metrics" in names and "pgtwist-lb" in names:
+        pairs.append(("pgtwist-lb-metrics", "pgtwist-lb"))  # what the metrics port costs
     pairs += base_pairs(names)
     return pairs
 

@@ -14,6 +14,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 from pgtwist.dev import devcluster as dc
@@ -21,8 +24,8 @@ from pgtwist.dev import devcluster as dc
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: every target the benchmark knows, in table order
 ALL_TARGETS = (
-    "direct", "pgtwist", "pgtwist-lb", "base", "base-lb", "relay", "relayfast", "pgbouncer",
-    "pgpool",
+    "direct", "pgtwist", "pgtwist-lb", "pgtwist-lb-metrics", "base", "base-lb", "relay",
+    "relayfast", "pgbouncer", "pgpool",
 )
 #: what runs without --targets (relayfast is opt-in; base/base-lb come with --base-rev)
 DEFAULT_TARGETS = ("direct", "pgtwist", "pgtwist-lb", "relay", "pgbouncer", "pgpool")
@@ -32,9 +35,14 @@ DEFAULT_TARGETS = ("direct", "pgtwist", "pgtwist-lb", "relay", "pgbouncer", "pgp
 PGTWISTS = {
     "pgtwist": (0, "current"),
     "pgtwist-lb": (1, "current"),
+    "pgtwist-lb-metrics": (1, "current"),
     "base": (0, "base"),
     "base-lb": (1, "base"),
 }
+#: pgtwist targets with the metrics port on, scraped every METRICS_SCRAPE_EVERY seconds
+#: while they run (a Prometheus scrapes every 15-60 s: once a second is the harder case)
+METRICS_TARGETS = frozenset({"pgtwist-lb-metrics"})
+METRICS_SCRAPE_EVERY = 1.0
 #: the --base-rev twin of each pgtwist target
 BASE_OF = {"pgtwist": "base", "pgtwist-lb": "base-lb"}
 OPTIONAL_BINARIES = {"pgbouncer": "pgbouncer", "pgpool": "pgpool"}
@@ -182,12 +190,16 @@ class Pgtwist(Target):
     name = "pgtwist"
 
     def __init__(self, cluster, extra: dict | None = None, rev: str | None = None,
-                 replica_weight: float = 0, name: str = "pgtwist"):
+                 replica_weight: float = 0, name: str = "pgtwist", scrape_every: float = 0):
         super().__init__(cluster)
         self.extra = extra or {}
         self.rev = rev
         self.replica_weight = replica_weight
         self.name = name
+        self.scrape_every = scrape_every  # > 0: metrics port on, /metrics fetched this often
+        self.scrapes = 0
+        self.scrape_seconds = 0.0         # summed time of the scrapes (request to last byte)
+        self._scraping: threading.Event | None = None
 
     def start(self) -> Pgtwist:
         workdir = self._mkdir()
@@ -201,7 +213,33 @@ class Pgtwist(Target):
             export_revision(self.rev, src)
             env["PYTHONPATH"] = os.pathsep.join([str(src), env["PYTHONPATH"]])
         self._spawn(dc.twistd_argv(path, logfile="-"), env=env)
+        if self.scrape_every > 0:
+            self._scraping = threading.Event()
+            threading.Thread(target=self._scrape_loop, daemon=True).start()
         return self
+
+    def _scrape_loop(self) -> None:
+        """GET /metrics every ``scrape_every`` seconds, as Prometheus would."""
+        url = f"http://{dc.HOST}:{self.extra['metrics_port']}/metrics"
+        stop = self._scraping
+        while not stop.wait(self.scrape_every):
+            t0 = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    resp.read()
+            except OSError:
+                continue  # not listening yet, or stopping
+            self.scrape_seconds += time.perf_counter() - t0
+            self.scrapes += 1
+
+    def stop(self) -> None:
+        if self._scraping is not None:
+            self._scraping.set()
+            if self.scrapes:
+                print(f"{self.name}: {self.scrapes} scrapes of /metrics, "
+                      f"{1000 * self.scrape_seconds / self.scrapes:.1f} ms each on average",
+                      file=sys.stderr)
+        super().stop()
 
 
 def export_revision(rev: str, dest: Path) -> None:
@@ -349,7 +387,13 @@ def make_pgtwist(name: str, cluster, pgtwist_rev: str | None = None,
     rev = base_rev if code == "base" else pgtwist_rev
     if code == "base" and not base_rev:
         raise TargetError(f"target {name} needs --base-rev")
-    return Pgtwist(cluster, extra, rev=rev, replica_weight=weight, name=name)
+    scrape_every = 0.0
+    if name in METRICS_TARGETS:
+        extra = {**(extra or {}), "metrics_port": dc.free_port(),
+                 "metrics_listen_addresses": dc.HOST}
+        scrape_every = METRICS_SCRAPE_EVERY
+    return Pgtwist(cluster, extra, rev=rev, replica_weight=weight, name=name,
+                   scrape_every=scrape_every)
 
 
 def make_target(name: str, cluster, pgtwist_rev: str | None = None,

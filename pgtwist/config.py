@@ -27,7 +27,7 @@ import yaml
 from pgtwist.config_files import check_config_files
 from pgtwist.config_pgpool import parse_pgpool_conf, unquote
 from pgtwist.config_routing import RoutingConfig, parse_routing
-from pgtwist.config_values import convert, describe, redact
+from pgtwist.config_values import address_errors, convert, describe, redact
 from pgtwist.errors import ConfigError
 from pgtwist.options import (
     AuthOptions,
@@ -273,8 +273,12 @@ def _cross_check(params: dict, errors: list[str]) -> None:
     if params["write_function_list"] and params["read_only_function_list"]:
         errors.append("write_function_list: cannot be combined with read_only_function_list "
                       "(set only one of them)")
-    if params["metrics_port"] and params["metrics_port"] == params["port"]:
-        errors.append(f"metrics_port: must differ from port ({params['port']})")
+    if params["metrics_port"]:
+        for other in ("port", "pcp_port"):
+            if params["metrics_port"] == params[other]:
+                errors.append(f"metrics_port: must differ from {other} ({params[other]})")
+        errors.extend(f"metrics_listen_addresses: {why}"
+                      for why in address_errors(params["metrics_listen_addresses"]))
 
 
 def parse_config(raw: Mapping, *, path: str | None = None, env: Mapping[str, str] | None = None,

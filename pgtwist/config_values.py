@@ -178,3 +178,22 @@ def redact(name: str, value: object) -> object:
     if value not in ("", None, ()) and is_secret(name, known.kind if known else "str"):
         return REDACTED
     return value
+
+
+def address_errors(listen_addresses: str) -> list[str]:
+    """What is wrong with a listen_addresses-style value: '*', 'localhost' or IP
+    addresses, comma-separated (a host name would be resolved at bind time, or not)."""
+    import ipaddress
+
+    items = [item.strip() for item in listen_addresses.split(",")]
+    if not any(items):
+        return ["expected '*', 'localhost' or IP addresses, got an empty value"]
+    errors = []
+    for item in items:
+        if item in ("*", "localhost"):
+            continue
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            errors.append(f"{item!r} is not '*', 'localhost' or an IP address")
+    return errors

@@ -259,7 +259,11 @@ _add("str", "auth_query",
      "ELSE a.rolpassword END FROM pg_catalog.pg_authid a "
      "WHERE a.rolname = $1 AND a.rolcanlogin")
 _add("bool", "ssl_require", False)  # refuse clients that do not negotiate TLS
+# Prometheus /metrics, /healthz and /readyz over HTTP (pgtwist.metrics; 0: off), on these
+# addresses ('*' all; comma-separated).  localhost by default, like listen_addresses: the
+# page names users and databases; a Kubernetes pod sets '*' for the kubelet's probes.
 _add("int", "metrics_port", 0, lo=0, hi=65535)
+_add("str", "metrics_listen_addresses", "localhost")
 _add("map", "routing pgtwist", {})
 
 # Watchdog / heartbeat node arrays: only valid with a node suffix (hostname0, wd_port0 ...).
@@ -315,7 +319,7 @@ _unimplemented("warning", """
     notice_per_node_statement log_pcp_processes log_backend_messages
     syslog_facility syslog_ident logging_collector log_truncate_on_rotation log_directory
     log_filename log_file_mode log_rotation_age log_rotation_size pid_file_name logdir work_dir
-    metrics_port pgtwist
+    pgtwist
 """)
 _unimplemented("warning", " ".join(
     name for name, p in PARAMS.items()

@@ -23,6 +23,7 @@ from .config import load_config
 from .conn.auth import Secret
 from .errors import ConfigError
 from .logs import configure, logger, operator_observer
+from .metrics.stats import Stats
 from .params import unimplemented_warnings
 from .pooling.checkout import Pooling
 from .protocols.backend import connect_address
@@ -98,6 +99,9 @@ class Proxy:
         self.hba_rules = load_hba(config.pool_hba_file) if config.enable_pool_hba else ()
         self.server_tls = server_tls_from_config(config)
         self._backend_tls: dict = {}
+        # Metric counters; latency timing only when a metrics port will read it.
+        self.stats = Stats(timed=bool(config.params["metrics_port"]))
+        self.draining = False   # stopping: no new clients (readiness fails)
         self.cluster = Cluster(reactor, config, self.secret_for, self.backend_tls)
         self.router = Router(self, config)
         self.pooling = Pooling(self, config)
@@ -348,6 +352,7 @@ class ProxyService(service.Service):
 
     def stopService(self):
         super().stopService()
+        self.proxy.draining = True  # /readyz: 503 from now on
         self.proxy.cluster.stop()
         self.proxy.shutdown()
         ports, self.ports = self.ports, []
@@ -375,5 +380,14 @@ def make_service(config, reactor=None, overrides=None, log_out=None) -> service.
     for warning in unimplemented_warnings(config.params):
         log.warn("{warning}", warning=warning)
     top = _Top(log_out)
-    ProxyService(config, reactor, overrides).setServiceParent(top)
+    proxy_service = ProxyService(config, reactor, overrides)
+    if config.params["metrics_port"]:
+        from .metrics.http import MetricsService
+
+        # Started first (a port it cannot bind stops the daemon before it takes clients)
+        # and so stopped last: /readyz answers 503 while the proxy shuts down.
+        MetricsService(proxy_service.proxy, proxy_service.reactor,
+                       listen_interfaces(config.params["metrics_listen_addresses"]),
+                       ).setServiceParent(top)
+    proxy_service.setServiceParent(top)
     return top

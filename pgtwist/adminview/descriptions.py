@@ -141,6 +141,7 @@ wd_lifecheck_user: watchdog life check user (ignored)
 wd_lifecheck_password: watchdog life check password (ignored)
 log_destination: where logs go
 log_line_prefix: printf-style prefix of each log line
+log_format: log line format: text (log_line_prefix) or json (one object per line)
 log_error_verbosity: detail of logged messages
 log_min_messages: lowest message level logged
 client_min_messages: lowest message level sent to clients
@@ -196,6 +197,7 @@ pre_auth_connections_per_user: backend logins per user before its client authent
 auth_query: query looking up a user's password verifier
 ssl_require: refuse clients that do not use SSL
 metrics_port: port of the Prometheus metrics endpoint; 0 disables it
+metrics_listen_addresses: addresses the metrics endpoint listens on
 routing: routing policy chain
 pgtwist: pgtwist-specific settings
 hostname: watchdog node host name (ignored)

@@ -91,6 +91,7 @@ class SessionAuth:
         self._result: defer.Deferred | None = None
         self._collect: defer.Deferred | None = None
         self.secret: AuthSecret | None = None
+        self.method: str | None = None   # the method of the exchange (metrics)
         self._gated: defer.Deferred | None = None
 
     # -- the secret ----------------------------------------------------------------------
@@ -192,6 +193,7 @@ class SessionAuth:
 
     def check_cert(self) -> None:
         s = self.session
+        self.method = "cert"
         name = peer_common_name(self.relay.transport) if s.ssl else None
         if name != s.user:
             raise AuthRefused(
@@ -208,6 +210,7 @@ class SessionAuth:
         backends, which judge it (allow_clear_text_frontend_auth).
         """
         self.secret = secret
+        self.method = method
         if collect_only:
             self._collect = defer.Deferred()
             self._result = self._collect

@@ -144,11 +144,15 @@ class Pooling:
         # Transaction pooling: server names of prepared statements, shared by all sessions.
         self.registry = StatementRegistry()
         self.max_prepared_statements = o.max_prepared_statements
-        self.counters = {"statements_parsed": 0, "statements_evicted": 0,
+        # statements_reused: a Parse or Bind found its statement on the link already
+        # (the transaction-mode cache's hits; statements_parsed are its misses).
+        self.counters = {"statements_parsed": 0, "statements_reused": 0,
+                         "statements_evicted": 0,
                          "statements_retired": 0, "pinned": 0,
                          "standby_read_only_retries": 0}  # pgtwist.session.retry
         self.counters.update({f"pinned_{reason}": 0 for reason in PIN_REASONS})
         self.server_methods = ServerMethods()
+        self.stats = getattr(proxy, "stats", None)  # pgtwist.metrics.stats: checkout times
         self.pre_auth = PreAuthGate(o.pre_auth_connections_per_user)
 
     def pin(self, reason: str) -> None:
@@ -177,6 +181,8 @@ class Pooling:
         key = self.key_for(session, node.node_id)
         d = self.pool.checkout(key, {**params, _SECRET: secret}, client=session,
                                fresh=fresh or not pooled, prefer=prefer)
+        if self.stats is not None:
+            self.stats.timed_checkout(d)
         return d if pooled else d.addCallback(_mark_unpooled)
 
     @staticmethod
@@ -187,7 +193,23 @@ class Pooling:
     def take_idle(self, key: PoolKey, session, prefer=None):
         """A cached link for ``session`` under ``key`` (see :meth:`key_for`) at once, or
         None: what :meth:`checkout` would hand over without waiting, minus the Deferred."""
-        return self.pool.take_idle(key, session, prefer)
+        link = self.pool.take_idle(key, session, prefer)
+        if link is not None and self.stats is not None:
+            self.stats.immediate_checkout()
+        return link
+
+    def park(self, link, on_taken) -> bool:
+        """Idle in the pool between a session's transactions, taken back by :meth:`unpark`
+        while no one else took it (Pool.park)."""
+        return self.pool.park(link, on_taken)
+
+    def unpark(self, link) -> bool:
+        """Take back a link parked between a session's transactions (Pool.unpark)."""
+        if not self.pool.unpark(link):
+            return False
+        if self.stats is not None:
+            self.stats.immediate_checkout()
+        return True
 
     def checkout_internal(self, user: str, database: str, node, secret, params: dict,
                           purpose: str):

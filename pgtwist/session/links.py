@@ -256,7 +256,7 @@ class LinkSet(dict):
         if link.cancelling or getattr(link, "unpooled", False):
             self.give_back(link)
             return
-        if not self.pooling.pool.park(link, self._taken):
+        if not self.pooling.park(link, self._taken):
             self.give_back(link)
             return
         del self[link.node_id]
@@ -276,7 +276,7 @@ class LinkSet(dict):
 
     def unpark(self, link) -> bool:
         """Take a parked link back; False if someone else has it now."""
-        if not self.pooling.pool.unpark(link):
+        if not self.pooling.unpark(link):
             return False
         node_id = link.node_id
         del self.parked[node_id]
@@ -313,7 +313,7 @@ class LinkSet(dict):
         self.clear()
         self.last.clear()
         for link in list(self.parked.values()):
-            if self.pooling.pool.unpark(link):
+            if self.pooling.pool.unpark(link):  # not a checkout: given back below
                 del self.parked[link.node_id]
                 self.pooling.release(link, clean=True, reset=False)
         self.parked.clear()

@@ -14,6 +14,7 @@ Sans-IO: links are any hashable objects; this module never touches sockets.
 from __future__ import annotations
 
 from collections import deque
+from time import perf_counter
 
 from ..wire import codes
 
@@ -34,7 +35,7 @@ HOLD_LIMIT = 1 << 20
 class Segment:
     __slots__ = ("link", "forward", "pending", "closed", "held", "held_bytes", "swallow_z",
                  "local", "on_done", "parses", "parses_seen", "hidden", "capture", "undo", "copy",
-                 "error")
+                 "error", "t0")
 
     def __init__(self, link, forward: bool):
         self.link = link
@@ -56,6 +57,7 @@ class Segment:
         self.undo: list | None = None  # records an error in this segment voids (see UNDO)
         self.copy = False         # a COPY FROM STDIN went in it (see COPY_SETTLED)
         self.error = False        # an ErrorResponse came in this segment
+        self.t0 = 0.0             # when its client sync point was sent (latency timing on)
 
     @property
     def done(self) -> bool:
@@ -81,6 +83,10 @@ class Ordering:
         # The server skips those, and only those: a Parse sent after the segment's sync
         # point (pgtwist's own Sync, when it split a batch) is still answered.
         self.errors: dict[object, deque] = {}
+        # pgtwist.metrics.stats.Histogram of client sync point -> ReadyForQuery, or None;
+        # ``done_t0``: the send time of the last timed segment completed.
+        self.latency = None   # set by the session; Outbox.forward stamps Segment.t0
+        self.done_t0 = 0.0
 
     def error_of(self, link) -> tuple:
         """(segment or None, unanswered Parses) of ``link``'s oldest ErrorResponse event."""
@@ -290,6 +296,9 @@ class Ordering:
                     self.failed.discard(link)
             if seg.pending > 0:
                 continue
+            if seg.t0:
+                self.latency.observe(perf_counter() - seg.t0)
+            self.done_t0 = seg.t0
             if seg.swallow_z:
                 self._trim_z(seg, out, fifo)
             if seg.closed:

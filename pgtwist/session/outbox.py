@@ -9,6 +9,8 @@ merge without copying.  Every sync point sent is registered with the session's
 
 from __future__ import annotations
 
+from time import perf_counter
+
 from ..wire import messages as m
 
 
@@ -71,6 +73,8 @@ class Outbox:
         self.send_frame(link, buf, start, end)
         if sync:
             ordering.synced(seg)
+            if ordering.latency is not None:   # metrics: query latency timing
+                seg.t0 = perf_counter()
 
     def close_segment(self, seg) -> None:
         """End a batch pgtwist is splitting: our own Sync, whose ReadyForQuery is hidden."""

@@ -68,6 +68,7 @@ def cstr_pair(buf: bytes, start: int) -> tuple[bytes, bytes]:
 class Placement:
     logset = SETTINGS   # the session's logging switches and SessionLog (set by the relay)
     slog = None
+    stats = None  # pgtwist.metrics.stats.Stats: routing decisions carried out are counted
 
     def __init__(self, session, outbox, links, ordering, router, cluster, wait,
                  call_soon) -> None:
@@ -180,7 +181,10 @@ class Placement:
             node_id = s.primary_id
         if node_id is None or not self.cluster.usable(node_id):
             node_id = s.primary_id
-        return self.link_ready(node_id)
+        link = self.link_ready(node_id)
+        if link is not WAIT and self.stats is not None:
+            self.stats.route(decision, node_id)
+        return link
 
     def link_ready(self, node_id: int):
         """The ready link to ``node_id`` for the client's frame being routed, or WAIT (while

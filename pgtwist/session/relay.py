@@ -107,6 +107,11 @@ class Relay:
         self.backend_items = replies.backend_items
         self.link_lost = replies.link_lost
         self.startup = Startup(self, s, links, ordering, mode, router, proxy)
+        stats = getattr(proxy, "stats", None)
+        if stats is not None:   # pgtwist.metrics.stats: what the session counts and times
+            place.stats = stats
+            ordering.latency = stats.query
+            replies.txn_latency = stats.transaction
         self._handlers = requests.handlers()
         self._handlers[codes.PASSWORD] = self._on_password
         self._handlers[codes.TERMINATE] = self._on_terminate

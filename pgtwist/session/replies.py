@@ -10,6 +10,8 @@ to its state (pgtwist.session.state).
 
 from __future__ import annotations
 
+from time import perf_counter
+
 from ..logs import logger
 from ..wire import codes
 from ..wire.errors import CONNECTION_FAILURE, INTERNAL_ERROR
@@ -34,6 +36,8 @@ class Replies:
         self.fatal = fatal      # fatal(sqlstate, message): tell the client, end the session
         self.close = close      # end the session
         self.retry = retry      # StandbyRetry: a standby's read-only refusal, retried
+        self.txn_latency = None  # pgtwist.metrics.stats.Histogram when timing is on
+        self._txn_t0 = 0.0
 
     def backend_items(self, link, items: list) -> None:
         if self.session.closed:
@@ -80,6 +84,8 @@ class Replies:
                     server.copy_execute = False
                     _fire(server.copy_resolved())  # a Sync waiting for the Query's end
                 if link is primary:
+                    if self.txn_latency is not None and status != s.txn_status:
+                        self._time_transaction(s.txn_status, status)
                     s.txn_status = status
                     self.router.after_ready(s, status, not self.ordering.busy(link))
                     if status == codes.TXN_IDLE:
@@ -118,6 +124,15 @@ class Replies:
                 s.undo(body)
         if idle:
             self.mode.release_idle(link)
+
+    def _time_transaction(self, before: int, status: int) -> None:
+        """A transaction block runs from the sync point whose answer opened it (its
+        BEGIN) to the ReadyForQuery that closes it."""
+        if before == codes.TXN_IDLE:
+            self._txn_t0 = self.ordering.done_t0 or perf_counter()
+        elif status == codes.TXN_IDLE and self._txn_t0:
+            self.txn_latency.observe(perf_counter() - self._txn_t0)
+            self._txn_t0 = 0.0
 
     def _error(self, link, body: bytes) -> None:
         """An ErrorResponse: the server skips the rest of its batch part up to its Sync.

@@ -94,12 +94,14 @@ class Requests:
         if info.deallocate_name not in (None, "*"):
             prepared = s.sql_prepared.get(info.deallocate_name)
         if decision.target is Target.REJECT:
+            if place.stats is not None:
+                place.stats.route(decision, None)
             self.out.local(m.error_response("42501", decision.reason))
             return None
         if prepared is not None and info.deallocate_name is not None:
             return self._deallocate(info, prepared, sql, buf, start, end)
         if decision.target is Target.BOTH:
-            return self._both(info, sql, buf, start, end)
+            return self._both(info, sql, buf, start, end, decision)
         link = place.target_link(decision)
         if link is WAIT:
             return WAIT
@@ -183,7 +185,7 @@ class Requests:
         self.router.after_statement(self.session, info, None, link.node_id, sql)
         return None
 
-    def _both(self, info, sql: str, buf, start, end):
+    def _both(self, info, sql: str, buf, start, end, decision=None):
         """A BOTH statement: the primary answers the client; the LB node gets a shadow copy."""
         primary = self.place.link_ready(self.session.primary_id)
         if primary is WAIT:
@@ -191,6 +193,8 @@ class Requests:
         text = info.standby_text or sql
         if self.place.copy_to_standby(info.is_transaction_end, text, text, buf, start):
             return WAIT
+        if decision is not None and self.place.stats is not None:
+            self.place.stats.route(decision, primary.node_id)
         self._send_statement(primary, info, None, sql, buf, start, end)
         return None
 

@@ -236,6 +236,7 @@ class Startup:
             self.relay.fatal(exc.sqlstate, exc.message)
             return
         if failure.check(AuthRefused):
+            self._count_auth_failure("pool_hba")
             exc = failure.value
             log.info("session {pid}: authentication of {user} refused: {msg}",
                      pid=self.session.pid, user=self.session.user, msg=exc.log_message)
@@ -243,12 +244,21 @@ class Startup:
             return
         if failure.check(LoginFailed):
             exc = failure.value
+            if str(exc.sqlstate or "").startswith("28"):
+                self._count_auth_failure("backend")  # the server refused the client's login
             log.info("session {pid}: login as {user} failed: {msg}", pid=self.session.pid,
                      user=self.session.user, msg=exc.fields.get("M", ""))
             self.relay.send_and_close(exc.raw or self._fatal_frame(exc.fields))
             return
         log.failure("session startup failed", failure)
         self.relay.fatal(INTERNAL_ERROR, "internal error in pgtwist during session startup")
+
+    def _count_auth_failure(self, unstarted: str) -> None:
+        """Authentication failures by method: the exchange's, else ``unstarted``
+        (pool_hba.conf refused before any exchange, or the server judged the login)."""
+        stats = getattr(self.proxy, "stats", None)
+        if stats is not None:
+            stats.auth_failed(getattr(self.relay.auth, "method", None) or unstarted)
 
     @staticmethod
     def _fatal_frame(fields: dict[str, str]) -> bytes:

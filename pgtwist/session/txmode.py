@@ -100,6 +100,7 @@ class TransactionMode(TxQueries):
             counters["statements_evicted"] += len(evicted)
             self.out.shadow(link, b"".join(map(close_statement, evicted)) + m.SYNC)
         missing = [stmt for stmt in used if not self.holds(link, stmt)]
+        counters["statements_reused"] += len(used) - len(missing)
         if missing:
             self._insert_parses(link, missing)
 
@@ -249,6 +250,7 @@ class TransactionMode(TxQueries):
                     and s.route_status != "E"):
                 # The link has it already: ParseComplete from pgtwist, nothing to send.
                 cache.touch(server)
+                pooling.counters["statements_reused"] += 1
                 stmt.server_name = server
                 stmt.parse_frame = parse_frame(server, rest)
                 stmt.confirmed = True

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from pgtwist import admin
+from pgtwist.logs import session_settings
 from pgtwist.params import PARAMS
 from pgtwist.session import adminq
 from pgtwist.session.poolsettings import PoolSettings, SettingError
@@ -215,10 +216,13 @@ def test_pgpool_set_client_idle_limit_reaches_the_sessions_relay():
         relay.idle_limit = seconds
 
     relay.set_idle_limit = set_idle_limit
+    logsets = []
+    relay.set_log_settings = lambda: logsets.append(session_settings(s).statement)
     q.proxy.sessions[s.pid] = relay
     q.query(("pgpool_set", "client_idle_limit", "5"))
     q.query(("pgpool_set", "log_statement", "on"))          # no change to the limit
     q.query(("pgpool_reset", None))
     assert limits == [5.0, 0.0]
+    assert logsets == [False, True, False]  # the session's own log_statement, then reset
     assert [c for data, _ in out.sent for c, _ in frames(data)] == ["C", "C", "C"]
     assert all(ready for _, ready in out.sent)   # the outbox adds their ReadyForQuery

@@ -26,6 +26,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist", "pgtwist.errors", "pgtwist.timeouts", "pgtwist.options", "pgtwist.params",
         "pgtwist.interfaces", "pgtwist.config_routing", "pgtwist.config_values",
         "pgtwist.config_files", "pgtwist.config_pgpool",
+        # the counters the relay fills for /metrics (pgtwist/metrics/)
+        "pgtwist.metrics", "pgtwist.metrics.stats",
     ),
     # The PostgreSQL wire format: framing, message builders, codes.
     "wire": (
@@ -82,6 +84,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # Composition root and entry points (and the test fakes, which build a service).
     "root": (
         "pgtwist.service", "pgtwist.tap", "pgtwist.cli", "pgtwist.check", "pgtwist.testing",
+        # the metrics port: snapshot of the model, Prometheus families, HTTP + probes
+        "pgtwist.metrics.snapshot", "pgtwist.metrics.collector", "pgtwist.metrics.http",
+        "pgtwist.metrics.pgpool",
     ),
     # Developer tooling, apart from the product: nothing above imports it.
     "dev": ("pgtwist.dev", "pgtwist.dev.devcluster", "pgtwist.dev.demo", "pgtwist.dev.pgserver",
