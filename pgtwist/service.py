@@ -358,5 +358,9 @@ def make_service(config, reactor=None, overrides=None) -> service.IService:
     for warning in unimplemented_warnings(config.params):
         log.warn("{warning}", warning=warning)
     top = service.MultiService()
-    ProxyService(config, reactor, overrides).setServiceParent(top)
+    proxy_service = ProxyService(config, reactor, overrides)
+    proxy_service.setServiceParent(top)
+    from .pcp.service import PcpService
+
+    PcpService(proxy_service.proxy, proxy_service.reactor).setServiceParent(top)
     return top

@@ -55,6 +55,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.adminview", "pgtwist.adminview.clients", "pgtwist.adminview.descriptions",
         "pgtwist.adminview.live", "pgtwist.adminview.nodes", "pgtwist.adminview.settings",
         "pgtwist.session.poolsettings",
+        "pgtwist.pcp", "pgtwist.pcp.codec", "pgtwist.pcp.conf", "pgtwist.pcp.machine",
     ),
     # The SQL classifier: pure, but the only user of sqlglot.
     "sql-engine": ("pgtwist.sql.classify", "pgtwist.sql.parsed"),
@@ -81,7 +82,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     # Composition root and entry points (and the test fakes, which build a service).
     "root": (
-        "pgtwist.service", "pgtwist.tap", "pgtwist.cli", "pgtwist.check", "pgtwist.testing",
+        "pgtwist.service", "pgtwist.tap", "pgtwist.pcp.commands", "pgtwist.pcp.protocol",
+        "pgtwist.pcp.service", "pgtwist.cli", "pgtwist.check", "pgtwist.testing",
     ),
     # Developer tooling, apart from the product: nothing above imports it.
     "dev": ("pgtwist.dev", "pgtwist.dev.devcluster", "pgtwist.dev.demo", "pgtwist.dev.pgserver",
