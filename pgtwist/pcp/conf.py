@@ -3,12 +3,16 @@
 
 The file is read at every login, as Pgpool-II does, so an edit applies without a reload.
 Anything unreadable or malformed refuses logins rather than guessing: a missing file
-means no one may log in.
+means no one may log in. Its hashes are enough to log in (the protocol salts
+md5hex(password), not the password), so like pool_passwd it must be closed to group and
+others (0600, or 0640 when owned by root); Pgpool-II does not check.
 """
 
 from __future__ import annotations
 
 import re
+
+from ..config_files import check_file
 
 MAX_FIELD = 128  # Pgpool-II's limit on each field
 _MD5 = re.compile(r"[0-9a-f]{32}\Z")
@@ -37,6 +41,10 @@ def read_pcp_conf(path: str) -> dict[str, str]:
     """The file's entries; PcpConfError (naming the path) if it cannot be used."""
     if not path:
         raise PcpConfError("pcp_conf_file is empty: PCP logins are disabled")
+    problems: list[str] = []
+    check_file("pcp_conf_file", path, problems, required="PCP logins need it", secret=True)
+    if problems:
+        raise PcpConfError(problems[0])
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()

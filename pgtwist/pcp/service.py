@@ -11,6 +11,7 @@ from twisted.internet import task
 
 from ..logs import logger
 from .commands import POLL, Commands
+from .conf import PcpConfError, read_pcp_conf
 from .protocol import PcpFactory
 
 log = logger(__name__)
@@ -57,9 +58,10 @@ class PcpService(service.Service):
             self.ports.append(self.reactor.listenUNIX(path, self.factory, mode=0o777,
                                                       wantPID=True))
             log.info("PCP listening on {path}", path=path)
-        if not os.path.exists(self.factory.conf_path):
-            log.warn("pcp_conf_file {path} does not exist: every PCP login is refused",
-                     path=self.factory.conf_path)
+        try:
+            read_pcp_conf(self.factory.conf_path)
+        except PcpConfError as exc:
+            log.warn("{why}: every PCP login is refused", why=str(exc))
 
     def stopService(self):
         super().stopService()

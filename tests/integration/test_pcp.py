@@ -269,7 +269,7 @@ def test_missing_pcp_conf_refuses_everyone(daemon):
     pg, pcp = daemon(conf=False)
     r = pcp("pcp_node_count")
     assert (r.returncode, r.stdout, r.stderr) == (1, "", AUTH_FAILED.format(USER))
-    assert "does not exist: every PCP login is refused" in pg.log_text()
+    assert "does not exist (PCP logins need it): every PCP login is refused" in pg.log_text()
 
 
 def test_bad_packets_and_unknown_commands(daemon):

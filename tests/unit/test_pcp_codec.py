@@ -82,10 +82,20 @@ def test_pcp_conf_malformed_line_names_its_number(line):
 
 
 def test_pcp_conf_missing_or_unset(tmp_path):
-    with pytest.raises(PcpConfError, match="No such file"):
+    with pytest.raises(PcpConfError, match="pcp.conf does not exist"):
         read_pcp_conf(str(tmp_path / "pcp.conf"))
     with pytest.raises(PcpConfError, match="disabled"):
         read_pcp_conf("")
+
+
+def test_pcp_conf_must_be_closed_to_others(tmp_path):
+    path = tmp_path / "pcp.conf"
+    path.write_text(f"admin:{ADMIN_MD5}\n")
+    path.chmod(0o600)
+    assert read_pcp_conf(str(path)) == {"admin": ADMIN_MD5}
+    path.chmod(0o644)
+    with pytest.raises(PcpConfError, match=r"pcp.conf is readable by (group or )?others"):
+        read_pcp_conf(str(path))
 
 
 # -- the connection machine -----------------------------------------------------------------
