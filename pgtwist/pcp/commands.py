@@ -155,6 +155,13 @@ class Commands:
         if node.status == "down":
             raise CommandError("invalid promote request",
                                f"specified node is down, can't promote node id {node_id}")
+        fixed = [n.node_id for n in self.nodes if n.backend.always_primary]
+        if fixed:
+            # The flag decides the primary; a role check would undo the promote and leave
+            # no primary at all.
+            raise CommandError("invalid promote request",
+                               f"node {fixed[0]} is flagged ALWAYS_PRIMARY: the primary is "
+                               "set in the configuration")
         self.proxy.cluster.promote(node_id, "pcp_promote_node")
         return codec.reply("d", "CommandComplete")
 

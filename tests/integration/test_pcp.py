@@ -7,6 +7,7 @@ the same tools; docs/pcp.md), with pgtwist's own values read back through SHOW p
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 
 import psycopg
@@ -33,9 +34,11 @@ def daemon(cluster, pgtwist_factory, tmp_path):
     """``daemon(**extra)`` -> (Pgtwist, Pcp): PCP on a free port, reads on the replica
     (node 1, which may be detached), the primary node 0."""
 
-    def start(conf=True, **extra):
+    def start(conf=True, primary_flag=None, **extra):
         nodes = backends(cluster, primary_weight=0, replica_weight=1)
         nodes[1]["flag"] = "ALLOW_TO_FAILOVER"
+        if primary_flag is not None:
+            nodes[0]["flag"] = primary_flag
         port = dc.free_port()
         workdir = tmp_path / f"pcp{port}"
         workdir.mkdir(parents=True)
@@ -146,8 +149,19 @@ def test_graceful_detach_waits_for_clients(daemon):
     assert [row[3] for row in show(pg, "pool_nodes")] == ["up", "down"]
 
 
-def test_promote_changes_only_pgtwists_view(cluster, daemon):
+def test_promote_refused_while_a_node_is_always_primary(daemon):
     pg, pcp = daemon()
+    r = pcp("pcp_promote_node", "-n", "1")
+    assert (r.returncode, r.stdout, r.stderr) == (
+        0, "", "ERROR:  invalid promote request\nDETAIL:  node 0 is flagged ALWAYS_PRIMARY: the "
+               "primary is set in the configuration\n\n")
+    assert [row[6] for row in show(pg, "pool_nodes")] == ["primary", "standby"]
+
+
+def test_promote_changes_only_pgtwists_view(cluster, daemon):
+    # No ALWAYS_PRIMARY: the primary is found by one role check at start (period 0).
+    pg, pcp = daemon(primary_flag="DISALLOW_TO_FAILOVER", sr_check_period=0)
+    assert [row[6] for row in show(pg, "pool_nodes")] == ["primary", "standby"]
     r = pcp("pcp_promote_node", "-n", "0")
     assert (r.returncode, r.stdout, r.stderr) == (
         0, "", "ERROR:  invalid promote request\nDETAIL:  specified node is already primary "
@@ -289,3 +303,17 @@ def test_bad_packets_and_unknown_commands(daemon):
     r = pcp("pcp_node_count")
     assert (r.returncode, r.stdout) == (0, "2\n")
     assert answering_node(pg) is True
+
+
+def test_unix_socket_when_pcp_socket_dir_is_set(daemon, tmp_path):
+    sockdir = tmp_path / "sock"
+    sockdir.mkdir()
+    pg, pcp = daemon(pcp_socket_dir=str(sockdir))
+    pcp.passfile.write_text(f"*:{pcp.port}:{USER}:{PASSWORD}\n")
+    argv = pcp.argv("pcp_node_count")
+    argv[argv.index(dc.HOST)] = str(sockdir)
+    r = subprocess.run(argv, capture_output=True, text=True, env=pcp.env(), timeout=30)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "2\n", "")
+    assert (sockdir / f".s.PGSQL.{pcp.port}").exists()
+    pg.stop()
+    assert not (sockdir / f".s.PGSQL.{pcp.port}").exists()

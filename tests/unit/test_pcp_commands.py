@@ -121,8 +121,15 @@ def test_promote_changes_roles_only_in_the_view():
     with pytest.raises(CommandError) as info:
         c.run("J", b"0 \x00")
     assert info.value.detail == "specified node is already primary node, can't promote node id 0"
+    with pytest.raises(CommandError) as info:
+        c.run("J", b"1 \x00n")
+    assert info.value.detail == ("node 0 is flagged ALWAYS_PRIMARY: the primary is set in the "
+                                 "configuration")
+    assert [n.role for n in proxy.cluster.nodes] == ["primary", "standby", "standby"]
+    c, proxy, _ = commands(backends=[{**NODES[0], "flag": ""}, *NODES[1:]])
+    proxy.cluster.nodes[0].role = "primary"     # as a role check would find
     assert c.run("J", b"1 \x00n") == codec.reply("d", "CommandComplete")
-    assert [n.role for n in proxy.cluster.nodes] == ["standby", "primary", "standby"]
+    assert [n.role for n in proxy.cluster.nodes] == ["standby", "primary", "unknown"]
     assert proxy.cluster.view().primary_id == 1
 
 
