@@ -19,6 +19,8 @@ log = logger(__name__)
 # An idle or half-finished PCP connection is closed after this long (Pgpool-II's pcp
 # workers wait forever; pgtwist bounds them like its client logins).
 IDLE_TIMEOUT = 300.0
+# PCP connections open at once; more are closed at once (Pgpool-II forks without a limit).
+MAX_CONNECTIONS = 64
 
 
 class PcpProtocol(Protocol):
@@ -30,6 +32,10 @@ class PcpProtocol(Protocol):
         self._timer = None
 
     def connectionMade(self) -> None:
+        if len(self.factory.open) >= MAX_CONNECTIONS:
+            log.warn("{n} PCP connections open: a new one is closed", n=len(self.factory.open))
+            self.transport.abortConnection()
+            return
         self.factory.open.add(self)
         self._timer = self.factory.reactor.callLater(IDLE_TIMEOUT, self._idle)
 
@@ -56,6 +62,7 @@ class PcpProtocol(Protocol):
 
     def _run(self, event: Command) -> None:
         self._busy = True
+        self.transport.pauseProducing()   # no reading (and queueing) while it runs
         d = defer.maybeDeferred(self.factory.commands.run, event.letter, event.payload)
         d.addErrback(self._failed, event.letter)
         d.addCallback(self._replied)
@@ -70,6 +77,7 @@ class PcpProtocol(Protocol):
         self._busy = False
         if self.transport is not None and self in self.factory.open:
             self.transport.write(data)
+            self.transport.resumeProducing()
             self._drain()
 
     def _login_failed(self, user: str, why: str) -> None:
