@@ -363,6 +363,24 @@ class Cluster:
             self.changed()
         return True
 
+    def attach(self, node_id: int, why: str) -> None:
+        """An operator's attach (pcp_attach_node): ends a detachment or set-aside now."""
+        node = self.nodes[node_id]
+        node.detached = False
+        node.set_status("up")
+        log.warn("node {node} marked up: {why}", node=node_id, why=why)
+        self.changed()
+
+    def promote(self, node_id: int, why: str) -> None:
+        """An operator's promote (pcp_promote_node): pgtwist's view only, no server is
+        asked; a role check that finds otherwise corrects it (docs/pcp.md)."""
+        for node in self.nodes:
+            if node.role == "primary":
+                node.role = "standby"
+        self.nodes[node_id].role = "primary"
+        log.warn("node {node} is now the primary: {why}", node=node_id, why=why)
+        self.changed()
+
     def mark_down(self, node_id: int) -> None:
         """A session lost or could not open a connection to ``node_id``."""
         if node_id not in self._health_on:

@@ -46,6 +46,10 @@ def _to_bool(p: Param, v: object, base_dir: str) -> bool:
     raise Bad("expected on/off")
 
 
+# Ports a Pgpool-II config may switch off with an empty value as well as 0.
+EMPTY_MEANS_OFF = frozenset({"pcp_port"})
+
+
 def _to_int(p: Param, v: object, base_dir: str) -> int:
     bounds = (f"{p.lo}-{p.hi}" if p.hi is not None else f">= {p.lo}") if p.lo is not None else ""
     expected = f"expected an integer {bounds}".rstrip() + (f" (default unit {p.unit})" if p.unit else "")
@@ -53,6 +57,8 @@ def _to_int(p: Param, v: object, base_dir: str) -> int:
         raise Bad(expected)
     if isinstance(v, float) and v.is_integer():
         v = int(v)
+    if v == "" and p.name in EMPTY_MEANS_OFF:
+        return 0
     if isinstance(v, int):
         n = v
     elif isinstance(v, str) and (m := _INT_RE.match(v)):

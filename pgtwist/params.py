@@ -81,11 +81,14 @@ def _enum(name: str, default: str, *choices: str) -> None:
 _add("str", "listen_addresses", "localhost")
 _add("int", "port", 9999, lo=1, hi=65535)
 _add("list", "unix_socket_directories", ("/tmp",))
-_add("str", "socket_dir pcp_socket_dir wd_ipc_socket_dir", "/tmp")  # socket_dir: pre-4.4 name
+_add("str", "socket_dir wd_ipc_socket_dir", "/tmp")  # socket_dir: pre-4.4 name
+# pgtwist: no PCP Unix socket unless set (Pgpool-II: /tmp; docs/pcp.md says why)
+_add("str", "pcp_socket_dir", "")
 _add("str", "unix_socket_group", "")
 _add("mode", "unix_socket_permissions", 0o777)
 _add("str", "pcp_listen_addresses", "localhost")
-_add("int", "pcp_port", 9898, lo=1, hi=65535)
+_add("int", "pcp_port", 9898, lo=0, hi=65535)  # 0 or '': no PCP port
+_add("path", "pcp_conf_file", "pcp.conf")  # pgtwist: pgpool's -F option
 _add("int", "listen_backlog_multiplier", 2, lo=1)
 _add("bool", "serialize_accept", False)
 _add("int", "num_init_children", 1000, lo=1)  # pgtwist: a cap on clients, not processes (pgpool 32)
@@ -302,8 +305,8 @@ def _unimplemented(severity: str, names: str) -> None:
 
 _unimplemented("error", "ssl_passphrase_command")
 _unimplemented("warning", """
-    unix_socket_directories socket_dir pcp_socket_dir wd_ipc_socket_dir unix_socket_group
-    unix_socket_permissions pcp_listen_addresses pcp_port serialize_accept
+    unix_socket_directories socket_dir wd_ipc_socket_dir unix_socket_group
+    unix_socket_permissions serialize_accept
     process_management_mode process_management_strategy min_spare_children max_spare_children
     child_life_time child_max_connections client_idle_limit_in_recovery backend_clustering_mode
     ssl_dh_params_file ssl_ecdh_curve
@@ -312,7 +315,7 @@ _unimplemented("warning", """
     failover_command failback_command follow_primary_command
     failover_on_backend_shutdown detach_false_primary search_primary_node_timeout
     recovery_user recovery_password recovery_1st_stage_command
-    recovery_2nd_stage_command recovery_timeout
+    recovery_2nd_stage_command
     replicate_select replication_stop_on_mismatch failover_if_affected_tuples_mismatch
     insert_lock lobj_lock_table
     log_destination client_min_messages

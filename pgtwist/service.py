@@ -390,4 +390,7 @@ def make_service(config, reactor=None, overrides=None, log_out=None) -> service.
                        listen_interfaces(config.params["metrics_listen_addresses"]),
                        ).setServiceParent(top)
     proxy_service.setServiceParent(top)
+    from .pcp.service import PcpService
+
+    PcpService(proxy_service.proxy, proxy_service.reactor).setServiceParent(top)
     return top

@@ -23,6 +23,7 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", "etc/pgpool.yaml", "YAML configuration file (Pgpool-II parameter names)."],
         ["hba-file", "a", None, "pool_hba.conf path (overrides pool_hba_file), as pgpool -a."],
+        ["pcp-file", "F", None, "pcp.conf path (overrides pcp_conf_file), as pgpool -F."],
         ["key-file", "k", None, "AES key file for pool_passwd (overrides pool_key_file), as pgpool -k."],
     ]
     optFlags = [
@@ -33,6 +34,8 @@ class Options(usage.Options):
         overrides = {}
         if self["hba-file"]:
             overrides["pool_hba_file"] = self["hba-file"]
+        if self["pcp-file"]:
+            overrides["pcp_conf_file"] = self["pcp-file"]
         if self["key-file"]:
             overrides["pool_key_file"] = self["key-file"]
         self.overrides = overrides

@@ -11,12 +11,13 @@ listen_addresses: host names or IP addresses to accept client connections on
 port: port number for client connections
 unix_socket_directories: Unix socket directories (ignored: pgtwist listens on TCP only)
 socket_dir: Unix socket directory, pre-4.4 name (ignored)
-pcp_socket_dir: PCP Unix socket directory (ignored)
+pcp_socket_dir: directory of the PCP Unix socket; empty: none
 wd_ipc_socket_dir: watchdog IPC socket directory (ignored)
 unix_socket_group: group owning the Unix sockets (ignored)
 unix_socket_permissions: permissions of the Unix sockets (ignored)
 pcp_listen_addresses: host names or IP addresses the PCP port listens on
-pcp_port: port number of the PCP management port
+pcp_port: port number of the PCP management port; 0: none
+pcp_conf_file: pcp.conf, the PCP users and their md5 passwords
 listen_backlog_multiplier: listen queue length as a multiple of num_init_children
 serialize_accept: serialize accept() among child processes (ignored: one process)
 num_init_children: maximum number of concurrent client sessions

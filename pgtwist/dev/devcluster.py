@@ -75,6 +75,7 @@ def pgtwist_config(cluster: _ClusterBase, port: int, extra: dict | None = None,
         "listen_addresses": HOST,
         "port": port,
         "sr_check_user": "postgres",
+        "pcp_port": 0,  # tests run many daemons at once: PCP only where a test asks
         "backends": backends,
     }
     config.update(extra or {})

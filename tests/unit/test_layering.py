@@ -57,6 +57,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "pgtwist.adminview", "pgtwist.adminview.clients", "pgtwist.adminview.descriptions",
         "pgtwist.adminview.live", "pgtwist.adminview.nodes", "pgtwist.adminview.settings",
         "pgtwist.session.poolsettings",
+        "pgtwist.pcp", "pgtwist.pcp.codec", "pgtwist.pcp.conf", "pgtwist.pcp.machine",
     ),
     # The SQL classifier: pure, but the only user of sqlglot.
     "sql-engine": ("pgtwist.sql.classify", "pgtwist.sql.parsed"),
@@ -83,7 +84,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     # Composition root and entry points (and the test fakes, which build a service).
     "root": (
-        "pgtwist.service", "pgtwist.tap", "pgtwist.cli", "pgtwist.check", "pgtwist.testing",
+        "pgtwist.service", "pgtwist.tap", "pgtwist.pcp.commands", "pgtwist.pcp.protocol",
+        "pgtwist.pcp.service", "pgtwist.cli", "pgtwist.check", "pgtwist.testing",
         # the metrics port: snapshot of the model, Prometheus families, HTTP + probes
         "pgtwist.metrics.snapshot", "pgtwist.metrics.collector", "pgtwist.metrics.http",
         "pgtwist.metrics.pgpool",
