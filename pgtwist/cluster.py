@@ -141,14 +141,8 @@ class Cluster:
         self.version = 0       # bumped on every status/role change (cached views key on it)
         self._fixed_primary = any(b.always_primary for b in config.backends)
         self._view = None
-        params = config.params
-        self.replication = checks.ReplicationCheck(
-            reactor, self, checks.ReplicationOptions.from_params(params))
-        self.health = checks.health_checks(reactor, self, params, secret_for, tls_for)
-        self._health_on = {h.node_id for h in self.health}
-        self.failover_on_backend_error = bool(params["failover_on_backend_error"])
-        self.auto_failback = bool(params["auto_failback"])
-        self.auto_failback_interval = float(params["auto_failback_interval"])
+        self.running = False
+        self._checks_from(config)
         if len(self.nodes) == 1 and self.nodes[0].role == "unknown":
             self.nodes[0].role = "primary"
         if any(n.backend.always_primary for n in self.nodes):
@@ -157,8 +151,32 @@ class Cluster:
                 if not n.backend.always_primary:
                     n.role = "standby"
 
+    def _checks_from(self, config) -> None:
+        """The health and replication checks and the failover switches ``config`` asks for."""
+        params = config.params
+        self.replication = checks.ReplicationCheck(
+            self.reactor, self, checks.ReplicationOptions.from_params(params))
+        self.health = checks.health_checks(self.reactor, self, params, self.secret_for,
+                                           self.tls_for)
+        self._health_on = {h.node_id for h in self.health}
+        self.failover_on_backend_error = bool(params["failover_on_backend_error"])
+        self.auto_failback = bool(params["auto_failback"])
+        self.auto_failback_interval = float(params["auto_failback_interval"])
+
+    def reconfigure(self, config) -> None:
+        """SIGHUP: health-check, replication-check and failover settings are RELOAD-context
+        (as in Pgpool-II): the loops start again with the new values; what the cluster
+        knows of its nodes (status, role, delays, counters) stays."""
+        running = self.running
+        self.stop()
+        self.config = config
+        self._checks_from(config)
+        if running:
+            self.start()
+
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
+        self.running = True
         period = self.config.sr_check_period
         if self._needs_check() or period > 0:
             if period > 0:
@@ -173,6 +191,7 @@ class Cluster:
             check.start()
 
     def stop(self) -> None:
+        self.running = False
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         for check in self.health:

@@ -294,6 +294,7 @@ class Proxy:
                 node.backend = backend  # weight and flags may change
             else:
                 log.warn("backend {n} address change needs a restart", n=node.node_id)
+        self.cluster.reconfigure(config)
         self.cluster.changed()
         self.router.catalog.clear()
         self.pooling.server_methods.clear()  # pg_hba.conf may have changed too
