@@ -21,6 +21,8 @@ import yaml
 
 from pgtwist.dev import devcluster as dc
 
+from .conftest import backends
+
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
@@ -144,8 +146,11 @@ def test_every_switch_extended_protocol_with_psycopg(pgtwist_factory):
 
 
 def test_per_node_lines_name_both_nodes_of_a_statement_sent_to_both(cluster, pgtwist_factory):
+    # Reads on the standby only (a 1:1 weighting would pick the primary half the time).
     pg = pgtwist_factory(extra={"log_per_node_statement": True, "log_line_prefix": PREFIX,
-                                "read_consistency": "none"}, replica_weight=1)
+                                "read_consistency": "none",
+                                "backends": backends(cluster, primary_weight=0,
+                                                     replica_weight=1)})
 
     def work(conn):
         conn.autocommit = True

@@ -187,7 +187,8 @@ def test_metrics_port_in_use_names_the_key(cluster, tmp_path):
 def test_config_errors_name_the_key(cluster, tmp_path):
     with pytest.raises(RuntimeError) as failed:
         start_pgtwist(cluster, tmp_path / "pg", extra={
-            "metrics_port": 9898, "metrics_listen_addresses": "not-an-address"})
+            "pcp_port": 9898, "metrics_port": 9898,
+            "metrics_listen_addresses": "not-an-address"})
     text = str(failed.value)
     assert "metrics_port: must differ from pcp_port (9898)" in text
     assert "metrics_listen_addresses: 'not-an-address' is not '*', 'localhost' or an IP " \
