@@ -177,11 +177,7 @@ class Pool:
         del kp.idle[link]
         del kp.node.idle[link]
         rec.parked = None
-        rec.busy = True
-        rec.uses += 1
-        kp.busy += 1
-        link.owner = None
-        self.counters["reused"] += 1
+        self._make_busy(link, rec)
         return True
 
     @staticmethod
@@ -331,14 +327,18 @@ class Pool:
                 self._forget(link, rec, "discarded")
                 self._pump(node)
                 continue
-            rec.busy = True
             rec.client = client
-            rec.uses += 1
-            kp.busy += 1
-            link.owner = None
-            self.counters["reused"] += 1
+            self._make_busy(link, rec)
             return link
         return None
+
+    def _make_busy(self, link, rec: Tracked) -> None:
+        """An idle link, out of the idle lists, is handed out again."""
+        rec.busy = True
+        rec.uses += 1
+        rec.kp.busy += 1
+        link.owner = None
+        self.counters["reused"] += 1
 
     def _return_link(self, link, rec: Tracked) -> None:
         """A reusable link: to the oldest waiter of its key, else idle."""

@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 
 import psycopg
 import pytest
-import yaml
 
 from pgtwist.dev import devcluster as dc
 
 from .conftest import backends
+from .reloadutil import hup_and_wait as _hup
+from .reloadutil import rewrite_config as _rewrite
 
 pytestmark = pytest.mark.integration
 
@@ -210,20 +210,6 @@ def test_passwords_never_reach_the_log(cluster, pgtwist_factory):
         assert secret not in log
 
 
-def _rewrite(pg, **changes) -> None:
-    config = yaml.safe_load(open(pg.config_path))
-    config.update(changes)
-    with open(pg.config_path, "w") as f:
-        yaml.safe_dump(config, f)
-
-
-def _hup(pg, marker: str = "configuration reloaded") -> None:
-    before = pg.log_text().count(marker)
-    os.kill(pg.proc.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while pg.log_text().count(marker) <= before:
-        assert time.monotonic() < deadline, pg.log_text()[-2000:]
-        time.sleep(0.05)
 
 
 def test_sighup_turns_log_statement_on_and_off_for_a_running_session(pgtwist_factory):

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-
 import psycopg
 import pytest
 import yaml
+
+from .reloadutil import hup_and_wait as _hup_and_wait
 
 pytestmark = pytest.mark.integration
 
 
 def _port(conn) -> int:
     return conn.execute("select inet_server_port()").fetchone()[0]
-
-
-def _hup_and_wait(pg, marker: str = "configuration reloaded") -> None:
-    before = pg.log_text().count(marker)
-    os.kill(pg.proc.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while pg.log_text().count(marker) <= before:
-        assert time.monotonic() < deadline, pg.log_text()[-2000:]
-        time.sleep(0.05)
 
 
 def test_sighup_reloads_volatility_cache(cluster, pgtwist_factory):

@@ -3,35 +3,19 @@ switched on by a reload runs, and one switched off stops marking nodes down."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import psycopg
 import pytest
-import yaml
 
 from .conftest import backends
 from .metricsutil import Forwarder
+from .reloadutil import hup_and_wait as _hup
+from .reloadutil import rewrite_config as _rewrite
 
 pytestmark = pytest.mark.integration
 
 
-def _rewrite(pg, **changes) -> None:
-    with open(pg.config_path) as f:
-        config = yaml.safe_load(f)
-    config.update(changes)
-    with open(pg.config_path, "w") as f:
-        yaml.safe_dump(config, f)
-
-
-def _hup(pg, marker: str = "configuration reloaded") -> None:
-    before = pg.log_text().count(marker)
-    os.kill(pg.proc.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while pg.log_text().count(marker) <= before:
-        assert time.monotonic() < deadline, pg.log_text()[-2000:]
-        time.sleep(0.05)
 
 
 def _status(pg, node: int) -> str:
