@@ -198,11 +198,6 @@ class Pooling:
             self.stats.immediate_checkout()
         return link
 
-    def park(self, link, on_taken) -> bool:
-        """Idle in the pool between a session's transactions, taken back by :meth:`unpark`
-        while no one else took it (Pool.park)."""
-        return self.pool.park(link, on_taken)
-
     def unpark(self, link) -> bool:
         """Take back a link parked between a session's transactions (Pool.unpark)."""
         if not self.pool.unpark(link):
@@ -232,7 +227,7 @@ class Pooling:
         which the next session reconciles with its own.  A link with a cancel request
         still on its way waits for it before anyone else may use it.
         """
-        if getattr(link, "unpooled", False):
+        if link.unpooled:
             link.owner = None
             self.pool.discard(link)  # frees its slot under backend_max_connections
             return

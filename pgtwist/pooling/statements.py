@@ -14,6 +14,7 @@ Nothing here does I/O; the session layer (pgtwist.session.txmode) uses these pie
 from __future__ import annotations
 
 import itertools
+import struct
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -91,7 +92,9 @@ def rename_bind(buf: bytes, start: int, end: int, server_name: bytes) -> bytes:
     """The Bind frame whose body is ``buf[start:end]``, naming ``server_name`` instead."""
     portal_end = buf.index(b"\0", start)
     stmt_end = buf.index(b"\0", portal_end + 1)
-    return m.frame(codes.BIND, buf[start:portal_end + 1] + server_name + buf[stmt_end:end])
+    size = 4 + (portal_end + 1 - start) + len(server_name) + (end - stmt_end)
+    return b"".join((_BIND_HEADER.pack(codes.BIND, size), buf[start:portal_end + 1],
+                     server_name, buf[stmt_end:end]))
 
 
 def describe_statement(server_name: bytes) -> bytes:
@@ -136,6 +139,7 @@ def batch_needs(frames: Iterable[tuple[int, bytes, int, int]]) -> list[bytes]:
 
 # A server's answer when a prepared statement's result columns changed under it (ALTER
 # TABLE ...): the statement is unusable from then on, on that server.
+_BIND_HEADER = struct.Struct("!BI")
 _STALE_PLAN = b"cached plan must not change result type"
 
 

@@ -41,6 +41,7 @@ class BackendLink(Protocol):
     """
 
     owner = None  # an ILinkOwner: set once the login is complete
+    unpooled = False  # True: a login on the client's own password, never cached
 
     def __init__(self, node_id: int, login: BackendLogin, address: str, tls=None):
         self.node_id = node_id

@@ -253,10 +253,10 @@ class LinkSet(dict):
         """An idle link leaves the session between transactions (as :meth:`give_back`),
         but stays ready for it: while no one else takes it from the pool, taking it back
         costs no checkout, no flow-control set-up and no statement look-ahead."""
-        if link.cancelling or getattr(link, "unpooled", False):
+        if link.cancelling or link.unpooled:
             self.give_back(link)
             return
-        if not self.pooling.park(link, self._taken):
+        if not self.pooling.pool.park(link, self._taken):
             self.give_back(link)
             return
         del self[link.node_id]

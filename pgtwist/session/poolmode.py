@@ -44,6 +44,10 @@ class PoolMode:
     def server_error(self, link, body: bytes) -> None:
         """An ErrorResponse from ``link``'s server (its body); what it means to the mode."""
 
+    def after_bind(self, stmt, link) -> None:
+        """``after_statement`` for a Bind of ``stmt``."""
+        self.after_statement(stmt.info, stmt.sql, link)
+
     # -- placing a statement for a Bind / Describe 'S' again ---------------------------------
     def placed(self, stmt):
         """The link ``stmt`` went to last time, while the session state, the cluster and

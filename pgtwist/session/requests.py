@@ -273,7 +273,7 @@ class Requests:
             self.router.after_statement(s, stmt.info, None, link.node_id, stmt.sql)
             if s.implicit_undo is not None:
                 self._file_undo(link)
-            self.mode.after_statement(stmt.info, stmt.sql, link)
+            self.mode.after_bind(stmt, link)
         return None
 
     def _statement_link(self, code: int, name: bytes, buf: bytes, start: int):

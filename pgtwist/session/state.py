@@ -43,6 +43,9 @@ class Statement:
     # The statement of the same name this Parse was sent over: the server refuses a
     # named Parse of a name it holds (42P05), and that statement stays.
     replaces: Statement | None = None
+    # Transaction pooling: running it changes nothing pgtwist tracks (no pin, PREPARE,
+    # DISCARD or DEALLOCATE ALL): its Binds skip that bookkeeping.  None: not known yet.
+    inert: bool | None = None
 
 
 @dataclass

@@ -27,7 +27,6 @@ the session to its links until it ends.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import deque
 from operator import itemgetter
 
 from ..logs import logger
@@ -162,12 +161,15 @@ class TransactionMode(TxQueries):
     # -- links ------------------------------------------------------------------------------
     def release_idle(self, link) -> None:
         """A link idle with nothing more to do goes back to the pool."""
-        server = link.server
-        if self._bound and not self.ordering.busy(link):
+        if self.ordering.by_link.get(link):
+            return  # answers still to come
+        if self._bound:
             self._bound.pop(link, None)
-        if (self.session.pinned is not None or link.closed or link is self.session.copy_link
-                or server.txn_status != codes.TXN_IDLE or self.ordering.busy(link)
-                or self.links.get(link.node_id) is not link or server.pending_parses):
+        server = link.server
+        s = self.session
+        if (s.pinned is not None or server.txn_status != codes.TXN_IDLE or link.closed
+                or link is s.copy_link or self.links.get(link.node_id) is not link
+                or server.pending_parses):
             return
         self.links.park(link)
 
@@ -302,8 +304,11 @@ class TransactionMode(TxQueries):
             link.server.statements.touch(server)
             bound = self._bound.get(link)
             if bound is None:
-                bound = self._bound[link] = deque(maxlen=_BOUND_KEPT)
-            bound.append(stmt)
+                self._bound[link] = [stmt]
+            else:
+                bound.append(stmt)
+                if len(bound) > _BOUND_KEPT:
+                    del bound[0]  # the latest ones
             frame = rename_bind(buf, start, end, server)
             self.out.forward(link, frame, 0, len(frame))
         else:

@@ -128,6 +128,16 @@ class TxQueries(PoolMode):
             self.out.shadow(link, m.query(f"DEALLOCATE {quote_ident(name)}"))
             del server.sql_prepared[name]
 
+    def after_bind(self, stmt, link) -> None:
+        if stmt.inert:
+            return
+        self.after_statement(stmt.info, stmt.sql, link)
+        if stmt.inert is None:
+            info, sql = stmt.info, stmt.sql
+            stmt.inert = (info.prepare_name is None and not info.discard_all
+                          and info.deallocate_name != "*" and pin_reason(info, sql) is None
+                          and not (info.bounded and sql_state.may_keep_state(sql)))
+
     def after_statement(self, info, sql: str, link) -> None:
         """Bookkeeping once a statement was sent to ``link``: pins, dropped statements."""
         s = self.session
