@@ -198,9 +198,9 @@ class Pooling:
             self.stats.immediate_checkout()
         return link
 
-    def unpark(self, link) -> bool:
+    def unpark(self, link, on_taken) -> bool:
         """Take back a link parked between a session's transactions (Pool.unpark)."""
-        if not self.pool.unpark(link):
+        if not self.pool.unpark(link, on_taken):
             return False
         if self.stats is not None:
             self.stats.immediate_checkout()

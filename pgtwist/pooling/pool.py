@@ -168,10 +168,12 @@ class Pool:
         self._make_idle(link, rec)
         return True
 
-    def unpark(self, link) -> bool:
-        """Take a parked ``link`` back for its session; False if it is parked no more."""
+    def unpark(self, link, on_taken) -> bool:
+        """Take a parked ``link`` back for the session that parked it with ``on_taken``;
+        False if it is parked no more, or parked by someone else."""
         rec = self._links.get(link)
-        if rec is None or rec.parked is None or rec.busy or link.closed:
+        if rec is None or rec.parked is None or rec.busy or link.closed \
+                or rec.parked != on_taken:
             return False
         kp = rec.kp
         del kp.idle[link]

@@ -276,7 +276,7 @@ class LinkSet(dict):
 
     def unpark(self, link) -> bool:
         """Take a parked link back; False if someone else has it now."""
-        if not self.pooling.unpark(link):
+        if not self.pooling.unpark(link, self._taken):
             return False
         node_id = link.node_id
         del self.parked[node_id]
@@ -313,7 +313,7 @@ class LinkSet(dict):
         self.clear()
         self.last.clear()
         for link in list(self.parked.values()):
-            if self.pooling.pool.unpark(link):  # not a checkout: given back below
+            if self.pooling.pool.unpark(link, self._taken):  # given back just below
                 del self.parked[link.node_id]
                 self.pooling.release(link, clean=True, reset=False)
         self.parked.clear()

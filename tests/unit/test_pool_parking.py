@@ -27,9 +27,9 @@ def test_parked_link_is_idle_and_taken_back_by_its_session():
     assert pool.park(link, taken)
     assert link.owner is pool
     assert [state for _k, _l, state, _c, _cl in pool.iter_links()] == ["idle"]
-    assert pool.unpark(link)
+    assert pool.unpark(link, taken)
     assert link.owner is None and taken.links == []
-    assert not pool.unpark(link)  # busy again: nothing to take back
+    assert not pool.unpark(link, taken)  # busy again: nothing to take back
     pool.checkin(link, reusable=True)
     assert len(conn.calls) == 1
 
@@ -41,7 +41,7 @@ def test_another_checkout_takes_a_parked_link_and_its_session_is_told():
     assert pool.park(link, taken)
     other = link_of(take(pool.checkout(APP, {})))
     assert other is link and taken.links == [link]
-    assert not pool.unpark(link)  # the session must not use it any more
+    assert not pool.unpark(link, taken)  # the session must not use it any more
     assert len(conn.calls) == 1
 
 
@@ -52,7 +52,7 @@ def test_a_parked_link_closed_by_the_pool_tells_its_session():
     assert pool.park(link, taken)
     pool.close_idle()
     assert taken.links == [link] and link.terminated
-    assert not pool.unpark(link)
+    assert not pool.unpark(link, taken)
 
 
 def test_a_parked_link_lost_tells_its_session():
@@ -63,7 +63,7 @@ def test_a_parked_link_lost_tells_its_session():
     link.closed = True
     pool.link_lost(link)
     assert taken.links == [link]
-    assert not pool.unpark(link)
+    assert not pool.unpark(link, taken)
 
 
 def test_a_parked_link_evicted_for_another_key_tells_its_session():
@@ -74,6 +74,15 @@ def test_a_parked_link_evicted_for_another_key_tells_its_session():
     other = take(pool.checkout(OTHER, {}))
     assert taken.links == [link] and link.terminated
     assert link_of(other) is not link and len(conn.calls) == 2
+
+
+def test_only_the_session_that_parked_a_link_takes_it_back():
+    pool, _, _ = make_pool()
+    link = link_of(take(pool.checkout(APP, {})))
+    mine, other = Taken(), Taken()
+    assert pool.park(link, mine)
+    assert not pool.unpark(link, other)
+    assert pool.unpark(link, mine)
 
 
 def test_no_parking_while_someone_waits_for_a_link():
