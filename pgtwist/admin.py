@@ -15,7 +15,7 @@ import struct
 from typing import NamedTuple
 
 from . import adminview
-from .session.poolsettings import PoolSettings, SettingError
+from .session.poolsettings import PoolSettings, SettingError, not_applied_notice
 from .wire import codes
 from .wire import messages as m
 
@@ -91,6 +91,7 @@ class Answer(NamedTuple):
     columns: list[str] | None
     rows: list
     tag: str
+    notices: tuple = ()   # NoticeResponse frames sent ahead of the rows
 
 
 class AdminError(Exception):
@@ -133,9 +134,14 @@ def answer(special, session, proxy, router) -> Answer:
         except SettingError as exc:
             raise AdminError(exc.sqlstate, exc.message) from None
         session.pool_settings = settings
+        notices = ()
+        if kind == "pgpool_set":
+            text = not_applied_notice(special[1])
+            if text is not None:
+                notices = (m.notice_response(text),)
         # Pgpool-II's tags: RESET ALL says RESET, a single RESET says SET.
         return Answer(None, [], "RESET" if kind == "pgpool_reset" and special[1] is None
-                      else "SET")
+                      else "SET", notices)
     raise AdminError("42601", f"unknown pgtwist command: {special[1][:60]}")
 
 
@@ -155,7 +161,8 @@ def row_description(columns: list[str], formats=(0,), type_oid: int = 0) -> byte
 
 
 def data_rows(result: Answer) -> bytes:
-    return b"".join(m.data_row(r) for r in result.rows) + m.command_complete(result.tag)
+    return (b"".join(result.notices) + b"".join(m.data_row(r) for r in result.rows)
+            + m.command_complete(result.tag))
 
 
 def simple(result: Answer) -> bytes:

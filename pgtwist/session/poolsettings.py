@@ -19,6 +19,10 @@ SESSION_PARAMS = frozenset("""
     check_unlogged_table allow_sql_comments client_idle_limit client_idle_limit_in_recovery
     log_error_verbosity client_min_messages log_min_messages log_backend_messages
 """.split())
+# The ones pgtwist applies to the session (the others are stored and shown, and the client
+# is told so: see not_applied_notice).
+APPLIED = frozenset({"log_statement", "log_per_node_statement", "log_client_messages",
+                     "client_idle_limit"})
 UNDEFINED_OBJECT = "42704"
 INVALID_PARAMETER_VALUE = "22023"
 CANT_CHANGE_NOW = "55P02"
@@ -98,3 +102,14 @@ class PoolSettings:
 
     def reset_all(self) -> None:
         self.overrides.clear()
+
+
+def not_applied_notice(name: str) -> str | None:
+    """What a client is told after PGPOOL SET of a parameter pgtwist does not apply per
+    session (None for the ones it does): accepted for Pgpool-II compatibility, but it must
+    not look like it changed anything."""
+    key = ALIASES.get(name, name)
+    if key in APPLIED:
+        return None
+    return (f'pgtwist stores "{key}" for this session (PGPOOL SHOW shows it) but does not '
+            "apply it; the configured value stays in effect")

@@ -83,11 +83,18 @@ def test_pgpool_show_groups_and_all(pg, cluster):
 
 def test_pgpool_set_and_reset_are_session_local(pg):
     with connect(pg) as conn, connect(pg) as other:
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
         assert conn.execute("PGPOOL SHOW client_idle_limit").fetchall() == [("0",)]
         cur = conn.execute("PGPOOL SET client_idle_limit = 350")
         assert cur.statusmessage == "SET"
         conn.execute("PGPOOL SET log_statement TO on")
+        assert notices == []  # both applied to this session
         conn.execute("pgpool set client_min_messages to 'WARNING';")
+        # stored and shown, not applied: the client is told so
+        assert notices == ['pgtwist stores "client_min_messages" for this session (PGPOOL '
+                           'SHOW shows it) but does not apply it; the configured value '
+                           'stays in effect']
         conn.execute("PGPOOL SET log_error_verbosity TO verbose")
         assert conn.execute("PGPOOL SHOW client_idle_limit").fetchall() == [("350",)]
         assert conn.execute("PGPOOL SHOW log_statement").fetchall() == [("on",)]

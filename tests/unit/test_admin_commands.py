@@ -226,3 +226,17 @@ def test_pgpool_set_client_idle_limit_reaches_the_sessions_relay():
     assert logsets == [False, True, False]  # the session's own log_statement, then reset
     assert [c for data, _ in out.sent for c, _ in frames(data)] == ["C", "C", "C"]
     assert all(ready for _, ready in out.sent)   # the outbox adds their ReadyForQuery
+
+
+def test_pgpool_set_of_a_parameter_pgtwist_does_not_apply_says_so():
+    """Accepted (Pgpool-II compatibility) and shown by PGPOOL SHOW, but the client is told
+    it changes nothing; the ones pgtwist applies get no notice."""
+    q, out, s = make()
+    q.query(("pgpool_set", "check_unlogged_table", "off"))
+    q.query(("pgpool_set", "client_min_messages", "warning"))
+    q.query(("pgpool_set", "log_statement", "on"))
+    sent = [[c for c, _ in frames(data)] for data, _ in out.sent]
+    assert sent == [["N", "C"], ["N", "C"], ["C"]]
+    first = out.sent[0][0]
+    assert b'"check_unlogged_table"' in first and b"does not apply it" in first
+    assert s.pool_settings.get("check_unlogged_table") is False
