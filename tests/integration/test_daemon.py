@@ -19,6 +19,7 @@ import yaml
 from pgtwist.dev import devcluster as dc
 
 from .conftest import assert_log_clean
+from .metricsutil import Forwarder
 from .rawpg import RawClient, error_fields, startup_packet
 
 pytestmark = pytest.mark.integration
@@ -311,44 +312,11 @@ def test_backend_comes_back(cluster, pgtwist_factory):
     pg = pgtwist_factory(extra=_only_primary_at(port))
     _expect_fatal_08006(pg, f"{dc.HOST}:{port}", within=3)
     # a plain TCP forwarder on that port to the real primary stands in for a restarted server
-    relay = subprocess.Popen(
-        [sys.executable, "-c", _FORWARDER, str(port), str(cluster.primary_port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    forward = Forwarder(cluster.primary_port, port=port)
     try:
-        assert relay.stdout.readline().strip() == "ready"
         with psycopg.connect(pg.dsn(), connect_timeout=5) as conn:
             row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         assert row == (False,)
     finally:
-        relay.kill()
-        relay.wait(5)
+        forward.close()
 
-
-_FORWARDER = """
-import socket, sys, threading
-listen_port, target_port = int(sys.argv[1]), int(sys.argv[2])
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", listen_port))
-srv.listen(16)
-print("ready", flush=True)
-def pump(a, b):
-    try:
-        while data := a.recv(65536):
-            b.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-while True:
-    c, _ = srv.accept()
-    u = socket.create_connection(("127.0.0.1", target_port))
-    threading.Thread(target=pump, args=(c, u), daemon=True).start()
-    threading.Thread(target=pump, args=(u, c), daemon=True).start()
-"""
