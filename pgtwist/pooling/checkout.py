@@ -169,8 +169,7 @@ class Pooling:
             key.user, params, secret, self.timeout, self.proxy.backend_tls(node.backend),
         )
 
-    def checkout(self, session, node, secret, pooled: bool = True, fresh: bool = False,
-                 prefer=None):
+    def checkout(self, session, node, secret, pooled: bool = True, fresh: bool = False):
         """Deferred link to ``node`` for ``session``: reused if one is cached, else new.
 
         ``fresh``: a new login that the server judges (it may say ``trust``); counted and
@@ -180,7 +179,7 @@ class Pooling:
         params = dict(session.startup_params)
         key = self.key_for(session, node.node_id)
         d = self.pool.checkout(key, {**params, _SECRET: secret}, client=session,
-                               fresh=fresh or not pooled, prefer=prefer)
+                               fresh=fresh or not pooled)
         if self.stats is not None:
             self.stats.timed_checkout(d)
         return d if pooled else d.addCallback(_mark_unpooled)
@@ -190,10 +189,10 @@ class Pooling:
         return PoolKey(session.user, session.database, node_id,
                        tuple(sorted(session.startup_params.items())))
 
-    def take_idle(self, key: PoolKey, session, prefer=None):
+    def take_idle(self, key: PoolKey, session):
         """A cached link for ``session`` under ``key`` (see :meth:`key_for`) at once, or
         None: what :meth:`checkout` would hand over without waiting, minus the Deferred."""
-        link = self.pool.take_idle(key, session, prefer)
+        link = self.pool.take_idle(key, session)
         if link is not None and self.stats is not None:
             self.stats.immediate_checkout()
         return link

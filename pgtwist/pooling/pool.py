@@ -117,18 +117,16 @@ class Pool:
 
     # -- public API ------------------------------------------------------------------------
     def checkout(self, key: PoolKey, startup_params: dict, *, client=None,
-                 fresh: bool = False, prefer=None) -> defer.Deferred:
+                 fresh: bool = False) -> defer.Deferred:
         """Deferred firing with a logged-in link for ``key``, or PoolExhausted / login error.
 
         ``fresh``: the link must come from a new login (the server judging the client's
         credentials), never from the idle links; it still counts against
         ``backend_max_connections`` and the connect pacing, and is checked in as usual.
-        ``prefer``: the idle link to take if it is still idle (the one this client used
-        last, which needs no reset for it); otherwise the most recently used.
-        """
+"""
         kp = self._keys.get(key) or self._new_key(key)
         if kp.idle and not fresh:
-            link = self._take_idle(kp, client, prefer)
+            link = self._take_idle(kp, client)
             if link is not None:
                 return defer.succeed(link)
             kp = self._keys.get(key) or self._new_key(key)  # all were dead: kp may be gone
@@ -140,12 +138,12 @@ class Pool:
             w.timer = self.clock.callLater(self.checkout_timeout, self._timed_out, w)
         return w.d
 
-    def take_idle(self, key: PoolKey, client=None, prefer=None):
+    def take_idle(self, key: PoolKey, client=None):
         """An idle link for ``key`` now (as :meth:`checkout` would hand over), or None."""
         kp = self._keys.get(key)
         if kp is None or not kp.idle:
             return None
-        link = self._take_idle(kp, client, prefer)
+        link = self._take_idle(kp, client)
         if link is None:
             self._gc(kp)
         return link
@@ -311,17 +309,11 @@ class Pool:
         self._taken(link, rec)
         self._forget(link, rec, counter)
 
-    def _take_idle(self, kp: KeyPool, client, prefer=None) -> Any:
-        """``prefer`` if it is one of the key's idle links, else the most recently used
-        live one, now busy; None if all were dead."""
+    def _take_idle(self, kp: KeyPool, client) -> Any:
+        """The key's most recently used live idle link, now busy; None if all were dead."""
         node = kp.node
         while kp.idle:
-            if prefer is not None and prefer in kp.idle:
-                link = prefer
-                del kp.idle[link]
-            else:
-                link, _ = kp.idle.popitem()
-            prefer = None
+            link, _ = kp.idle.popitem()
             rec = node.idle.pop(link)
             if rec.parked is not None:
                 self._taken(link, rec)

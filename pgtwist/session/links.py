@@ -62,9 +62,6 @@ class LinkSet(dict):
         self.paused = False          # the client's send buffer is full
         self.held: set = set()       # paused until their answers' turn comes
         self.holding = False         # some link is in ``held``
-        # node id -> the link given back last (transaction mode): taken again if still idle,
-        # it needs no reset and usually no replay or Parse for this session.
-        self.last: dict = {}
         self.keys: dict = {}         # node id -> the session's pool key there
         # node id -> a link parked in the pool between transactions (transaction mode):
         # idle there for anyone, but taken back cheaply while no one else took it.
@@ -97,7 +94,7 @@ class LinkSet(dict):
                 key = self.keys.get(node_id)
                 if key is None:
                     key = self.keys[node_id] = self.pooling.key_for(self.session, node_id)
-                link = self.pooling.take_idle(key, self.session, self.last.get(node_id))
+                link = self.pooling.take_idle(key, self.session)
                 if link is not None:
                     if self.adopt(link, node) is None:
                         return defer.Deferred()  # the session closed: nothing waits
@@ -123,8 +120,7 @@ class LinkSet(dict):
         return link if link is not None and not link.closed else None
 
     def open(self, node, secret, fresh: bool = False):
-        d = self.pooling.checkout(self.session, node, secret, pooled=self.poolable, fresh=fresh,
-                                  prefer=self.last.get(node.node_id))
+        d = self.pooling.checkout(self.session, node, secret, pooled=self.poolable, fresh=fresh)
         return d.addCallbacks(self.adopt, self._open_failed, callbackArgs=(node,),
                               errbackArgs=(node,))
 
@@ -246,7 +242,6 @@ class LinkSet(dict):
         server = link.server
         if server.applied_by is self.session:
             server.applied = tuple(self.session.replay)
-        self.last[link.node_id] = link
         self.pooling.release(link, clean=True, reset=False)
 
     def park(self, link) -> None:
@@ -271,7 +266,6 @@ class LinkSet(dict):
         if server.applied_by is self.session:
             server.applied = tuple(self.session.replay)
         server.applied_by = None
-        self.last[link.node_id] = link
         self.parked[link.node_id] = link
 
     def unpark(self, link) -> bool:
@@ -311,7 +305,6 @@ class LinkSet(dict):
         for link in list(self.values()):
             self.release(link)
         self.clear()
-        self.last.clear()
         for link in list(self.parked.values()):
             if self.pooling.pool.unpark(link, self._taken):  # given back just below
                 del self.parked[link.node_id]

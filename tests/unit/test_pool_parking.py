@@ -106,16 +106,6 @@ def test_no_parking_inside_a_transaction_or_without_caching():
     assert not nocache.park(other, Taken())
 
 
-def test_checkout_prefers_the_link_the_client_used_last():
-    pool, _, _ = make_pool()
-    a = link_of(take(pool.checkout(APP, {})))
-    b = link_of(take(pool.checkout(APP, {})))
-    pool.checkin(a, reusable=True)
-    pool.checkin(b, reusable=True)  # b is the most recently used
-    assert link_of(take(pool.checkout(APP, {}, prefer=a))) is a
-    assert link_of(take(pool.checkout(APP, {}, prefer=a))) is b  # a is busy: MRU instead
-
-
 def test_take_idle_answers_at_once_or_none():
     pool, _, conn = make_pool()
     assert pool.take_idle(APP) is None
