@@ -11,12 +11,11 @@ pgpool2_exporter and other tools read them unchanged.  A text that only looks li
 from __future__ import annotations
 
 import re
-import struct
 from typing import NamedTuple
 
 from . import adminview
+from .routing.consistency import format_lsn
 from .session.poolsettings import PoolSettings, SettingError, not_applied_notice
-from .wire import codes
 from .wire import messages as m
 
 _TAIL = r"\s*;?\s*\Z"
@@ -149,17 +148,6 @@ def answer(special, session, proxy, router) -> Answer:
 TEXT_OID = 25
 
 
-def row_description(columns: list[str], formats=(0,), type_oid: int = 0) -> bytes:
-    """Columns of type ``type_oid`` (0 as Pgpool-II sends them; the extended protocol says
-    text, 25, because drivers such as asyncpg look a described type up and 0 is none);
-    ``formats`` as a Bind gave them (0 text, 1 binary: for text both are the same bytes)."""
-    body = struct.pack("!h", len(columns))
-    for i, name in enumerate(columns):
-        fmt = formats[0] if len(formats) == 1 else (formats[i] if i < len(formats) else 0)
-        body += m.cstr(name) + struct.pack("!IhIhih", 0, 0, type_oid, -1, -1, fmt)
-    return m.frame(codes.ROW_DESCRIPTION, body)
-
-
 def data_rows(result: Answer) -> bytes:
     return (b"".join(result.notices) + b"".join(m.data_row(r) for r in result.rows)
             + m.command_complete(result.tag))
@@ -167,7 +155,7 @@ def data_rows(result: Answer) -> bytes:
 
 def simple(result: Answer) -> bytes:
     """The answer to a simple Query (its ReadyForQuery follows)."""
-    head = row_description(result.columns) if result.columns is not None else b""
+    head = m.row_description(result.columns) if result.columns is not None else b""
     return head + data_rows(result)
 
 
@@ -198,14 +186,10 @@ def pgtwist_consistency(tracker, cluster, active: bool):
              "load balancing over replicas)"],
             ["scope", o.scope], ["wait_ms", str(int(o.wait * 1000))],
             ["poll_interval_ms", str(int(o.poll_interval * 1000))],
-            ["commit_lsn", _lsn(tracker.lsn)], ["writes_pending", str(tracker.pending)]]
+            ["commit_lsn", format_lsn(tracker.lsn)], ["writes_pending", str(tracker.pending)]]
     rows.extend([name, str(value)] for name, value in tracker.counts.items())
-    rows.extend([f"node{n.node_id}_replay_lsn", _lsn(n.replay_lsn)] for n in cluster.nodes)
+    rows.extend([f"node{n.node_id}_replay_lsn", format_lsn(n.replay_lsn)] for n in cluster.nodes)
     return ["name", "value"], rows
-
-
-def _lsn(lsn: int | None) -> str:
-    return "" if lsn is None else f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def explain_route(explanation, node_label: str) -> bytes:

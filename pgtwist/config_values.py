@@ -203,3 +203,17 @@ def address_errors(listen_addresses: str) -> list[str]:
         except ValueError:
             errors.append(f"{item!r} is not '*', 'localhost' or an IP address")
     return errors
+
+
+def listen_interfaces(listen_addresses: str) -> list[str]:
+    """Pgpool-II's listen_addresses (and pcp_/metrics_listen_addresses): '*' = all,
+    else comma-separated hosts ('localhost' = 127.0.0.1)."""
+    result = []
+    for item in listen_addresses.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item == "*":
+            return ["0.0.0.0", "::"]
+        result.append("127.0.0.1" if item == "localhost" else item)
+    return result

@@ -20,6 +20,7 @@ from .auth.hba_parse import load_hba
 from .auth.passwd import PasswdError, load_pool_passwd
 from .cluster import Cluster
 from .config import load_config
+from .config_values import listen_interfaces
 from .conn.auth import Secret
 from .errors import ConfigError
 from .logs import configure, logger, operator_observer
@@ -309,19 +310,6 @@ def _load_passwd(config) -> dict:
     if not config.pool_passwd:
         return {}
     return load_pool_passwd(config.pool_passwd, key_file=config.pool_key_file)
-
-
-def listen_interfaces(listen_addresses: str) -> list[str]:
-    """Pgpool-II's listen_addresses: '*' = all, comma-separated hosts."""
-    result = []
-    for item in listen_addresses.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if item == "*":
-            return ["0.0.0.0", "::"]
-        result.append("127.0.0.1" if item == "localhost" else item)
-    return result
 
 
 class ProxyService(service.Service):

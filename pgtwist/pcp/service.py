@@ -9,6 +9,7 @@ import os
 from twisted.application import service
 from twisted.internet import task
 
+from ..config_values import listen_interfaces
 from ..logs import logger
 from .commands import POLL, Commands
 from .conf import PcpConfError, read_pcp_conf
@@ -17,16 +18,6 @@ from .protocol import PcpFactory
 log = logger(__name__)
 
 
-def listen_interfaces(addresses: str) -> list[str]:
-    """Pgpool-II's pcp_listen_addresses: '*' = all, else comma-separated hosts."""
-    result = []
-    for item in addresses.split(","):
-        item = item.strip()
-        if item == "*":
-            return ["0.0.0.0", "::"]
-        if item:
-            result.append("127.0.0.1" if item == "localhost" else item)
-    return result
 
 
 class PcpService(service.Service):

@@ -128,7 +128,7 @@ class AdminQueries:
         except admin.AdminError as exc:
             self._fail(exc.sqlstate, exc.message)
             return
-        self.out.local(head + admin.row_description(result.columns, formats, admin.TEXT_OID),
+        self.out.local(head + m.row_description(result.columns, formats, admin.TEXT_OID),
                        ready=False)
 
     def execute(self, portal: bytes) -> None:

@@ -80,11 +80,14 @@ def negotiate_protocol_version(newest: int, unsupported: list[bytes]) -> bytes:
     return frame(codes.NEGOTIATE_PROTOCOL_VERSION, body)
 
 
-def row_description(names: list[str]) -> bytes:
-    """Text columns with type OID 0, as Pgpool-II does for its SHOW commands."""
+def row_description(names: list[str], formats=(0,), type_oid: int = 0) -> bytes:
+    """Columns of type ``type_oid`` (0, as Pgpool-II sends its SHOW columns; pgtwist says
+    text, 25, in the extended protocol, where drivers such as asyncpg look a described type
+    up), in ``formats`` as a Bind gave them (one for all, or one per column)."""
     body = _h.pack(len(names))
-    for name in names:
-        body += cstr(name) + struct.pack("!IhIhih", 0, 0, 0, -1, -1, 0)
+    for i, name in enumerate(names):
+        fmt = formats[0] if len(formats) == 1 else (formats[i] if i < len(formats) else 0)
+        body += cstr(name) + struct.pack("!IhIhih", 0, 0, type_oid, -1, -1, fmt)
     return frame(codes.ROW_DESCRIPTION, body)
 
 

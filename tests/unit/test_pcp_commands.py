@@ -8,9 +8,10 @@ from twisted.internet.testing import MemoryReactorClock
 
 from pgtwist.cluster import Cluster
 from pgtwist.config import ConfigError, parse_config
+from pgtwist.config_values import listen_interfaces
 from pgtwist.pcp import codec
 from pgtwist.pcp.commands import CommandError, Commands
-from pgtwist.pcp.service import PcpService, listen_interfaces
+from pgtwist.pcp.service import PcpService
 
 NODES = [{"hostname": "db0", "port": 5432, "weight": 1, "flag": "ALWAYS_PRIMARY"},
          {"hostname": "db1", "port": 5433, "weight": 3},
