@@ -26,6 +26,7 @@ from .conn.auth import Secret
 from .conn.backend import LoginFailed
 from .logs import logger
 from .protocols.backend import run_query
+from .routing.consistency import parse_lsn
 from .routing.values import ClusterView, NodeView
 from .wire.decode import decode_fields
 from .wire.errors import CONNECTION_FAILURE
@@ -57,13 +58,6 @@ _SEVERITY = {"ERROR": ERROR, "FATAL": FATAL, "PANIC": PANIC}
 
 class NoPrimary(LoginFailed):
     pass
-
-
-def _parse_lsn(text: str | None) -> int | None:
-    if not text or "/" not in text:
-        return None
-    high, low = text.split("/", 1)
-    return (int(high, 16) << 32) | int(low, 16)
 
 
 def _now_text() -> str:
@@ -317,10 +311,12 @@ class Cluster:
 
     def _role_ok(self, rows, node: NodeState) -> None:
         in_recovery = bool(rows) and rows[0][0] == "t"
-        lsn = _parse_lsn(rows[0][1]) if rows and len(rows[0]) > 1 else None
-        if lsn is not None and (node.replay_lsn is None or lsn >= node.replay_lsn):
-            # Never backwards: the read-consistency poller (pgtwist.lsn) may have read a
-            # newer position meanwhile.
+        lsn = parse_lsn(rows[0][1]) if rows and len(rows[0]) > 1 else None
+        if lsn is not None:
+            # The latest reading, even if lower than the last (the read-consistency poller,
+            # pgtwist.lsn, may have read a newer one meanwhile): lower only makes the node
+            # look less fresh, while keeping a maximum would keep a demoted primary's or a
+            # rebuilt standby's old position and call it fresh.
             node.replay_lsn, node.replay_lsn_at = lsn, self.reactor.seconds()
         role = "standby" if in_recovery else "primary"
         node.pg_role = role

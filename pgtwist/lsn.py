@@ -237,9 +237,9 @@ class LsnTracker:
         self._keep_polling()
 
     def _replayed(self, rows, node) -> None:
-        lsn = parse_lsn(rows[0][0]) if rows and rows[0] else None
-        if lsn is not None and (node.replay_lsn is None or lsn > node.replay_lsn):
-            node.replay_lsn = lsn
+        # The latest reading, never a maximum: see Cluster._role_ok.  NULL (not replaying):
+        # unknown, so not fresh.
+        node.replay_lsn = parse_lsn(rows[0][0]) if rows and rows[0] else None
         self._check_waiters()
 
     def _poll_failed(self, failure, node) -> None:

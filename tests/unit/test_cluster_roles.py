@@ -50,3 +50,15 @@ def test_a_down_node_is_retried_after_a_while():
     reactor.advance(6)
     assert cluster.usable(1)
     assert cluster.view().nodes[1].status == "up"
+
+
+def test_a_demoted_primary_takes_its_lower_replay_position():
+    """A node's replay LSN is its latest reading, never a maximum: after the platform
+    demotes the old primary (or rebuilds a standby) its old, higher WAL position must not
+    make read_consistency call it fresh."""
+    cluster, _ = _cluster([{"hostname": "10.0.0.1"}, {"hostname": "10.0.0.2"}])
+    node = cluster.nodes[0]
+    cluster._role_ok([("f", "1/5000")], node)         # primary: pg_current_wal_lsn()
+    assert node.replay_lsn == 0x1_0000_5000
+    cluster._role_ok([("t", "1/3000")], node)         # now a standby, replayed less
+    assert node.replay_lsn == 0x1_0000_3000
