@@ -14,6 +14,7 @@ from dataclasses import replace
 from . import logs
 from .catalog import _EMPTY, CatalogCache
 from .cluster import DDL, STAT_OF
+from .logfmt import mask_secrets
 from .logs import logger
 from .lsn import LsnTracker
 from .options import ConsistencyOptions
@@ -141,7 +142,8 @@ class Router:
         if log_debug():
             log.debug("session {pid}: {target} {node} by {policy}: {reason} <- {sql}",
                       pid=s.pid, target=decision.target.value, node=decision.node,
-                      policy=decision.policy, reason=decision.reason, sql=sql[:200])
+                      policy=decision.policy, reason=decision.reason,
+                      sql=mask_secrets(sql[:200]))
         return decision
 
     def explain(self, info, s, facts, sql: str):

@@ -118,7 +118,7 @@ class Requests:
         if self.logset.per_node_statement:
             self.slog.per_node(link, "", sql)
         if self.retry is not None and link.node_id != s.primary_id:
-            self.retry.offer(link, info, buf[start - 5:end])
+            self.retry.offer(link, info, buf, start - 5, end)
         if info.copy_from_stdin:
             # Syncs the client sends while the server may be in copy-in are ignored
             # there, as after an extended COPY's Execute (see _copy_sync).

@@ -43,14 +43,15 @@ class StandbyRetry:
         self._resent: set = set()  # retries still in flight on the primary
 
     # -- sending side: Requests ------------------------------------------------------------------
-    def offer(self, link, info, frame: bytes) -> None:
-        """The simple Query ``frame`` just went to standby ``link`` (its segment is the
-        link's newest): retry it on the primary if the standby refuses it as read-only."""
+    def offer(self, link, info, buf: bytes, start: int, end: int) -> None:
+        """The simple Query frame ``buf[start:end]`` just went to standby ``link`` (its
+        segment is the link's newest): retry it on the primary if the standby refuses it
+        as read-only."""
         # Only a function call can make a read write (a standby refuses it): a read without
-        # one is never offered, so its answer streams through untouched (the hot path).
+        # one is never offered (nor copied), so its answer streams through untouched.
         if (info.functions and info.is_read and not info.copy_to_stdout
                 and not info.multi_statement and self.session.route_status == "I"):
-            self.records[self.ordering.by_link[link][-1]] = frame
+            self.records[self.ordering.by_link[link][-1]] = buf[start:end]
 
     # -- receiving side: Replies -----------------------------------------------------------------
     def split(self, link, items: list):

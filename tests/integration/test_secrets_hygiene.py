@@ -16,6 +16,7 @@ import hmac
 import os
 import subprocess
 
+import psycopg
 import pytest
 import yaml
 
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.integration
 AUTH_USER = "pgtwist_hyg_auth"
 AUTH_PASSWORD = "hygiene auth secret 8"
 SR_CHECK_PASSWORD = "sr check secret 9"
+STATEMENT_PASSWORD = "statement secret 10"
 WRONG = {user: f"wrong {user} guess 7" for user in dc.TEST_USERS}
 
 HBA = """\
@@ -143,6 +145,12 @@ def test_no_secret_in_logs_or_admin_output(cluster, daemons):
 
     admin = _admin_output(hba_pg) + _admin_output(cleartext_pg)
     assert not _leaks(admin, secrets), _leaks(admin, secrets)
+
+    # A password in a statement's text: the routing debug line shows the statement masked.
+    secrets["a password in a statement"] = STATEMENT_PASSWORD
+    with psycopg.connect(hba_pg.dsn(user="postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE hygiene_stmt_role PASSWORD '{STATEMENT_PASSWORD}'")
+        conn.execute("DROP ROLE hygiene_stmt_role")
 
     for pg in daemons:
         pg.stop()  # flush and close the log

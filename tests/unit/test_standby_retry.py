@@ -40,7 +40,8 @@ def setup():
 def send(out, retry, link, sql):
     frame = m.query(sql)
     out.forward(link, frame, 0, len(frame), sync=True)
-    retry.offer(link, make_query("SELECT", functions=("f",) if "(" in sql else ()), frame)
+    retry.offer(link, make_query("SELECT", functions=("f",) if "(" in sql else ()), frame, 0,
+                len(frame))
     out.flush()
     return frame
 
