@@ -23,9 +23,7 @@ from twisted.internet import defer, task
 
 from .conn.auth import Secret
 from .logs import logger
-from .protocols.backend import _QueryCollector, connect_backend, run_query
-from .timeouts import call_later
-from .wire import messages as m
+from .protocols.backend import run_query
 
 log = logger(__name__)
 
@@ -145,31 +143,9 @@ def wall_clock_text() -> str:
 
 def probe(reactor, backend, user: str, database: str, secret: Secret | None, sql: str,
           timeout: float, tls=None) -> defer.Deferred:
-    """Log in and run ``sql``; the login and then the query are each bounded by ``timeout``
-    (a hung server's connection is aborted, not left behind)."""
-    d = connect_backend(reactor, -1, backend.hostname, backend.port, user,
-                        {"database": database, "application_name": "pgtwist_health_check"},
-                        secret, timeout, tls)
-
-    def logged_in(link):
-        collector = _QueryCollector(link)
-        link.attach(collector)
-        link.write(m.query(sql))
-        timer = call_later(reactor, timeout, _abort, link)
-        return collector.done.addBoth(_stop_timer, timer)
-
-    return d.addCallback(logged_in)
-
-
-def _abort(link) -> None:
-    if link.transport is not None:
-        link.transport.abortConnection()
-
-
-def _stop_timer(result, timer):
-    if timer is not None and timer.active():
-        timer.cancel()
-    return result
+    """Log in to ``backend`` and run ``sql``, each step bounded by ``timeout``."""
+    return run_query(reactor, backend.hostname, backend.port, user, database, secret, sql,
+                     timeout, tls=tls, application_name="pgtwist_health_check")
 
 
 def _why(failure) -> str:

@@ -299,14 +299,26 @@ class _QueryCollector:
 
 @defer.inlineCallbacks
 def run_query(reactor, hostname, port, user, database, secret, sql, timeout, options=None,
-              tls=None):
-    """Run one simple-protocol query on a fresh connection; rows of text values."""
-    params = {"database": database, "application_name": "pgtwist"}
+              tls=None, application_name: str = "pgtwist"):
+    """Run one simple-protocol query on a fresh connection; rows of text values.  The
+    login and then the query are each bounded by ``timeout`` (a hung server's connection
+    is aborted, not left behind, and the Deferred fails)."""
+    params = {"database": database, "application_name": application_name}
     if options:
         params["options"] = options
     link = yield connect_backend(reactor, -1, hostname, port, user, params, secret, timeout, tls)
     collector = _QueryCollector(link)
     link.attach(collector)
     link.write(m.query(sql))
-    rows = yield collector.done
+    timer = call_later(reactor, timeout, _abort, link)
+    try:
+        rows = yield collector.done
+    finally:
+        if timer.active():
+            timer.cancel()
     return rows
+
+
+def _abort(link) -> None:
+    if link.transport is not None:
+        link.transport.abortConnection()
