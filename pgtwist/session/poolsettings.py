@@ -8,9 +8,9 @@ sends for the same mistake in its own SET).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
+from ..config_values import convert as config_convert
 from ..params import ALIASES, PARAMS, PER_NODE, SUFFIX_ONLY
 
 # Pgpool-II's SESSION-context parameters (reference §4.1): the only ones PGPOOL SET changes.
@@ -26,9 +26,6 @@ APPLIED = frozenset({"log_statement", "log_per_node_statement", "log_client_mess
 UNDEFINED_OBJECT = "42704"
 INVALID_PARAMETER_VALUE = "22023"
 CANT_CHANGE_NOW = "55P02"
-_TRUE = frozenset(("on", "true", "yes", "1", "t", "y"))
-_FALSE = frozenset(("off", "false", "no", "0", "f", "n"))
-_INT = re.compile(r"[+-]?\d+\Z")
 
 
 class SettingError(ValueError):
@@ -55,25 +52,14 @@ def settable(name: str) -> str:
 
 
 def convert(name: str, text: str) -> object:
-    """``text`` as a value of parameter ``name``, checked as the config reader checks it."""
-    p = PARAMS[name]
-    value = text.strip()
-    lowered = value.lower()
-    if p.kind == "bool":
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-    elif p.kind == "int":
-        if _INT.match(value):
-            number = int(value)
-            if (p.lo is None or number >= p.lo) and (p.hi is None or number <= p.hi):
-                return number
-    elif p.kind == "enum":
-        for choice in p.choices:
-            if lowered == choice.lower():
-                return choice
-    raise SettingError(INVALID_PARAMETER_VALUE, f'invalid value for parameter "{name}": "{text}"')
+    """``text`` as a value of parameter ``name``, read exactly as the configuration reader
+    reads it (pgtwist.config_values: the same booleans, ranges, units, enumerations)."""
+    errors: list[str] = []
+    value = config_convert(PARAMS[name], text.strip(), name, "", errors)
+    if errors:
+        raise SettingError(INVALID_PARAMETER_VALUE,
+                           f'invalid value for parameter "{name}": "{text}"')
+    return value
 
 
 class PoolSettings:

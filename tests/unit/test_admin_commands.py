@@ -75,6 +75,15 @@ def test_pool_settings_set_reset_default():
     assert ps.overrides == {}
 
 
+def test_pool_settings_read_values_as_the_configuration_does():
+    """PGPOOL SET takes what the config file takes (units included), nothing else."""
+    ps = PoolSettings({n: p.default for n, p in PARAMS.items()})
+    ps.set("client_idle_limit", "5min")
+    assert ps.get("client_idle_limit") == 300
+    ps.set("log_statement", "yes")
+    assert ps.get("log_statement") is True
+
+
 @pytest.mark.parametrize("name,value,sqlstate,message", [
     ("nosuch", "1", "42704", 'unrecognized configuration parameter "nosuch"'),
     ("port", "1", "55P02", 'invalid Context, value for parameter "port" cannot be changed'),
