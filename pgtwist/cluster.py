@@ -17,8 +17,6 @@ session could not reach is set aside for DOWN_RETRY_SECONDS, then tried again.
 
 from __future__ import annotations
 
-import time
-
 from twisted.internet import defer, task
 
 from . import checks
@@ -60,10 +58,6 @@ class NoPrimary(LoginFailed):
     pass
 
 
-def _now_text() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")
-
-
 class NodeState:
     """Live state of one configured backend."""
 
@@ -78,7 +72,7 @@ class NodeState:
         self.status = "waiting"          # pgtwist's view: up | down | waiting (not used yet)
         self.role = "primary" if backend.always_primary else "unknown"
         self.select_cnt = 0
-        self.last_status_change = _now_text()
+        self.last_status_change = checks.wall_clock_text()
         self.pg_status = "unknown"       # last live check: up | down | unknown
         self.pg_role = "unknown"         # last pg_is_in_recovery() answer
         self.replication_delay: float | None = None   # in delay_unit behind the primary
@@ -118,7 +112,7 @@ class NodeState:
             self.detached = False
         if status != self.status:
             self.status = status
-            self.last_status_change = _now_text()
+            self.last_status_change = checks.wall_clock_text()
             return True
         return False
 
